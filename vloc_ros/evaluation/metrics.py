@@ -1,0 +1,89 @@
+"""Localization metrics over per-frame records.
+
+Frames without ground truth are *unevaluated*: counted, but outside every rate's denominator.
+Recall is over evaluated frames (a frame counts when localized and within both bounds); the
+wrong-pose rate is over evaluated *localized* frames, i.e. over the poses a node would have
+published. Recall without the wrong-pose rate is not a result.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from .records import FrameRecord
+
+DEFAULT_METRICS_CONFIG = {
+    # (translation bound in map units, rotation bound in degrees)
+    "recall_thresholds": [(0.05, 1.0), (0.25, 2.0), (0.5, 5.0), (5.0, 10.0)],
+    "wrong_pose_bound": (0.5, 5.0),
+}
+
+LATENCY_PERCENTILES = (50, 95, 99)
+
+
+def compute_metrics(records: list[FrameRecord], config: dict | None = None) -> dict:
+    """All metrics as a JSON-ready dict; an undefined value (empty denominator) is None."""
+    config = {**DEFAULT_METRICS_CONFIG, **(config or {})}
+    evaluated = [r for r in records if r.evaluated]
+    scored = [r for r in evaluated if r.localized]
+    errors = np.array([r.errors() for r in scored], dtype=np.float64).reshape(-1, 2)
+    translation_errors, rotation_errors = errors[:, 0], errors[:, 1]
+
+    recall = []
+    for max_translation, max_rotation in config["recall_thresholds"]:
+        within = np.sum((translation_errors <= max_translation) & (rotation_errors <= max_rotation))
+        recall.append({"max_translation": float(max_translation), "max_rotation_deg": float(max_rotation),
+                       "recall": _ratio(within, len(evaluated))})
+    wrong_translation, wrong_rotation = config["wrong_pose_bound"]
+    wrong = int(np.sum((translation_errors > wrong_translation) | (rotation_errors > wrong_rotation)))
+
+    return {
+        "counts": {
+            "frames": len(records),
+            "evaluated": len(evaluated),
+            "unevaluated": len(records) - len(evaluated),
+            "localized": sum(r.localized for r in records),
+            "localized_evaluated": len(scored),
+            "wrong_poses": wrong,
+            "not_localized_by_reason": dict(Counter(r.reason or "unspecified" for r in records if not r.localized)),
+        },
+        "localized_rate": _ratio(len(scored), len(evaluated)),
+        "recall": recall,
+        "wrong_pose_bound": {"max_translation": float(wrong_translation), "max_rotation_deg": float(wrong_rotation)},
+        "wrong_pose_rate": _ratio(wrong, len(scored)),
+        "translation_error": _median_p90(translation_errors),
+        "rotation_error_deg": _median_p90(rotation_errors),
+        "ape_translation_rmse": float(np.sqrt(np.mean(translation_errors**2))) if len(scored) else None,
+        "latency_ms": latency_percentiles(records),
+    }
+
+
+def latency_percentiles(records: list[FrameRecord]) -> dict:
+    """Per stage and ``total`` -> {p50, p95, p99, mean} in milliseconds, over frames that timed it.
+
+    ``total`` is the localizer's own ``total`` timing when it reports one (stages may overlap or
+    leave gaps), else the sum of the stages.
+    """
+    samples: dict[str, list[float]] = {}
+    for record in records:
+        if not record.timings:
+            continue
+        for stage, seconds in record.timings.items():
+            samples.setdefault(stage, []).append(float(seconds))
+        if "total" not in record.timings:
+            samples.setdefault("total", []).append(float(sum(record.timings.values())))
+    return {stage: {**{f"p{q}": float(np.percentile(np.multiply(values, 1e3), q)) for q in LATENCY_PERCENTILES},
+                    "mean": float(np.mean(values) * 1e3)}
+            for stage, values in samples.items()}
+
+
+def _median_p90(values: np.ndarray) -> dict:
+    if len(values) == 0:
+        return {"median": None, "p90": None}
+    return {"median": float(np.median(values)), "p90": float(np.percentile(values, 90))}
+
+
+def _ratio(numerator, denominator) -> float | None:
+    return float(numerator) / denominator if denominator else None

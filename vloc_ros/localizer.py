@@ -1,0 +1,150 @@
+"""The localizer: one image + its camera -> a pose in the map frame, or a reason why not.
+
+Pipeline per frame: extract local features -> global descriptor -> parallel global/local
+candidate search (``vloc_ros.search``) -> undistort matched keypoints -> LO-RANSAC PnP with
+refinement and covariance (``vloc_ros.pose``) -> verification. ROS-free; the node wraps it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from .features import create_extractor
+from .geometry import Camera, Rigid3
+from .mapping.builder import merge_config
+from .mapping.map_format import LocalizationMap, MapError
+from .pose import DEFAULT_POSE_CONFIG, estimate_pose
+from .retrieval import VladDescriptor
+from .search import Binarizer, CandidateSearch, GlobalIndex, local_index_from_state
+
+DEFAULT_LOCALIZER_CONFIG = {
+    "search": {"mode": "parallel"},
+    "pose": DEFAULT_POSE_CONFIG,
+    "min_keypoints": 20,
+    "min_matches": 12,
+    "min_inliers": 12,
+}
+
+
+class LocalizationStatus(str, Enum):
+    OK = "OK"
+    NOT_LOCALIZED = "NOT_LOCALIZED"
+
+
+@dataclass
+class LocalizationResult:
+    status: LocalizationStatus
+    reason: str = ""
+    world_from_camera: Rigid3 | None = None  # pose of the camera optical frame in the map frame
+    covariance: np.ndarray | None = None  # (6, 6): position (m), then rotation about map axes (rad)
+    confidence: float = 0.0
+    inlier_keypoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # image pixels
+    inlier_points3d: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # map frame
+    num_keypoints: int = 0
+    num_matches: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+
+    @property
+    def ok(self) -> bool:
+        return self.status is LocalizationStatus.OK
+
+    @property
+    def num_inliers(self) -> int:
+        return len(self.inlier_points3d)
+
+    @property
+    def camera_from_world(self) -> Rigid3 | None:
+        return None if self.world_from_camera is None else self.world_from_camera.inverse()
+
+    def summary(self) -> dict:
+        """A JSON-friendly one-line record."""
+        return {"status": self.status.value, "reason": self.reason, "inliers": self.num_inliers,
+                "matches": self.num_matches, "keypoints": self.num_keypoints,
+                "confidence": round(self.confidence, 4),
+                "timings_ms": {k: round(v * 1000, 2) for k, v in self.timings.items()}}
+
+
+class MapMismatchError(MapError):
+    """The query extractor does not produce the descriptors the map was built with."""
+
+
+def check_extractor_matches_map(extractor, manifest: dict) -> None:
+    expected = manifest["extractor"]
+    found = {"name": extractor.name, "weights_sha256": extractor.weights_sha256,
+             "descriptor_dim": extractor.descriptor_dim}
+    for key, value in found.items():
+        if expected.get(key) != value:
+            raise MapMismatchError(f"query extractor {key} is {value!r} but the map was built with "
+                                   f"{expected.get(key)!r}; localize with the map's extractor or rebuild the map")
+
+
+class Localizer:
+    def __init__(self, localization_map: LocalizationMap, config: dict | None = None, extractor=None):
+        self.map = localization_map
+        self.config = merge_config(DEFAULT_LOCALIZER_CONFIG, config)
+        manifest = localization_map.manifest
+        self.extractor = extractor or create_extractor(manifest["extractor"]["config"])
+        check_extractor_matches_map(self.extractor, manifest)
+        states = localization_map.states
+        self.global_descriptor = VladDescriptor.from_state(states["global_descriptor"])
+        arrays = localization_map.arrays
+        self.search = CandidateSearch(
+            self.config["search"],
+            point_descriptors=arrays["point_descriptors"],
+            point_index=local_index_from_state(manifest["local_index"], states["local_index"]),
+            binarizer=Binarizer.from_state(states["binarizer"]),
+            global_index=GlobalIndex(arrays["keyframe_global_descriptors"]),
+            keyframe_points=(arrays["keyframe_points_offsets"], arrays["keyframe_points"]))
+
+    def localize(self, image: np.ndarray, camera: Camera) -> LocalizationResult:
+        """Localize one image (RGB uint8 HxWx3 or gray HxW) taken by ``camera``.
+
+        Raises ValueError when the image does not fit the camera (a caller bug); anything about
+        the image content gives NOT_LOCALIZED with a reason.
+        """
+        image = np.asarray(image)
+        if image.ndim < 2 or (image.shape[1], image.shape[0]) != (camera.width, camera.height):
+            raise ValueError(f"image shape {image.shape} does not match camera {camera.width}x{camera.height}")
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        features = self.extractor.extract(image)
+        timings["extract"] = time.perf_counter() - started
+        if len(features) < self.config["min_keypoints"]:
+            return self._reject(f"too few keypoints ({len(features)} < {self.config['min_keypoints']})",
+                                timings, len(features))
+
+        started = time.perf_counter()
+        query_global = self.global_descriptor.describe(features.descriptors)
+        timings["global_descriptor"] = time.perf_counter() - started
+        correspondences = self.search.search(features.descriptors, query_global)
+        timings.update(correspondences.timings)
+        num_matches = len(correspondences.query_indices)
+        if num_matches < self.config["min_matches"]:
+            return self._reject(f"too few matches ({num_matches} < {self.config['min_matches']})",
+                                timings, len(features), num_matches)
+
+        started = time.perf_counter()
+        keypoints = features.keypoints[correspondences.query_indices]
+        points3d = self.map.arrays["points_xyz"][correspondences.point_ids]
+        estimate = estimate_pose(camera.undistort_points(keypoints), points3d, camera.pinhole(), self.config["pose"])
+        timings["pose"] = time.perf_counter() - started
+        if estimate is None:
+            return self._reject("PnP found no pose", timings, len(features), num_matches)
+        if estimate.num_inliers < self.config["min_inliers"]:
+            return self._reject(f"too few inliers ({estimate.num_inliers} < {self.config['min_inliers']})",
+                                timings, len(features), num_matches)
+        inliers = estimate.inlier_mask
+        return LocalizationResult(
+            LocalizationStatus.OK, "", estimate.world_from_camera, estimate.covariance,
+            confidence=float(estimate.num_inliers / num_matches),
+            inlier_keypoints=keypoints[inliers], inlier_points3d=points3d[inliers],
+            num_keypoints=len(features), num_matches=num_matches, timings=timings)
+
+    @staticmethod
+    def _reject(reason: str, timings, num_keypoints=0, num_matches=0) -> LocalizationResult:
+        return LocalizationResult(LocalizationStatus.NOT_LOCALIZED, reason, num_keypoints=num_keypoints,
+                                  num_matches=num_matches, timings=timings)

@@ -1,0 +1,265 @@
+"""Build a localization map: features -> pairs -> matches -> pycolmap -> per-point data -> indexes.
+
+A library first (the map-builder node calls ``build_map`` too); ``vloc build-map`` wraps it.
+Features are cached per image on disk, so a build that was killed resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import __version__
+from ..features import Features, create_extractor
+from ..features.matching import create_matcher
+from ..geometry import Rigid3
+from ..retrieval import VladDescriptor
+from ..search import Binarizer, create_local_index
+from . import pairs as pair_selection
+from .map_format import Keyframe, LocalizationMap, save_map
+from .points import collect_tracks, medoid_descriptors, visibility_arrays
+from .reconstruction import reconstruct, write_database
+from .sources import MapFrame
+
+DEFAULT_BUILD_CONFIG = {
+    "extractor": {"name": "xfeat", "max_keypoints": 2048, "resize_max": 640},
+    "matcher": {"name": "mutual_nn", "ratio": 0.95},
+    "pairs": {"sequential_window": 4, "retrieval_top_k": 5},
+    "global_descriptor": {"name": "vlad", "num_clusters": 32, "seed": 0},
+    "binarizer": {"method": "itq", "num_bits": 64, "seed": 0},
+    "local_index": {"kind": "random_trees", "seed": 0},
+    "reconstruction": {"seed": 0, "min_num_matches": 15},
+    "min_registered_images": 3,
+    "map_frame": "map",
+}
+
+
+class BuildError(RuntimeError):
+    """The build cannot produce a usable map; nothing was written."""
+
+
+@dataclass
+class BuildSummary:
+    output: Path
+    images_given: int
+    images_registered: int
+    skipped_images: dict[str, str]  # name -> reason
+    features_from_cache: int  # images whose features a killed earlier build had already extracted
+    num_points: int
+    mean_track_length: float
+    mean_reprojection_error_px: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def format(self) -> str:
+        lines = [f"map written to {self.output}",
+                 f"  images registered / given : {self.images_registered} / {self.images_given}",
+                 f"  features reused from cache: {self.features_from_cache}",
+                 f"  3D points                 : {self.num_points}",
+                 f"  mean track length         : {self.mean_track_length:.2f}",
+                 f"  mean reprojection error   : {self.mean_reprojection_error_px:.3f} px"]
+        if self.skipped_images:
+            lines.append(f"  skipped images ({len(self.skipped_images)}):")
+            lines += [f"    {name}: {reason}" for name, reason in self.skipped_images.items()]
+        lines.append("  time per stage:")
+        lines += [f"    {stage:<14} {seconds:8.2f} s" for stage, seconds in self.stage_seconds.items()]
+        return "\n".join(lines)
+
+
+def merge_config(base: dict, override: dict | None) -> dict:
+    """Recursive dict merge: ``override`` wins, nested dicts merge."""
+    merged = dict(base)
+    for key, value in (override or {}).items():
+        merged[key] = merge_config(merged[key], value) if isinstance(merged.get(key), dict) and isinstance(value, dict) else value
+    return merged
+
+
+class FeatureCache:
+    """One ``.npz`` per image under a directory keyed by everything that changes the features."""
+
+    def __init__(self, root: Path, extractor):
+        key = json.dumps({"name": extractor.name, "weights": extractor.weights_sha256, "config": extractor.config},
+                         sort_keys=True, default=str)
+        self.directory = Path(root) / hashlib.sha256(key.encode()).hexdigest()[:16]
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        return self.directory / (hashlib.sha256(name.encode()).hexdigest()[:24] + ".npz")
+
+    def get(self, name: str) -> Features | None:
+        path = self._path(name)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return Features(data["keypoints"], data["scores"], data["descriptors"], tuple(data["image_size"]))
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # a file cut short by a kill: extract again
+            return None
+
+    def put(self, name: str, features: Features) -> None:
+        path = self._path(name)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, keypoints=features.keypoints, scores=features.scores,
+                 descriptors=features.descriptors, image_size=np.asarray(features.image_size))
+        os.replace(tmp, path)
+
+
+def extract_all(frames: Iterable[MapFrame], extractor, cache: FeatureCache, progress: bool):
+    """Features for every readable frame; unreadable or featureless images are skipped and named."""
+    kept, features, skipped, reused = [], [], {}, 0
+    for frame in tqdm(frames, desc="extract features", unit="img", disable=not progress):
+        cached = cache.get(frame.name)
+        reused += cached is not None
+        if cached is None:
+            try:
+                image = frame.load_image()
+                if (image.shape[1], image.shape[0]) != (frame.camera.width, frame.camera.height):
+                    raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but the camera is "
+                                     f"{frame.camera.width}x{frame.camera.height}")
+                cached = extractor.extract(image)
+            except ValueError as error:
+                skipped[frame.name] = str(error)
+                continue
+            cache.put(frame.name, cached)
+        if len(cached) < 8:
+            skipped[frame.name] = f"only {len(cached)} keypoints"
+            continue
+        frame.load_image = None  # drop the decoded image (bag sources hold it in the closure)
+        kept.append(frame)
+        features.append(cached)
+    return kept, features, skipped, reused
+
+
+def build_map(frames: Iterable[MapFrame], output, config: dict | None = None, cache_dir=None,
+              progress: bool = True, overwrite: bool = False, source_description: str = "") -> BuildSummary:
+    """Build and atomically write a map; raises BuildError (nothing written) when it cannot."""
+    config = merge_config(DEFAULT_BUILD_CONFIG, config)
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise BuildError(f"{output} exists; use --overwrite to replace it")
+    cache_dir = Path(cache_dir) if cache_dir else output.with_name(output.name + ".cache")
+    timings: dict[str, float] = {}
+
+    started = time.perf_counter()
+    extractor = create_extractor(config["extractor"])
+    frames, features, skipped, reused = extract_all(frames, extractor, FeatureCache(cache_dir / "features", extractor),
+                                            progress)
+    images_given = len(frames) + len(skipped)
+    if len(frames) < config["min_registered_images"]:
+        raise BuildError(f"only {len(frames)} usable images of {images_given}; a map needs at least "
+                         f"{config['min_registered_images']}" + _skipped_note(skipped))
+    timings["features"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    global_descriptor = VladDescriptor.fit(np.concatenate([f.descriptors for f in features]),
+                                           num_clusters=config["global_descriptor"]["num_clusters"],
+                                           seed=config["global_descriptor"]["seed"])
+    global_descriptors = np.stack([global_descriptor.describe(f.descriptors) for f in features]).astype(np.float32)
+    image_pairs = pair_selection.select_pairs(global_descriptors, **config["pairs"])
+    timings["retrieval"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    matcher = create_matcher(config["matcher"])
+    matches = {}
+    for i, j in tqdm(image_pairs, desc="match pairs", unit="pair", disable=not progress):
+        pair_matches = matcher.match(features[i], features[j])
+        if len(pair_matches):
+            matches[(i, j)] = pair_matches
+    timings["matching"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    names = [f.name for f in frames]
+    with tempfile.TemporaryDirectory(prefix="vloc_build_") as work:
+        work = Path(work)
+        write_database(work / "database.db", names, [f.camera for f in frames], features, matches)
+        with tqdm(total=len(frames), desc="register images", unit="img", disable=not progress) as bar:
+            reconstruction = reconstruct(work / "database.db", work, names, [f.camera for f in frames],
+                                         [f.world_from_camera for f in frames], config["reconstruction"],
+                                         on_image_registered=lambda: bar.update(1))
+            if reconstruction is not None:
+                bar.n = reconstruction.num_reg_images()
+                bar.refresh()
+        registered = sorted(reconstruction.reg_image_ids()) if reconstruction is not None else []
+        if len(registered) < config["min_registered_images"]:
+            raise BuildError(f"only {len(registered)} of {images_given} images registered; a map needs at least "
+                             f"{config['min_registered_images']} (too little overlap or texture?)"
+                             + _skipped_note(skipped))
+        timings["reconstruction"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        localization_map = _assemble(reconstruction, registered, frames, features, global_descriptors,
+                                     global_descriptor, config, work, extractor, source_description)
+        localization_map.manifest["counts"]["images_given"] = images_given
+        timings["indexes"] = time.perf_counter() - started
+        localization_map.manifest["build"]["stage_seconds"] = timings
+        save_map(localization_map, output, overwrite=overwrite)
+    shutil.rmtree(cache_dir, ignore_errors=True)  # the map is complete: the resume cache is spent
+    counts = localization_map.manifest["counts"]
+    return BuildSummary(output, images_given, len(registered), skipped, reused, counts["points"],
+                        counts["mean_track_length"], counts["mean_reprojection_error_px"], timings)
+
+
+def _skipped_note(skipped: dict) -> str:
+    return f"; skipped: {', '.join(f'{n} ({r})' for n, r in skipped.items())}" if skipped else ""
+
+
+def _assemble(reconstruction, registered, frames, features, global_descriptors, global_descriptor, config,
+              work: Path, extractor, source_description) -> LocalizationMap:
+    keyframe_of_image_id = {image_id: k for k, image_id in enumerate(registered)}
+    tracks = collect_tracks(reconstruction, {i: features[i - 1] for i in registered}, keyframe_of_image_id)
+    if tracks.num_points == 0:
+        raise BuildError("the reconstruction has no 3D points")
+
+    binarizer = Binarizer.fit(tracks.observation_descriptors, **config["binarizer"])
+    representative = medoid_descriptors(tracks)
+    local_index = create_local_index(config["local_index"]).build(
+        binarizer.encode(tracks.observation_descriptors), tracks.observation_point)
+
+    keyframes = []
+    for image_id in registered:
+        image = reconstruction.images[image_id]
+        camera_from_world = image.cam_from_world()
+        frame = frames[image_id - 1]
+        keyframes.append(Keyframe(frame.name, frame.camera,
+                                  Rigid3(camera_from_world.rotation.matrix(), camera_from_world.translation).inverse()))
+    arrays = {"points_xyz": tracks.points_xyz,
+              "point_descriptors": representative.astype(np.float16),
+              "point_codes": binarizer.encode(representative),
+              "keyframe_global_descriptors": global_descriptors[np.asarray(registered) - 1],
+              **visibility_arrays(tracks, len(registered))}
+    sparse_dir = work / "sparse_export"
+    sparse_dir.mkdir()
+    reconstruction.write(str(sparse_dir))
+    metric = all(f.world_from_camera is not None for f in frames)
+    manifest = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "vloc_ros_version": __version__,
+        "map_frame": config["map_frame"],
+        "units": "m" if metric else "arbitrary",
+        "extractor": {"name": extractor.name, "weights_sha256": extractor.weights_sha256,
+                      "descriptor_dim": extractor.descriptor_dim, "config": extractor.config},
+        "global_descriptor": {"name": global_descriptor.name, "dim": int(global_descriptors.shape[1]),
+                              **config["global_descriptor"]},
+        "binarizer": {**config["binarizer"], "code_bytes": int(arrays["point_codes"].shape[1])},
+        "local_index": config["local_index"],
+        "counts": {"keyframes": len(keyframes), "points": tracks.num_points,
+                   "observations": int(len(tracks.observation_point)),
+                   "mean_track_length": float(len(tracks.observation_point) / tracks.num_points),
+                   "mean_reprojection_error_px": float(reconstruction.compute_mean_reprojection_error())},
+        "build": {"config": config, "source": source_description, "sparse_dir": str(sparse_dir),
+                  "mode": "triangulation from known poses" if metric else "incremental mapping"},
+    }
+    states = {"binarizer": binarizer.state(), "local_index": local_index.state(),
+              "global_descriptor": global_descriptor.state()}
+    return LocalizationMap(manifest, keyframes, arrays, states)

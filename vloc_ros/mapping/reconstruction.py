@@ -1,0 +1,114 @@
+"""Geometry with pycolmap: database import, geometric verification, then either incremental
+mapping (unknown poses; known intrinsics held fixed) or triangulation from known poses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..geometry import Camera, Rigid3
+from ..features import Features
+
+
+def quiet_pycolmap() -> None:
+    """pycolmap logs every step through glog; keep warnings and errors only."""
+    import pycolmap
+
+    pycolmap.logging.minloglevel = pycolmap.logging.WARNING
+
+
+def _camera_ids(cameras: list[Camera]) -> tuple[list[Camera], list[int]]:
+    """Distinct cameras and, per frame, the 1-based id of its camera."""
+    distinct: list[Camera] = []
+    ids = []
+    for camera in cameras:
+        if camera not in distinct:
+            distinct.append(camera)
+        ids.append(distinct.index(camera) + 1)
+    return distinct, ids
+
+
+def write_database(path: Path, names: list[str], cameras: list[Camera], features: list[Features],
+                   matches: dict[tuple[int, int], np.ndarray]) -> None:
+    """A COLMAP database with one trivial rig per camera and one frame per image.
+
+    Image ids are frame index + 1, camera ids as ``_camera_ids``.
+    """
+    import pycolmap
+
+    distinct, camera_ids = _camera_ids(cameras)
+    with pycolmap.Database.open(str(path)) as database:
+        rig_ids = {}
+        for camera_id, camera in enumerate(distinct, start=1):
+            colmap_camera = camera.to_pycolmap(camera_id)
+            colmap_camera.has_prior_focal_length = True
+            database.write_camera(colmap_camera, use_camera_id=True)
+            rig = pycolmap.Rig()
+            rig.add_ref_sensor(pycolmap.sensor_t(type=pycolmap.SensorType.CAMERA, id=camera_id))
+            rig_ids[camera_id] = database.write_rig(rig)
+        for index, (name, camera_id, frame_features) in enumerate(zip(names, camera_ids, features)):
+            image_id = index + 1
+            database.write_image(pycolmap.Image(name=name, camera_id=camera_id, image_id=image_id),
+                                 use_image_id=True)
+            frame = pycolmap.Frame()
+            frame.rig_id = rig_ids[camera_id]
+            frame.add_data_id(pycolmap.data_t(
+                sensor_id=pycolmap.sensor_t(type=pycolmap.SensorType.CAMERA, id=camera_id), id=image_id))
+            database.write_frame(frame)
+            # COLMAP puts the first pixel centre at 0.5.
+            database.write_keypoints(image_id, (frame_features.keypoints + 0.5).astype(np.float32))
+        for (i, j), pair_matches in matches.items():
+            database.write_matches(i + 1, j + 1, pair_matches.astype(np.uint32))
+
+
+def _pipeline_options(config: dict):
+    import pycolmap
+
+    options = pycolmap.IncrementalPipelineOptions()
+    options.ba_refine_focal_length = False  # intrinsics are known: calibrated cameras stay fixed
+    options.ba_refine_principal_point = False
+    options.ba_refine_extra_params = False
+    options.extract_colors = False
+    options.num_threads = config.get("num_threads", -1)
+    options.random_seed = config.get("seed", 0)
+    options.min_num_matches = config.get("min_num_matches", 15)
+    options.mapper.abs_pose_refine_focal_length = False
+    options.mapper.abs_pose_refine_extra_params = False
+    return options
+
+
+def reconstruct(database_path: Path, work_dir: Path, names: list[str], cameras: list[Camera],
+                poses: list[Rigid3 | None], config: dict,
+                on_image_registered: Callable[[], None] | None = None):
+    """Verify matches, then map (poses unknown) or triangulate (all poses known).
+
+    Returns the pycolmap Reconstruction; with unknown poses the largest model is kept.
+    """
+    import pycolmap
+
+    quiet_pycolmap()
+    pycolmap.geometric_verification(str(database_path))
+    options = _pipeline_options(config)
+    if all(pose is not None for pose in poses):
+        reference = pycolmap.Reconstruction()
+        distinct, camera_ids = _camera_ids(cameras)
+        for camera_id, camera in enumerate(distinct, start=1):
+            reference.add_camera_with_trivial_rig(camera.to_pycolmap(camera_id))
+        for index, (name, camera_id, pose) in enumerate(zip(names, camera_ids, poses)):
+            camera_from_world = pose.inverse()
+            reference.add_image_with_trivial_frame(
+                pycolmap.Image(name=name, camera_id=camera_id, image_id=index + 1),
+                pycolmap.Rigid3d(pycolmap.Rotation3d(camera_from_world.rotation), camera_from_world.translation))
+        output = work_dir / "triangulated"
+        output.mkdir(parents=True, exist_ok=True)
+        return pycolmap.triangulate_points(reference, str(database_path), str(work_dir), str(output),
+                                           options=options)
+    output = work_dir / "incremental"
+    output.mkdir(parents=True, exist_ok=True)
+    models = pycolmap.incremental_mapping(str(database_path), str(work_dir), str(output), options,
+                                          next_image_callback=on_image_registered)
+    if not models:
+        return None
+    return max(models.values(), key=lambda model: model.num_reg_images())

@@ -1,0 +1,157 @@
+"""Where map images come from: an image folder (+ intrinsics, optional poses) or a ROS 2 bag.
+
+A source yields ``MapFrame``s in capture order. Images load lazily so a resumed build whose
+features are cached never decodes them again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+import yaml
+
+from ..geometry import Camera, Rigid3
+from ..tum import read_tum
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+class SourceError(ValueError):
+    """The input cannot be turned into map frames (missing intrinsics, poses that do not fit, ...)."""
+
+
+@dataclass
+class MapFrame:
+    name: str
+    camera: Camera
+    load_image: Callable[[], np.ndarray]  # RGB uint8; raises ValueError when unreadable
+    world_from_camera: Rigid3 | None = None
+    stamp: float | None = None
+
+
+def read_image_rgb(path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise ValueError(f"cannot decode image {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def load_intrinsics(path) -> Camera:
+    """Camera from YAML: our own keys (width, height, fx, fy, cx, cy, distortion) or a ROS
+    camera_calibration file (image_width, image_height, camera_matrix, distortion_coefficients)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise SourceError(f"cannot read intrinsics {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise SourceError(f"intrinsics file {path} is not a YAML mapping")
+    if "camera_matrix" in data:
+        try:
+            K = np.asarray(data["camera_matrix"]["data"], dtype=np.float64).reshape(3, 3)
+            distortion = data.get("distortion_coefficients", {}).get("data", [])
+            return Camera.from_K(data["image_width"], data["image_height"], K, tuple(distortion)[:5])
+        except (KeyError, TypeError, ValueError) as error:
+            raise SourceError(f"bad ROS calibration file {path}: {error}") from None
+    try:
+        return Camera.from_dict(data)
+    except ValueError as error:
+        raise SourceError(f"bad intrinsics {path}: {error}") from None
+
+
+def intrinsics_from_exif(path) -> Camera | None:
+    """Pinhole guess from the EXIF 35 mm-equivalent focal length, principal point at the centre."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            focal_35mm = image.getexif().get_ifd(0x8769).get(0xA405)
+    except OSError:
+        return None
+    if not focal_35mm:
+        return None
+    focal = float(focal_35mm) / 36.0 * max(width, height)
+    return Camera(width, height, focal, focal, (width - 1) / 2, (height - 1) / 2)
+
+
+def list_images(folder) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SourceError(f"image folder {folder} does not exist")
+    images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not images:
+        raise SourceError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    return images
+
+
+def _poses_from_colmap(model_dir) -> dict[str, Rigid3]:
+    import pycolmap
+
+    try:
+        reconstruction = pycolmap.Reconstruction(str(model_dir))
+    except Exception as error:  # pycolmap raises plain RuntimeError/ValueError variants
+        raise SourceError(f"cannot read COLMAP model {model_dir}: {error}") from None
+    poses = {}
+    for image in reconstruction.images.values():
+        if image.has_pose:
+            camera_from_world = image.cam_from_world()
+            poses[image.name] = Rigid3(camera_from_world.rotation.matrix(),
+                                       camera_from_world.translation).inverse()
+    return poses
+
+
+def image_folder_frames(folder, intrinsics=None, poses_tum=None, poses_colmap=None) -> list[MapFrame]:
+    """Frames for every image in ``folder`` (sorted by relative path).
+
+    Intrinsics come from a YAML file or, failing that, each image's EXIF. TUM poses associate
+    with images by order (one line per image); COLMAP poses by image name.
+    """
+    folder = Path(folder)
+    paths = list_images(folder)
+    names = [p.relative_to(folder).as_posix() for p in paths]
+    camera = load_intrinsics(intrinsics) if intrinsics else None
+    poses: list[Rigid3 | None] = [None] * len(paths)
+    stamps: list[float | None] = [None] * len(paths)
+    if poses_tum:
+        tum_stamps, tum_poses = read_tum(poses_tum)
+        if len(tum_poses) != len(paths):
+            raise SourceError(f"{poses_tum} has {len(tum_poses)} poses for {len(paths)} images in {folder}; "
+                              "TUM poses associate with the images in name order, one line each")
+        poses, stamps = list(tum_poses), [float(s) for s in tum_stamps]
+    elif poses_colmap:
+        by_name = _poses_from_colmap(poses_colmap)
+        poses = [by_name.get(name) for name in names]
+    frames = []
+    for path, name, pose, stamp in zip(paths, names, poses, stamps):
+        frame_camera = camera or intrinsics_from_exif(path)
+        if frame_camera is None:
+            raise SourceError(f"no intrinsics for {path}: pass --intrinsics (YAML) or use images with EXIF focal length")
+        frames.append(MapFrame(name, frame_camera, lambda path=path: read_image_rgb(path), pose, stamp))
+    return frames
+
+
+def bag_frames(bag_path, image_topic: str, camera_info_topic: str, ground_truth: dict | None = None,
+               every_nth: int = 1, max_gap: float = 0.2) -> Iterator[MapFrame]:
+    """Frames from a ROS 2 bag: images (raw or compressed) + CameraInfo (+ known poses).
+
+    ``ground_truth`` is a ``BagSource.ground_truth`` config (a PoseStamped/Odometry/TF topic, and
+    a ``camera_frame`` to compose the static extrinsic when the topic tracks the body); its poses
+    are interpolated to the image stamps. A frame without a pose within ``max_gap`` seconds has
+    none (the builder then runs SfM). A generator: each image is decoded once and dropped after
+    the builder extracted it.
+    """
+    from ..evaluation.bag_source import BagSource
+    from ..evaluation.ground_truth import interpolate_poses
+
+    with BagSource(bag_path) as source:
+        camera = source.camera(camera_info_topic)
+        known = source.ground_truth(ground_truth) if ground_truth else None
+        for index, (stamp, image) in enumerate(source.images(image_topic)):
+            if index % every_nth:
+                continue
+            pose = interpolate_poses(*known, [stamp], max_gap)[0] if known else None
+            yield MapFrame(f"{stamp:.9f}", camera, lambda image=image: image, pose, stamp)
