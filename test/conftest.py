@@ -1,5 +1,6 @@
 """Shared test fixtures. Tests that need ../shared/data skip with a clear message when it is absent."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,78 @@ def sim_map(sim_dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("maps") / "sim"
     build_map(frames, out, progress=False)
     return out
+
+
+def read_temple_ring(dataset: Path) -> dict:
+    """Middlebury templeRing views present on disk: name -> (Camera, world_from_camera).
+
+    templeR_par.txt holds P = K [R | t] with R, t world->camera (metric, calibrated gantry).
+    """
+    import numpy as np
+
+    from vloc_ros.geometry import Camera, Rigid3
+
+    views = {}
+    for line in (dataset / "templeR_par.txt").read_text().splitlines()[1:]:
+        name, *numbers = line.split()
+        values = np.asarray(numbers, dtype=np.float64)
+        if (dataset / name).exists():
+            camera = Camera.from_K(640, 480, values[:9].reshape(3, 3))
+            views[name] = (camera, Rigid3(values[9:18].reshape(3, 3), values[18:21]).inverse())
+    return dict(sorted(views.items()))
+
+
+@pytest.fixture(scope="session")
+def temple_map(shared_data, tmp_path_factory):
+    """Metric map of the first 10 templeRing views, triangulated from the measured poses.
+
+    Returns (map directory, views) with views as ``read_temple_ring``; the other 9 are queries."""
+    from vloc_ros.mapping.builder import build_map
+    from vloc_ros.mapping.sources import MapFrame, read_image_rgb
+
+    dataset = shared_data / "middlebury_templeRing_partial"
+    views = read_temple_ring(dataset)
+    frames = [MapFrame(name, camera, lambda path=dataset / name: read_image_rgb(path), pose)
+              for name, (camera, pose) in list(views.items())[:10]]
+    out = tmp_path_factory.mktemp("maps") / "temple"
+    build_map(frames, out, progress=False)
+    return out, views
+
+
+@pytest.fixture(scope="session")
+def llff_beer_map(shared_data, tmp_path_factory):
+    """SfM map (unknown poses, arbitrary scale) of llff_beer's even frames.
+
+    Returns (map directory, build summary, camera, ground-truth world_from_camera by image name)."""
+    import pycolmap
+
+    from vloc_ros.geometry import Camera, Rigid3
+    from vloc_ros.mapping.builder import build_map
+    from vloc_ros.mapping.sources import MapFrame, list_images, read_image_rgb
+
+    dataset = shared_data / "llff_beer"
+    model = pycolmap.Reconstruction(str(dataset / "sparse" / "0"))
+    colmap_camera = next(iter(model.cameras.values()))
+    assert colmap_camera.model.name == "SIMPLE_RADIAL"
+    focal, cx, cy, k1 = colmap_camera.params  # COLMAP pixel centres are at +0.5
+    camera = Camera(colmap_camera.width, colmap_camera.height, focal, focal, cx - 0.5, cy - 0.5, (k1,))
+    truth = {}
+    for image in model.images.values():
+        camera_from_world = image.cam_from_world()
+        truth[image.name] = Rigid3(camera_from_world.rotation.matrix(), camera_from_world.translation).inverse()
+    frames = [MapFrame(path.name, camera, lambda path=path: read_image_rgb(path))
+              for path in list_images(dataset / "images")[::2]]
+    out = tmp_path_factory.mktemp("maps") / "beer"
+    summary = build_map(frames, out, progress=False)
+    return out, summary, camera, truth
+
+
+# One ROS 2 domain per test run (from the pid), so concurrent runs on this machine do not see each
+# other's topics; test_ros_graph.py derives the same id. Set before any test creates an rclpy context.
+ROS_DOMAIN_ID = str(1 + os.getpid() % 100)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ros_domain_id() -> str:
+    os.environ["ROS_DOMAIN_ID"] = ROS_DOMAIN_ID
+    return ROS_DOMAIN_ID

@@ -214,26 +214,11 @@ def test_too_few_registered_images_is_a_clear_error_and_writes_nothing(sim_datas
     assert not list(tmp_path.glob(".map.*"))
 
 
-def test_real_llff_beer_even_frames_register(shared_data, tmp_path):
-    import pycolmap
-
-    dataset = shared_data / "llff_beer"
-    model = pycolmap.Reconstruction(str(dataset / "sparse" / "0"))
-    colmap_camera = next(iter(model.cameras.values()))
-    images = sorted((dataset / "images").iterdir())
-    folder = tmp_path / "even"
-    folder.mkdir()
-    for path in images[::2]:
-        os.symlink(path, folder / path.name)
-    assert colmap_camera.model.name == "SIMPLE_RADIAL"
-    focal, cx, cy, k1 = colmap_camera.params  # COLMAP pixel centres are at +0.5
-    camera = Camera(colmap_camera.width, colmap_camera.height, focal, focal, cx - 0.5, cy - 0.5, (k1,))
-    (tmp_path / "camera.yaml").write_text(json.dumps(camera.to_dict()))
-    frames = image_folder_frames(folder, tmp_path / "camera.yaml")
-    summary = build_map(frames, tmp_path / "beer", progress=False)
+def test_real_llff_beer_even_frames_register(llff_beer_map):
+    map_dir, summary, _, _ = llff_beer_map
     print(summary.format())
     assert summary.images_registered >= 0.9 * summary.images_given
-    assert median_track_error_px(tmp_path / "beer") < 1.5
+    assert median_track_error_px(map_dir) < 1.5
 
 
 def test_real_ngp_fox_with_distortion(shared_data, tmp_path):

@@ -47,4 +47,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``python -m vloc_ros.cli``: use the imported module's main so that subcommands raise
+    # the same UsageError class that it catches (this file's __main__ copy would define another).
+    from vloc_ros.cli import main as package_main
+
+    sys.exit(package_main())

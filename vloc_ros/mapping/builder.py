@@ -25,7 +25,7 @@ from ..features import Features, create_extractor
 from ..features.matching import create_matcher
 from ..geometry import Rigid3
 from ..retrieval import VladDescriptor
-from ..search import Binarizer, create_local_index
+from ..search import Binarizer, FaissBinaryIndex, RandomTreesIndex
 from . import pairs as pair_selection
 from .map_format import Keyframe, LocalizationMap, save_map
 from .points import collect_tracks, medoid_descriptors, visibility_arrays
@@ -38,11 +38,15 @@ DEFAULT_BUILD_CONFIG = {
     "pairs": {"sequential_window": 4, "retrieval_top_k": 5},
     "global_descriptor": {"name": "vlad", "num_clusters": 32, "seed": 0},
     "binarizer": {"method": "itq", "num_bits": 64, "seed": 0},
-    "local_index": {"kind": "random_trees", "seed": 0},
+    "local_index": {"type": "random_trees", "seed": 0},
     "reconstruction": {"seed": 0, "min_num_matches": 15},
     "min_registered_images": 3,
     "map_frame": "map",
 }
+
+
+# The local branch's index over binary codes: the paper's random trees, or faiss as a baseline.
+LOCAL_INDEX_TYPES = {"random_trees": RandomTreesIndex, "faiss_binary": FaissBinaryIndex}
 
 
 class BuildError(RuntimeError):
@@ -223,8 +227,10 @@ def _assemble(reconstruction, registered, frames, features, global_descriptors, 
 
     binarizer = Binarizer.fit(tracks.observation_descriptors, **config["binarizer"])
     representative = medoid_descriptors(tracks)
-    local_index = create_local_index(config["local_index"]).build(
-        binarizer.encode(tracks.observation_descriptors), tracks.observation_point)
+    index_options = dict(config["local_index"])
+    index_type = LOCAL_INDEX_TYPES[index_options.pop("type")]
+    local_index = index_type.build(binarizer.encode(tracks.observation_descriptors), tracks.observation_point,
+                                   **index_options)
 
     keyframes = []
     for image_id in registered:

@@ -13,10 +13,11 @@ from ..features import Features
 
 
 def quiet_pycolmap() -> None:
-    """pycolmap logs every step through glog; keep warnings and errors only."""
+    """pycolmap logs every step through glog. Its warnings here are about the image files it looks
+    for to colour points, which a build from cached features (or a bag) deliberately never writes."""
     import pycolmap
 
-    pycolmap.logging.minloglevel = pycolmap.logging.WARNING
+    pycolmap.logging.minloglevel = pycolmap.logging.ERROR
 
 
 def _camera_ids(cameras: list[Camera]) -> tuple[list[Camera], list[int]]:

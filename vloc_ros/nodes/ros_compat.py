@@ -6,6 +6,7 @@
 - Cameras: ``camera_info_to_camera`` / ``camera_to_camera_info`` (K + plumb_bob D).
 - Poses: ``rigid_to_pose`` / ``pose_to_rigid``, ``rigid_to_transform_stamped`` / ``transform_to_rigid``.
   A TF transform with parent ``a`` and child ``b`` is ``a_from_b`` (see ``vloc_ros.geometry``).
+  ``covariance_of_attached_frame`` carries a pose covariance over to a rigidly attached frame.
 - TF: ``make_tf_broadcaster``, ``make_static_tf_broadcaster`` and ``make_tf_buffer`` use tf2_ros when
   it imports and otherwise a minimal fallback on tf2_msgs/TFMessage (/tf, /tf_static), so the nodes
   run on the ROS 2 PyPI wheels, which ship no tf2_ros.
@@ -56,7 +57,15 @@ def _header(stamp, frame_id):
 
 
 class UnsupportedImage(ValueError):
-    """An image message that cannot be turned into a core image; the message says why."""
+    """An image message that cannot be turned into a core image; the message says why.
+
+    ``reason`` is a short key for counting rejections: ``unsupported_encoding``, ``empty_image``,
+    ``malformed_image`` (sizes and data disagree) or ``undecodable_image`` (compressed bytes).
+    """
+
+    def __init__(self, message: str, reason: str = "unsupported_image"):
+        super().__init__(message)
+        self.reason = reason
 
 
 # encoding -> (channels, bytes per channel)
@@ -81,17 +90,20 @@ def image_to_numpy(msg) -> np.ndarray:
     """
     encoding = str(msg.encoding).strip().lower()
     if encoding not in IMAGE_ENCODINGS:
-        raise UnsupportedImage(f"unsupported image encoding '{msg.encoding}'; supported: {', '.join(IMAGE_ENCODINGS)}")
+        raise UnsupportedImage(f"unsupported image encoding '{msg.encoding}'; supported: {', '.join(IMAGE_ENCODINGS)}",
+                               "unsupported_encoding")
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
-        raise UnsupportedImage(f"empty image ({width}x{height})")
+        raise UnsupportedImage(f"empty image ({width}x{height})", "empty_image")
     channels, depth = IMAGE_ENCODINGS[encoding]
     row_bytes = width * channels * depth
     if step < row_bytes:
-        raise UnsupportedImage(f"step {step} is smaller than width*bytes per pixel = {row_bytes} ({encoding}, width {width})")
+        raise UnsupportedImage(f"step {step} is smaller than width*bytes per pixel = {row_bytes} ({encoding}, width {width})",
+                               "malformed_image")
     data = _buffer(msg.data)
     if data.size != step * height:
-        raise UnsupportedImage(f"data has {data.size} bytes but step*height = {step}*{height} = {step * height}")
+        raise UnsupportedImage(f"data has {data.size} bytes but step*height = {step}*{height} = {step * height}",
+                               "malformed_image")
     rows = data.reshape(height, step)[:, :row_bytes]
     if depth == 2:
         dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
@@ -119,10 +131,11 @@ def numpy_to_image(array, encoding: str | None = None, stamp=None, frame_id: str
         encoding = "mono8" if array.ndim == 2 else "rgb8"
     encoding = encoding.lower()
     if encoding not in IMAGE_ENCODINGS:
-        raise UnsupportedImage(f"unsupported image encoding '{encoding}'; supported: {', '.join(IMAGE_ENCODINGS)}")
+        raise UnsupportedImage(f"unsupported image encoding '{encoding}'; supported: {', '.join(IMAGE_ENCODINGS)}",
+                               "unsupported_encoding")
     channels, depth = IMAGE_ENCODINGS[encoding]
     if array.size == 0:
-        raise UnsupportedImage(f"empty image (shape {array.shape})")
+        raise UnsupportedImage(f"empty image (shape {array.shape})", "empty_image")
     if channels == 1:
         if array.ndim != 2:
             raise ValueError(f"{encoding} needs an HxW gray image, got shape {array.shape}")
@@ -162,17 +175,18 @@ def compressed_to_numpy(msg) -> np.ndarray:
     import cv2
 
     if "compresseddepth" in str(msg.format).replace(" ", "").lower():
-        raise UnsupportedImage(f"compressedDepth images are not supported (format '{msg.format}')")
+        raise UnsupportedImage(f"compressedDepth images are not supported (format '{msg.format}')", "unsupported_encoding")
     data = _buffer(msg.data)
     if data.size == 0:
-        raise UnsupportedImage("compressed image has no data")
+        raise UnsupportedImage("compressed image has no data", "empty_image")
     decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.size == 0:
-        raise UnsupportedImage(f"could not decode {data.size} bytes as an image (format '{msg.format}')")
+        raise UnsupportedImage(f"could not decode {data.size} bytes as an image (format '{msg.format}')",
+                               "undecodable_image")
     if decoded.dtype == np.uint16:
         decoded = _mono16_to_8(decoded)
     elif decoded.dtype != np.uint8:
-        raise UnsupportedImage(f"decoded image has unsupported depth {decoded.dtype}")
+        raise UnsupportedImage(f"decoded image has unsupported depth {decoded.dtype}", "unsupported_encoding")
     if decoded.ndim == 2:
         return decoded
     if decoded.shape[2] == 1:
@@ -276,6 +290,20 @@ def rigid_to_pose(rigid: Rigid3):
 def pose_to_rigid(pose) -> Rigid3:
     p, q = pose.position, pose.orientation
     return Rigid3.from_quaternion((q.x, q.y, q.z, q.w), (p.x, p.y, p.z))
+
+
+def covariance_of_attached_frame(covariance, lever_arm) -> np.ndarray:
+    """The ``PoseWithCovariance`` covariance of a frame rigidly attached to a posed one.
+
+    ``covariance`` is over (x, y, z, rx, ry, rz): position and small rotations about the world's
+    fixed axes (ROS order). ``lever_arm`` is the attached frame's origin minus the posed frame's, in
+    the world. A rotation error ``dtheta`` moves the attached origin by ``dtheta x lever_arm``, so
+    ``J = [[I, -[lever_arm]x], [0, I]]`` and the result is ``J C J^T``.
+    """
+    x, y, z = np.asarray(lever_arm, dtype=np.float64).reshape(3)
+    jacobian = np.eye(6)
+    jacobian[:3, 3:] = -np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+    return jacobian @ np.asarray(covariance, dtype=np.float64).reshape(6, 6) @ jacobian.T
 
 
 def rigid_to_transform(rigid: Rigid3):

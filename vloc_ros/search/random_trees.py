@@ -1,16 +1,19 @@
 """Random trees over binary codes of map observations (the local branch of the search).
 
 Every node tests one bit of the code. At build time each node draws ``candidate_bits_per_node``
-random bits and keeps the one that (a) splits the fewest observations away from the other
-observations of their 3D point (the SfM track should land in one leaf) and (b) splits the node's
-data evenly (shallow trees). A node with at most ``leaf_size`` distinct points becomes a leaf that
-stores those point ids. Several trees with different random choices make the misses independent.
+random bits and keeps the one that makes the larger child smallest (shallow, balanced trees) while
+splitting few SfM tracks (a point whose observations disagree on the bit goes to both children).
+A node with at most ``leaf_size`` distinct points becomes a leaf that stores those point ids.
+Trees index every observation, so a point has several chances (its observations) to share a leaf
+with a query; with the synthetic data this beats routing each track by its majority code (0.82 vs
+0.71 recall at 30k points), and the split penalty itself hardly changes recall: balance does.
 
 Search is multi-probe: every query descends each tree to its leaf, then also visits the leaves
 reached by flipping the ``max_leaves_per_tree - 1`` least certain bits on its path (smallest
 ``|projection|``, the distance from the sign threshold) and descending greedily below the flip.
-Candidates are ranked by how many probed leaves contain them (votes), then by the cost of the
-cheapest probe that found them.
+The distinct points of the probed leaves are ranked by the Hamming distance between the query
+code and the point's code (the majority of its observations), and the nearest
+``max_candidates`` are returned; Hamming ranking keeps far more true points than vote counting.
 
 Everything is vectorised over queries, trees and probes; Python loops run over tree levels only.
 Codes have at most 64 bits so that a query code is one uint64 and a bit test is a shift.
@@ -18,7 +21,7 @@ Codes have at most 64 bits so that a query code is one uint64 and a bit test is 
 Storage (see ``state``): ``node_bit[n]`` is the bit tested by node ``n`` (bit ``j`` as packed by
 ``binary.pack_bits``) or -1 for a leaf; ``node_child[n]`` is the left child (the right child is
 ``node_child[n] + 1``) or, for a leaf, its leaf index; ``leaf_points[l]`` lists the point ids of
-leaf ``l``, padded with -1 to ``leaf_size``.
+leaf ``l``, padded with -1 to ``leaf_size``; ``point_codes[p]`` is point ``p``'s code.
 """
 
 from __future__ import annotations
@@ -29,17 +32,16 @@ from .binary import majority_codes
 from .csr import CandidateLists
 
 DEFAULT_BUILD = {
-    "num_trees": 6,
-    "leaf_size": 8,  # max distinct points per leaf
-    "max_depth": 40,
+    "num_trees": 8,
+    "leaf_size": 16,  # max distinct points per leaf
+    "max_depth": 48,
     "candidate_bits_per_node": 16,
     "split_weight": 0.5,  # cost of splitting a track over two children, relative to child size
 }
 MAX_BITS = 64
 _LEAF_SHIFT = 64  # shifting a uint64 by 64 gives 0 in numpy: a leaf "goes left" onto itself
-_NO_POINT = np.iinfo(np.int64).max
-_POINT_BITS = 32  # ranking keys are (Hamming distance << 32) | point id
-_POINT_MASK = (1 << _POINT_BITS) - 1
+_LEVEL_MASK = 63  # tree levels packed into flip-cost keys: depth must stay below 64
+_INF_KEY = np.float32(np.inf).view(np.int32)
 
 
 class RandomTreesIndex:
@@ -60,15 +62,23 @@ class RandomTreesIndex:
         self.point_words = codes_to_words(self.point_codes)
         self.num_bits = self.point_codes.shape[1] * 8
         self.depth = int(depth)  # deepest leaf over all trees: bounds the descent loop
-        # Derived for the descent: one int64 per node, (next node on the left) << 7 | (right shift
-        # that brings the tested bit of a uint64 code to bit 0). Leaves point to themselves.
+        # Derived for the descent: one uint64 per node, (left child) << 7 | (the right shift that
+        # brings the tested bit of a uint64 code to bit 0). Leaves are their own left child.
         is_leaf = self.node_bit < 0
-        left = np.where(is_leaf, np.arange(len(self.node_bit)), self.node_child).astype(np.int64)
-        shift = np.where(is_leaf, _LEAF_SHIFT, MAX_BITS - 1 - self.node_bit)
-        self._step = (left << 7) | shift
-        self._leaf = np.where(is_leaf, self.node_child, -1)
-        # Row num_leaves is all padding: probes that do not exist read it.
-        self._leaf_table = np.vstack([self.leaf_points, np.full((1, self.leaf_points.shape[1]), -1, np.int32)])
+        left = np.where(is_leaf, np.arange(len(self.node_bit)), self.node_child).astype(np.uint64)
+        shift = np.where(is_leaf, _LEAF_SHIFT, MAX_BITS - 1 - self.node_bit).astype(np.uint64)
+        self._step = (left << np.uint64(7)) | shift
+        # Leaf index of every leaf node; an extra last node stands for "no probe" and maps to an
+        # extra all-padding row of the leaf table.
+        self._leaf = np.append(np.where(is_leaf, self.node_child, -1), len(self.leaf_points))
+        self._padding_node = np.uint64(len(self.node_bit))
+        # Ranking keys (Hamming distance << point_bits) | point: int32 (fast sort) while they fit.
+        # The all-ones point id marks padding.
+        self._point_bits = max(int(len(self.point_codes)).bit_length(), 1)
+        self._key_dtype = np.int32 if self._point_bits + 7 <= 31 else np.int64  # distance <= 64: 7 bits
+        self._point_mask = self._key_dtype((1 << self._point_bits) - 1)
+        table = np.vstack([self.leaf_points, np.full((1, self.leaf_points.shape[1]), -1, np.int32)])
+        self._leaf_table = np.where(table >= 0, table, self._point_mask).astype(self._key_dtype)
 
     @property
     def num_trees(self) -> int:
@@ -96,6 +106,8 @@ class RandomTreesIndex:
         labels = np.asarray(labels, np.int64)
         if codes.ndim != 2 or len(codes) != len(labels) or len(codes) == 0 or labels.min() < 0:
             raise ValueError(f"need (M, B/8) codes and (M,) labels >= 0 with M > 0, got {codes.shape} and {labels.shape}")
+        if not 0 < max_depth <= _LEVEL_MASK:
+            raise ValueError(f"max_depth must be in [1, {_LEVEL_MASK}], got {max_depth}")
         words = codes_to_words(codes)
         rng = np.random.default_rng(seed)
         by_label = np.argsort(labels, kind="stable")
@@ -138,7 +150,7 @@ class RandomTreesIndex:
         if num_queries == 0:
             return CandidateLists.empty(0)
         words = codes_to_words(query_codes)[:, None]
-        # Flip cost per query, indexed by shift (bit 63 - shift); the leaf shift costs +inf.
+        # Flip cost per query, indexed by shift (the bit is 63 - shift); the leaf shift costs +inf.
         costs = np.full((num_queries, _LEAF_SHIFT + 1), np.inf, np.float32)
         if query_projections is None:
             costs[:, : self.num_bits] = 1.0
@@ -147,21 +159,20 @@ class RandomTreesIndex:
             if margins.shape != (num_queries, self.num_bits):
                 raise ValueError(f"query_projections must have shape {(num_queries, self.num_bits)}, got {margins.shape}")
             costs[:, MAX_BITS - self.num_bits : MAX_BITS] = margins[:, ::-1]
-        cost_row = (np.arange(num_queries) * costs.shape[1])[:, None]
+        cost_row = (np.arange(num_queries, dtype=np.uint64) * np.uint64(costs.shape[1]))[:, None]
 
-        nodes = np.broadcast_to(self.tree_roots, (num_queries, self.num_trees))
-        path_nodes, path_cost = self._descend(nodes, words, costs.ravel(), cost_row)
-        leaves = [path_nodes[-1]]  # leaf nodes, turned into leaf indices below
+        roots = np.broadcast_to(self.tree_roots.astype(np.uint64), (num_queries, self.num_trees))
+        path_nodes, path_cost = self._descend(roots, words, costs.ravel(), cost_row)
+        leaf_nodes = [path_nodes[-1]]
         num_flips = min(max_leaves_per_tree - 1, len(path_cost))
         if num_flips > 0:
             if query_projections is None:  # equal certainty: flip deep in the tree, where leaves are near
-                depth_cost = -np.arange(len(path_cost), dtype=np.float32)[:, None, None]
-                path_cost = np.where(np.isfinite(path_cost), depth_cost, np.inf)
+                depth_cost = np.arange(len(path_cost), 0, -1, dtype=np.float32)[:, None, None]
+                path_cost = np.where(np.isfinite(path_cost), depth_cost, np.inf).astype(np.float32)
             flipped, valid = self._cheapest_flips(path_nodes, path_cost, num_flips)
             flipped_leaves = self._descend(flipped, words)[0][-1]
-            leaves.append(np.where(valid, flipped_leaves, -1))
-        leaves = np.concatenate(leaves, axis=1)
-        leaves = np.where(leaves >= 0, self._leaf[leaves], len(self.leaf_points))  # no probe: the padding row
+            leaf_nodes.append(np.where(valid, flipped_leaves, self._padding_node))
+        leaves = np.take(self._leaf, np.concatenate(leaf_nodes, axis=1))
         return self._rank_candidates(words, leaves, max_candidates)
 
     def _descend(self, nodes, words, costs=None, cost_row=None):
@@ -169,48 +180,59 @@ class RandomTreesIndex:
 
         Returns the nodes visited per level (depth + 1, Q, X), the last row being the leaf nodes,
         and, with ``costs``, the cost of flipping the bit tested at each level (+inf at a leaf).
+        Everything is uint64 and gathers use ``np.take``: the fastest combination in numpy.
         """
-        nodes = np.array(nodes, np.int64)
         path_nodes, path_cost = [nodes], []
         for _ in range(self.depth):
-            step = self._step[nodes]
-            shift = step & 127
-            go_right = (words >> shift.astype(np.uint64)).astype(np.int64) & 1
+            step = np.take(self._step, nodes)
+            shift = step & np.uint64(127)
             if costs is not None:
-                path_cost.append(costs[cost_row + shift])
-            nodes = (step >> 7) + go_right
+                path_cost.append(np.take(costs, cost_row + shift))
+            nodes = (step >> np.uint64(7)) + ((words >> shift) & np.uint64(1))
             path_nodes.append(nodes)
         return np.array(path_nodes), np.array(path_cost)
 
     def _cheapest_flips(self, path_nodes: np.ndarray, path_cost: np.ndarray, num_flips: int):
-        """Per path the siblings at its ``num_flips`` cheapest levels -> (Q, T * num_flips) nodes, valid."""
-        path_cost = path_cost.copy()
+        """Per path the siblings at its ``num_flips`` cheapest levels -> (Q, T * num_flips) nodes, valid.
+
+        The level is packed into the low mantissa bits of the (non-negative float32) cost, so a
+        plain ``min`` over levels finds the cheapest level: much faster than ``argmin`` on axis 0.
+        """
+        depth, num_queries, num_trees = path_cost.shape
+        levels = np.arange(depth, dtype=np.int32)[:, None]
+        keys = (path_cost.reshape(depth, -1).view(np.int32) & ~np.int32(_LEVEL_MASK)) | levels
+        columns = np.arange(keys.shape[1])
+        parents = path_nodes[:-1].reshape(depth, -1)
+        children = path_nodes[1:].reshape(depth, -1)
         siblings, valid = [], []
         for _ in range(num_flips):
-            level = np.argmin(path_cost, axis=0)[None]
-            valid.append(np.isfinite(np.take_along_axis(path_cost, level, axis=0)[0]))
-            parent = np.take_along_axis(path_nodes[:-1], level, axis=0)[0]
-            child = np.take_along_axis(path_nodes[1:], level, axis=0)[0]
+            best = keys.min(axis=0)
+            level = best & _LEVEL_MASK
+            valid.append(best < _INF_KEY)
+            parent, child = parents[level, columns], children[level, columns]
             # Children are pairs (left, left + 1): the sibling is the other one.
-            siblings.append(2 * (self._step[parent] >> 7) + 1 - child)
-            np.put_along_axis(path_cost, level, np.inf, axis=0)
-        return np.concatenate(siblings, axis=1), np.concatenate(valid, axis=1)
+            siblings.append(((np.take(self._step, parent) >> np.uint64(7)) * np.uint64(2) + np.uint64(1)) - child)
+            keys[level, columns] = np.iinfo(np.int32).max
+        shape = (num_queries, num_trees * num_flips)
+        return np.stack(siblings, axis=-1).reshape(shape), np.stack(valid, axis=-1).reshape(shape)
 
     def _rank_candidates(self, words: np.ndarray, leaves: np.ndarray, max_candidates: int) -> CandidateLists:
         """(Q, probes) leaves -> per query the distinct points of those leaves, the ``max_candidates``
         closest in Hamming distance between the query code and the point code first."""
         num_queries = len(leaves)
-        points = np.take(self._leaf_table, leaves, axis=0).reshape(num_queries, -1).astype(np.int64)
-        present = points >= 0
-        distance = np.bitwise_count(self.point_words[points] ^ words).astype(np.int64)
+        points = np.take(self._leaf_table, leaves, axis=0).reshape(num_queries, -1)
+        # Padding ids are >= num_points: clip their (ignored) code lookups.
+        distance = np.bitwise_count(np.take(self.point_words, points, mode="clip") ^ words)
         # One sortable key per entry: (distance, point); duplicates of a point become neighbours.
-        key = np.where(present, (distance << _POINT_BITS) | points, _NO_POINT)
+        key = (distance.astype(self._key_dtype) << self._point_bits) | points
         key.sort(axis=1)
+        point = key & self._point_mask
         first = np.ones(key.shape, bool)
         first[:, 1:] = key[:, 1:] != key[:, :-1]
-        first &= key != _NO_POINT
+        first &= point != self._point_mask
         first &= np.cumsum(first, axis=1) <= max_candidates
-        return CandidateLists.from_padded(np.where(first, key & _POINT_MASK, -1))
+        width = int(np.flatnonzero(first.any(axis=0)).max(initial=-1)) + 1  # columns after it hold no pick
+        return CandidateLists.from_padded(np.where(first[:, :width], point[:, :width], -1))
 
     def state(self) -> dict[str, np.ndarray]:
         return {
@@ -240,14 +262,10 @@ def codes_to_words(codes: np.ndarray) -> np.ndarray:
 
 
 def _segment_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Sums of (k, n) ``values`` over the column runs beginning at ``starts`` -> (k, len(starts)).
-
-    A cumulative-sum difference along the contiguous axis: much faster than ``np.add.reduceat``
-    for many short runs.
-    """
-    cumulative = np.zeros((values.shape[0], values.shape[1] + 1), np.int32)
-    np.cumsum(values, axis=1, dtype=np.int32, out=cumulative[:, 1:])
-    return cumulative[:, np.append(starts[1:], values.shape[1])] - cumulative[:, starts]
+    """Sums of ``values`` (n,) over the runs beginning at ``starts`` (a cumulative-sum difference)."""
+    cumulative = np.zeros(len(values) + 1, np.int32)
+    np.cumsum(values, dtype=np.int32, out=cumulative[1:])
+    return cumulative[np.append(starts[1:], len(values))] - cumulative[starts]
 
 
 def _build_tree(words, num_bits, labels, by_label, rng, leaf_size, max_depth, num_candidates, split_weight):
@@ -305,7 +323,6 @@ def _choose_bits(words, num_bits, obs, local, group_start, node_points, splittab
     the bit clear, right if any has it set, both if they disagree (the track is split). The score is
     the larger child's size plus ``split_weight`` x the number of split tracks, over the node size:
     small children mean shallow trees, few split tracks mean that a track stays in one leaf.
-    Arrays are (candidate, group) so that the per-node sums run along contiguous rows.
     """
     nodes = np.flatnonzero(splittable)
     candidates = rng.integers(0, num_bits, (num_candidates, len(nodes)))
@@ -318,12 +335,14 @@ def _choose_bits(words, num_bits, obs, local, group_start, node_points, splittab
     all_set = np.bitwise_and.reduceat(obs_words, groups)[in_splittable]
     any_set = np.bitwise_or.reduceat(obs_words, groups)[in_splittable]
     group_node = local[groups[in_splittable]]
-    shifts = np.take((MAX_BITS - 1 - candidates).astype(np.uint64), candidate_column[group_node], axis=1)
-    goes_left = ((all_set >> shifts) & 1) == 0  # (k, G)
-    goes_right = ((any_set >> shifts) & 1) == 1
+    group_column = candidate_column[group_node]
     node_groups = np.flatnonzero(np.r_[True, group_node[1:] != group_node[:-1]])
-    left_points = _segment_sums(goes_left, node_groups)
-    right_points = _segment_sums(goes_right, node_groups)
+    left_points = np.empty(candidates.shape, np.int32)
+    right_points = np.empty(candidates.shape, np.int32)
+    for j, row in enumerate((MAX_BITS - 1 - candidates).astype(np.uint64)):  # one candidate per node at a time
+        shift = row[group_column]
+        left_points[j] = _segment_sums(((all_set >> shift) & 1) == 0, node_groups)
+        right_points[j] = _segment_sums(((any_set >> shift) & 1) == 1, node_groups)
     size = node_points[nodes]
     split_tracks = left_points + right_points - size
     score = (np.maximum(left_points, right_points) + split_weight * split_tracks) / size

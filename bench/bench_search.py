@@ -1,0 +1,219 @@
+"""Benchmark of the correspondence search (``vloc_ros.search``) on synthetic maps.
+
+    python bench/bench_search.py [--sizes 10000 100000 1000000] [--queries 2048] [--repeats 20]
+
+Prints, as tables:
+1. binarization: how well 64/32-bit codes (raw sign, PCA, ITQ) keep the real-valued nearest
+   neighbour within the Hamming top-k, and the random-trees recall with each;
+2. per map size: build times and index memory;
+3. per map size: per-stage latency p50/p95 (global branch, local trees, local faiss baseline,
+   merge, total with the branches concurrent and sequential) and recall.
+
+Every branch runs single-threaded (BLAS and OpenMP pinned to 1 thread); "total" runs the two
+branches concurrently in two threads, so the search uses 2 cores, like the robot's budget; "total
+sequential" runs them one after the other, and "total sequential, faiss 2 threads" gives the
+global branch (faiss) both cores instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+# Before numpy and faiss load their thread pools.
+for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[variable] = "1"
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from vloc_ros.search import synthetic  # noqa: E402
+from vloc_ros.search.binary import Binarizer  # noqa: E402
+from vloc_ros.search.candidates import CandidateSearch  # noqa: E402
+from vloc_ros.search.csr import to_padded  # noqa: E402
+from vloc_ros.search.faiss_binary import FaissBinaryIndex  # noqa: E402
+from vloc_ros.search.global_index import GlobalIndex  # noqa: E402
+from vloc_ros.search.random_trees import RandomTreesIndex  # noqa: E402
+
+SEARCH_CONFIG = {"local_search": {"max_leaves_per_tree": 4}}
+FAISS_SEARCH_CONFIG = {"local_search": {"nprobe": 16}}
+
+
+def timed(function, *args, **kwargs):
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def print_table(title: str, header: list[str], rows: list[list]) -> None:
+    cells = [header] + [[f"{c:.3g}" if isinstance(c, float) else str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    for i, row in enumerate(cells):
+        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths)))
+        if i == 0:
+            print("  ".join("-" * width for width in widths))
+    sys.stdout.flush()
+
+
+def found_fraction(candidates: np.ndarray, true_point_ids: np.ndarray) -> float:
+    """(Q, C) candidate ids -> fraction of true keypoints whose point is among them."""
+    true = true_point_ids >= 0
+    return float((candidates[true] == true_point_ids[true, None]).any(axis=1).mean())
+
+
+def binarization_rows(synthetic_map, queries, tree_recall: bool) -> list[list]:
+    _, real_nn = faiss.knn(queries.descriptors, synthetic_map.point_descriptors, 1)
+    true = queries.true_point_ids >= 0
+    rows = []
+    for method, bits in (("sign", 64), ("pca", 64), ("itq", 64), ("pca", 32), ("itq", 32)):
+        binarizer, fit_seconds = timed(Binarizer.fit, synthetic_map.observation_descriptors, bits, method)
+        index = faiss.IndexBinaryFlat(bits)
+        index.add(binarizer.encode(synthetic_map.point_descriptors))
+        _, hamming_nn = index.search(binarizer.encode(queries.descriptors), 100)
+        row = [f"{method}-{bits}", fit_seconds]
+        row += [float((hamming_nn[:, :k] == real_nn).any(axis=1).mean()) for k in (1, 10, 100)]
+        row += [float((hamming_nn[true, :k] == queries.true_point_ids[true, None]).any(axis=1).mean()) for k in (10, 100)]
+        if tree_recall and bits == 64:
+            codes = binarizer.encode(synthetic_map.observation_descriptors)
+            trees = RandomTreesIndex.build(codes, synthetic_map.observation_point_ids)
+            projections = binarizer.project(queries.descriptors)
+            lists = trees.search(binarizer.encode(queries.descriptors), projections, 32, 4)
+            row.append(found_fraction(to_padded(lists.query_indices(), lists.point_ids, len(projections), -1), queries.true_point_ids))
+        else:
+            row.append("-")
+        rows.append(row)
+    return rows
+
+
+def bench_size(num_points: int, num_queries: int, repeats: int, faiss_kind: str):
+    synthetic_map, generate_seconds = timed(synthetic.make_map, num_points, 0)
+    print(f"\n=== {num_points} points, {len(synthetic_map.observation_point_ids)} observations, "
+          f"{len(synthetic_map.keyframe_global_descriptors)} keyframes (generated in {generate_seconds:.0f} s)", flush=True)  # fmt: skip
+    binarizer, fit_seconds = timed(Binarizer.fit, synthetic_map.observation_descriptors, 64, "itq")
+    codes = binarizer.encode(synthetic_map.observation_descriptors)
+    labels = synthetic_map.observation_point_ids
+    trees, trees_seconds = timed(RandomTreesIndex.build, codes, labels)
+    print(f"trees built in {trees_seconds:.1f} s (depth {trees.depth})", flush=True)
+    faiss_index, faiss_seconds = timed(FaissBinaryIndex.build, codes, labels, kind=faiss_kind)
+    global_index = GlobalIndex(synthetic_map.keyframe_global_descriptors)
+    common = {
+        "point_descriptors": synthetic_map.point_descriptors.astype(np.float16),  # as stored in the map
+        "binarizer": binarizer,
+        "global_index": global_index,
+        "keyframe_points": (synthetic_map.keyframe_point_offsets, synthetic_map.keyframe_point_ids),
+    }
+    searches = {
+        "trees": CandidateSearch(SEARCH_CONFIG, point_index=trees, **common),
+        "trees_sequential": CandidateSearch({**SEARCH_CONFIG, "concurrent_branches": False}, point_index=trees, **common),
+        "faiss": CandidateSearch(FAISS_SEARCH_CONFIG, point_index=faiss_index, **common),
+    }
+    build = {
+        "points": num_points,
+        "itq fit s": fit_seconds,
+        "trees build s": trees_seconds,
+        f"faiss {faiss_kind} build s": faiss_seconds,
+        "trees MB": trees.nbytes / 1e6,
+        "faiss MB": faiss_index.nbytes / 1e6,
+        "global MB": global_index.nbytes / 1e6,
+        "descriptors f16/f32 MB": f"{common['point_descriptors'].nbytes / 1e6:.0f}/{searches['trees'].point_descriptors.nbytes / 1e6:.0f}",
+    }
+
+    stage_times = {
+        name: []
+        for name in ("global", "local trees", "local faiss", "merge", "total", "total sequential",
+                     "total sequential, faiss 2 threads", "total faiss")
+    }  # fmt: skip
+    recall = {name: [] for name in ("real NN", "global", "trees", "faiss", "union", "final precision", "final recall", "retrieval failed: final recall")}
+    for repeat in range(repeats + 1):
+        queries = synthetic.make_query(synthetic_map, num_queries, seed=100 + repeat)
+        results = {name: search.search(queries.descriptors, queries.global_descriptor) for name, search in searches.items()}
+        faiss.omp_set_num_threads(2)  # the other way to use 2 cores: a 2-thread global branch
+        two_threads = searches["trees_sequential"].search(queries.descriptors, queries.global_descriptor)
+        faiss.omp_set_num_threads(1)
+        if repeat == 0:
+            continue  # warm-up
+        timings = results["trees"].timings
+        stage_times["global"].append(timings["global"])
+        stage_times["local trees"].append(timings["local"])
+        stage_times["local faiss"].append(results["faiss"].timings["local"])
+        stage_times["merge"].append(timings["merge"])
+        stage_times["total"].append(timings["total"])
+        stage_times["total sequential"].append(results["trees_sequential"].timings["total"])
+        stage_times["total sequential, faiss 2 threads"].append(two_threads.timings["total"])
+        stage_times["total faiss"].append(results["faiss"].timings["total"])
+        if repeat <= 5:  # recall does not need many frames
+            search = searches["trees"]
+            global_candidates = search.global_candidates(queries.descriptors, queries.global_descriptor)
+            tree_candidates = search.local_candidates(queries.descriptors)
+            _, real_nn = faiss.knn(queries.descriptors, synthetic_map.point_descriptors, 1)
+            recall["real NN"].append(found_fraction(real_nn, queries.true_point_ids))
+            recall["global"].append(found_fraction(global_candidates, queries.true_point_ids))
+            recall["trees"].append(found_fraction(tree_candidates, queries.true_point_ids))
+            recall["faiss"].append(found_fraction(searches["faiss"].local_candidates(queries.descriptors), queries.true_point_ids))
+            recall["union"].append(found_fraction(np.hstack([global_candidates, tree_candidates]), queries.true_point_ids))
+            result = results["trees"]
+            correct = result.point_ids == queries.true_point_ids[result.query_indices]
+            recall["final precision"].append(float(correct.mean()))
+            recall["final recall"].append(_keypoint_recall(result, queries.true_point_ids))
+            # The global descriptor of the farthest keyframe: retrieval fails, the local branch remains.
+            far = (queries.keyframe + len(global_index.keyframe_descriptors) // 2) % len(global_index.keyframe_descriptors)
+            failed = search.search(queries.descriptors, global_index.keyframe_descriptors[far])
+            recall["retrieval failed: final recall"].append(_keypoint_recall(failed, queries.true_point_ids))
+    for search in searches.values():
+        search.close()
+    return build, stage_times, {name: float(np.mean(values)) for name, values in recall.items()}
+
+
+def _keypoint_recall(result, true_point_ids) -> float:
+    correct = result.point_ids == true_point_ids[result.query_indices]
+    found = np.zeros(len(true_point_ids), bool)
+    found[result.query_indices[correct]] = True
+    return float(found[true_point_ids >= 0].mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--queries", type=int, default=2048)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--binarization-points", type=int, default=100_000)
+    parser.add_argument("--faiss-kind", choices=("ivf", "hnsw"), default="ivf")
+    args = parser.parse_args()
+    faiss.omp_set_num_threads(1)
+    print(f"load average at start: {os.getloadavg()}, cpus: {os.cpu_count()}")
+
+    if args.binarization_points:
+        synthetic_map = synthetic.make_map(args.binarization_points, 0)
+        queries = synthetic.make_query(synthetic_map, args.queries, seed=7)
+        print_table(
+            f"binarization on {args.binarization_points} points: real NN within Hamming top-k, true point within "
+            "Hamming top-k, random-trees recall (32 candidates)",
+            ["codes", "fit s", "NN@1", "NN@10", "NN@100", "true@10", "true@100", "trees@32"],
+            binarization_rows(synthetic_map, queries, tree_recall=True),
+        )
+        del synthetic_map
+
+    builds, latencies, recalls = [], [], []
+    for num_points in args.sizes:
+        build, stage_times, recall = bench_size(num_points, args.queries, args.repeats, args.faiss_kind)
+        builds.append(list(build.values()))
+        for stage, values in stage_times.items():
+            latencies.append([num_points, stage, 1e3 * float(np.percentile(values, 50)), 1e3 * float(np.percentile(values, 95))])
+        recalls.append([num_points] + list(recall.values()))
+        print_table("build and memory", list(build), builds)
+        print_table(f"latency for {args.queries} query keypoints, ms", ["points", "stage", "p50", "p95"], latencies)
+        print_table(
+            "recall of the true point (true keypoints): exact real NN, among candidates, final correspondences",
+            ["points"] + list(recall),
+            recalls,
+        )
+    print(f"\nload average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Localize a camera against a map: the vloc_localizer node, optionally with rviz2.
+
+    ros2 launch vloc_ros localize.launch.py map:=/path/to/map [camera:=/front_camera] [rviz:=true]
+
+Parameters come from params_file (default: the installed config/localizer.yaml); ``map`` and
+``camera`` override map_path and the camera topics (<camera>/image_raw, <camera>/camera_info)
+when given.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+PACKAGE = "vloc_ros"
+
+
+def localizer(context):
+    overrides = {}
+    map_path = LaunchConfiguration("map").perform(context)
+    if map_path:
+        overrides["map_path"] = map_path
+    camera = LaunchConfiguration("camera").perform(context).rstrip("/")
+    if camera:
+        overrides["image_topic"] = f"{camera}/image_raw"
+        overrides["camera_info_topic"] = f"{camera}/camera_info"
+    return [Node(package=PACKAGE, executable="vloc_localizer", name="vloc_localizer", output="screen",
+                 parameters=[LaunchConfiguration("params_file"), overrides])]
+
+
+def generate_launch_description():
+    share = get_package_share_directory(PACKAGE)
+    return LaunchDescription([
+        DeclareLaunchArgument("map", default_value="", description="map directory (overrides map_path)"),
+        DeclareLaunchArgument("camera", default_value="",
+                              description="camera namespace, e.g. /camera: subscribes <camera>/image_raw and "
+                                          "<camera>/camera_info (default: the topics in params_file)"),
+        DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "localizer.yaml"),
+                              description="vloc_localizer parameters"),
+        DeclareLaunchArgument("rviz", default_value="false", description="start rviz2 with config/vloc.rviz"),
+        OpaqueFunction(function=localizer),
+        Node(package="rviz2", executable="rviz2", name="rviz2", output="log",
+             arguments=["-d", os.path.join(share, "config", "vloc.rviz")],
+             condition=IfCondition(LaunchConfiguration("rviz"))),
+    ])

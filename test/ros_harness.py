@@ -1,0 +1,167 @@
+"""Running nodes under test on a real rclpy graph: a context whose executor spins on a thread, a
+driver node that publishes and listens, and the sim bags as rclpy messages (no mocks).
+
+Each node under test gets its own namespace inside this run's (``NAMESPACE``) and subscribes its
+camera topics relative to it, so nodes of one test module never see each other's images.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import defaultdict
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from vloc_ros.evaluation.live import read_bag_messages
+
+NAMESPACE = f"/vloc_test_{os.getpid()}"
+# Node parameters for camera topics relative to the node's namespace.
+RELATIVE_CAMERA_TOPICS = {"image_topic": "camera/image_raw", "camera_info_topic": "camera/camera_info"}
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+GLOBAL_TOPICS = ("/tf", "/tf_static")
+
+
+def wait_until(predicate, timeout: float = 20.0, period: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(period)
+    return bool(predicate())
+
+
+def stamp_ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def read_rss_mb() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+class Collector:
+    """Messages received on one topic, with their receipt times (time.monotonic())."""
+
+    def __init__(self, node, msg_type, topic: str, qos=10):
+        self.messages: list = []
+        self.times: list[float] = []
+        self.subscription = node.create_subscription(msg_type, topic, self._on_message, qos)
+
+    def _on_message(self, msg) -> None:
+        self.times.append(time.monotonic())
+        self.messages.append(msg)
+
+    def by_stamp(self) -> dict[int, object]:
+        return {stamp_ns(m.header): m for m in self.messages}
+
+
+class RosGraph:
+    """One rclpy context; its MultiThreadedExecutor spins on a background thread as ``main`` would."""
+
+    def __init__(self):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.node = self.add(rclpy.create_node("vloc_test_driver", namespace=NAMESPACE, context=self.context))
+        self.diagnostics: dict[str, dict[str, str]] = {}  # hardware_id -> latest values (+ "_level", "_message")
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
+        self._publishers: dict[str, object] = {}
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def add(self, node):
+        self.executor.add_node(node)
+        return node
+
+    def start(self, node_class, label: str, **parameters):
+        """A node under test in namespace NAMESPACE/label, camera topics relative to it, ``parameters``
+        overriding its defaults."""
+        parameters = {**RELATIVE_CAMERA_TOPICS, **parameters}
+        return self.add(node_class(context=self.context, namespace=f"{NAMESPACE}/{label}",
+                                   parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()]))
+
+    def stop(self, node) -> None:
+        self.executor.remove_node(node)
+        node.destroy_node()
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+    # ------------------------------------------------------------------ listening
+
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            values = {value.key: value.value for value in status.values}
+            self.diagnostics[status.hardware_id] = {**values, "_level": status.level, "_message": status.message}
+
+    def diagnostic(self, node) -> dict[str, str]:
+        return self.diagnostics.get(node.get_fully_qualified_name(), {})
+
+    def wait_for_diagnostic(self, node, predicate, timeout: float = 10.0) -> dict[str, str]:
+        assert wait_until(lambda: predicate(self.diagnostic(node)), timeout), \
+            f"diagnostics of {node.get_fully_qualified_name()} never satisfied the test: {self.diagnostic(node)}"
+        return self.diagnostic(node)
+
+    def collect(self, msg_type, topic: str, qos=10) -> Collector:
+        return Collector(self.node, msg_type, topic, qos)
+
+    def call(self, srv_type, name: str, request=None, timeout: float = 120.0):
+        client = self.node.create_client(srv_type, name)
+        try:
+            assert client.wait_for_service(timeout_sec=20.0), f"service {name} not available"
+            future = client.call_async(request or srv_type.Request())
+            assert wait_until(future.done, timeout), f"service {name} did not answer within {timeout} s"
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    # ------------------------------------------------------------------ publishing
+
+    def publish(self, topic: str, msg) -> None:
+        self._publisher(topic, type(msg)).publish(msg)
+
+    def _publisher(self, topic: str, msg_type):
+        if topic not in self._publishers:
+            self._publishers[topic] = self.node.create_publisher(msg_type, topic,
+                                                                 LATCHED if topic == "/tf_static" else 10)
+        return self._publishers[topic]
+
+    def wait_for_subscriber(self, topic: str, msg_type, timeout: float = 20.0) -> None:
+        """Until ``topic`` (a node's camera input) has matched this driver's publisher, and the node's
+        other subscriptions have had a moment to match too."""
+        publisher = self._publisher(topic, msg_type)
+        assert wait_until(lambda: publisher.get_subscription_count() > 0, timeout), f"nobody subscribes {topic}"
+        time.sleep(0.5)
+
+
+class BagFrames:
+    """A sim bag as rclpy messages grouped per frame: ``frames[i][bag topic]``.
+
+    Every message of a frame carries that frame's stamp; /tf_static comes once, with the first.
+    """
+
+    def __init__(self, bag):
+        by_stamp: dict[int, dict[str, object]] = defaultdict(dict)
+        for topic, _, msg in read_bag_messages(bag, ["/camera/image_raw", "/camera/image_raw/compressed",
+                                                     "/camera/camera_info", "/ground_truth/pose", *GLOBAL_TOPICS]):
+            header = msg.transforms[0].header if topic in GLOBAL_TOPICS else msg.header
+            by_stamp[stamp_ns(header)][topic] = msg
+        self.stamps = sorted(by_stamp)
+        self.frames = [by_stamp[stamp] for stamp in self.stamps]
+        self.tf_static = self.frames[0]["/tf_static"]
+
+    def publish(self, graph: RosGraph, index: int, topics, namespace: str) -> None:
+        """Publish frame ``index``'s messages of ``topics`` (bag names) in that order; camera and
+        ground-truth topics under ``namespace``, TF as is."""
+        for topic in topics:
+            graph.publish(topic if topic in GLOBAL_TOPICS else f"{namespace}{topic}", self.frames[index][topic])

@@ -1,0 +1,354 @@
+"""``vloc_localizer``: camera images in, the pose of the robot (or camera) in the map out.
+
+A thin wrapper: it converts messages, calls ``vloc_ros.localizer.Localizer`` and publishes.
+
+Subscribes (sensor-data QoS)
+  ``image_topic`` (sensor_msgs/Image), or ``image_topic``/compressed with ``transport: compressed``
+  ``camera_info_topic`` (sensor_msgs/CameraInfo: K and plumb_bob distortion; the localizer
+  undistorts the keypoints itself, so give it the raw image and its calibration)
+  /tf, /tf_static (camera extrinsic and odometry)
+Publishes
+  ``~/pose`` (PoseStamped, map frame, stamped with the image stamp): the pose of ``base_frame``
+      when TF knows ``base_frame`` -> camera frame, else the pose of the camera optical frame
+      (/diagnostics key ``pose_frame`` says which)
+  ``~/pose_with_covariance`` (PoseWithCovarianceStamped): the same pose, covariance in ROS order
+      (x y z rx ry rz, world axes), carried over to ``base_frame`` through the lever arm
+  /tf per ``publish_tf`` (see ``_broadcast``), ``~/inliers`` (PointCloud2 of the matched map points),
+  ``~/map_cloud`` (PointCloud2 of the map, transient local, once per map load),
+  ``~/debug_image`` (with ``publish_debug_image``), /diagnostics (~1 Hz)
+Services
+  ``~/relocalize`` and ``~/reload_map`` (std_srvs/Trigger)
+
+Latest frame wins: the image callback only checks and stores the newest frame; one worker thread
+localizes whatever is newest when it is free, so a slow frame never queues stale ones behind it.
+
+A map that does not load (at start-up or on ``~/reload_map``) never stops the node: at start-up
+it runs without a map, rejects frames as ``no_map`` and reports ERROR until ``map_path`` is fixed
+(``ros2 param set``) and ``~/reload_map`` is called; a failed reload keeps serving the old map.
+
+Spin it with a MultiThreadedExecutor (``main`` does): ``~/reload_map`` loads in its service
+callback, which must not stop the image callbacks meanwhile.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped, PoseWithCovariance, PoseWithCovarianceStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image, PointCloud2
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+
+from vloc_ros.geometry import Camera, Rigid3
+from vloc_ros.localizer import Localizer
+from vloc_ros.mapping.map_format import MapError, load_map
+
+from .camera_input import CAMERA_PARAMETERS, CameraInput
+from .diagnostics import (ERROR, OK, WARN, Counters, DiagnosticsPublisher, LatencyWindow, ThrottledLogger,
+                          diagnostic_status)
+from .frame_gate import LatestFrameGate
+from .parameters import ParameterSpec, declare_parameters
+from .ros_compat import (TfLookupError, covariance_of_attached_frame, make_tf_broadcaster, make_tf_buffer,
+                         numpy_to_image, rigid_to_pose, rigid_to_transform_stamped)
+from .visualization import draw_keypoints, points_to_cloud
+
+NODE_NAME = "vloc_localizer"
+SEARCH_MODES = ("parallel", "global_only", "local_only")
+PUBLISH_TF_MODES = ("map_to_odom", "map_to_base", "map_to_camera", "none")
+
+PARAMETERS = CAMERA_PARAMETERS + (
+    ParameterSpec("map_path", "", "Map directory (from `vloc build-map` or vloc_map_builder). Read at start-up and "
+                  "by ~/reload_map, so it can be changed with `ros2 param set` and then reloaded."),
+    ParameterSpec("backend", "auto", "Inference backend of the feature extractor; 'auto' and 'torch_cpu' both "
+                  "run PyTorch on the CPU for now.", choices=("auto", "torch_cpu"), read_only=True),
+    ParameterSpec("search_mode", "parallel", "Correspondence search: local and global descriptors in parallel, "
+                  "or one of them alone. Applied at the next map load.", choices=SEARCH_MODES),
+    ParameterSpec("min_inliers", 12, "PnP inliers a pose needs to be published. Applied at the next map load.",
+                  value_range=(4, 100000)),
+    ParameterSpec("ransac_max_error_px", 4.0, "RANSAC inlier threshold (pixels). Applied at the next map load.",
+                  value_range=(0.1, 100.0)),
+    ParameterSpec("map_frame", "", "Frame of the published poses; empty: the map's own (manifest map_frame, "
+                  "usually 'map').", read_only=True),
+    ParameterSpec("odom_frame", "odom", "Odometry frame (REP-105), child of map_frame with publish_tf map_to_odom.",
+                  read_only=True),
+    ParameterSpec("base_frame", "base_link", "Robot body frame: ~/pose is its pose when TF links it to the camera.",
+                  read_only=True),
+    ParameterSpec("publish_tf", "map_to_odom", "Transform to broadcast per localized frame: map->odom (from TF "
+                  "odom->camera at the image stamp), map->base, map->camera, or none.", choices=PUBLISH_TF_MODES,
+                  read_only=True),
+    ParameterSpec("tf_timeout_s", 0.1, "How long to wait for a transform at the image stamp that has not "
+                  "arrived yet (seconds).", value_range=(0.0, 5.0), read_only=True),
+    ParameterSpec("max_rate_hz", 10.0, "Most frames localized per second; 0: as many as the CPU allows. Frames "
+                  "in between are dropped (latest frame wins) and counted.", value_range=(0.0, 1000.0)),
+    ParameterSpec("publish_debug_image", False, "Publish ~/debug_image: the image with the inlier keypoints.",
+                  read_only=True),
+)
+
+
+@dataclass
+class Frame:
+    image: np.ndarray
+    camera: Camera
+    header: Header
+    camera_frame: str
+    received: float  # time.monotonic() at the callback
+
+
+@dataclass
+class LoadedMap:
+    localizer: Localizer
+    path: str
+    frame_id: str
+    num_points: int
+
+
+class LocalizerNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        declare_parameters(self, PARAMETERS)
+        param = self._param
+        self._odom_frame, self._base_frame = param("odom_frame"), param("base_frame")
+        self._publish_tf, self._tf_timeout = param("publish_tf"), param("tf_timeout_s")
+
+        self._counters = Counters()
+        self._latency = LatencyWindow()  # image received -> pose published
+        self._processing = LatencyWindow()  # Localizer.localize alone
+        self._gate: LatestFrameGate[Frame] = LatestFrameGate()
+        self._map: LoadedMap | None = None
+        self._status = (WARN, "waiting for images")
+        self._last_inliers = 0
+        self._pose_frame = ""
+        self._log = ThrottledLogger(self.get_logger())
+        self._stopping = threading.Event()
+
+        self._tf_buffer = make_tf_buffer(self)
+        self._tf_broadcaster = make_tf_broadcaster(self)
+        self._pose_publisher = self.create_publisher(PoseStamped, "~/pose", 10)
+        self._pose_covariance_publisher = self.create_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", 10)
+        self._inliers_publisher = self.create_publisher(PointCloud2, "~/inliers", 10)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._map_cloud_publisher = self.create_publisher(PointCloud2, "~/map_cloud", latched)
+        self._debug_image_publisher = (self.create_publisher(Image, "~/debug_image", qos_profile_sensor_data)
+                                       if param("publish_debug_image") else None)
+
+        # Images and their CameraInfo in one group: a frame is checked against the CameraInfo before it.
+        self._input = CameraInput(self, self._counters, self._on_frame, MutuallyExclusiveCallbackGroup())
+        # Services in their own group: a map reload takes seconds and must not hold up the images.
+        service_group = MutuallyExclusiveCallbackGroup()
+        self.create_service(Trigger, "~/relocalize", self._on_relocalize, callback_group=service_group)
+        self.create_service(Trigger, "~/reload_map", self._on_reload_map, callback_group=service_group)
+        self._diagnostics = DiagnosticsPublisher(self, self._diagnostic_statuses)
+
+        try:
+            self._use_map(self._load_map(param("map_path")))
+        except MapError as error:
+            self._status = (ERROR, f"no map: {error}")
+            self.get_logger().error(f"running without a map: {error}. Set map_path and call "
+                                    f"{self.get_fully_qualified_name()}/reload_map")
+        self._worker = threading.Thread(target=self._process_frames, name="vloc_localize", daemon=True)
+        self._worker.start()
+
+    def _param(self, name: str):
+        return self.get_parameter(name).value
+
+    # ------------------------------------------------------------------ input
+
+    def _on_frame(self, header: Header, image: np.ndarray, camera: Camera, camera_frame: str) -> None:
+        if self._map is None:
+            return self._input.reject("no_map", "image rejected: no map loaded (set map_path, call ~/reload_map)")
+        if self._gate.put(Frame(image, camera, header, camera_frame, time.monotonic())):
+            self._counters.add("frames_dropped")
+
+    # ------------------------------------------------------------------ localization
+
+    def _process_frames(self) -> None:
+        while not self._stopping.is_set():
+            frame = self._gate.take(timeout=0.5)
+            if frame is None:
+                continue
+            started = time.monotonic()
+            try:
+                self._localize(frame)
+            except Exception as error:  # noqa: BLE001 - one bad frame must not end the worker (and the node's output)
+                self._counters.add("localizer_errors")
+                self.get_logger().error(f"localizing a frame failed: {error!r}")
+            max_rate = self._param("max_rate_hz")
+            if max_rate > 0:  # newer frames replace each other in the gate meanwhile
+                self._stopping.wait(started + 1.0 / max_rate - time.monotonic())
+
+    def _localize(self, frame: Frame) -> None:
+        loaded = self._map
+        started = time.perf_counter()
+        result = loaded.localizer.localize(frame.image, frame.camera)
+        self._processing.add(time.perf_counter() - started)
+        self._counters.add("frames_processed")
+        self._last_inliers = result.num_inliers
+        if not result.ok:
+            self._counters.add("not_localized")
+            self._status = (WARN, f"not localized: {result.reason}")
+            return
+        if self._stopping.is_set():
+            return
+        self._publish(frame, loaded, result)
+        self._latency.add(time.monotonic() - frame.received)
+        self._counters.add("localized")
+        self._status = (OK, f"localized with {result.num_inliers} inliers")
+
+    # ------------------------------------------------------------------ output
+
+    def _publish(self, frame: Frame, loaded: LoadedMap, result) -> None:
+        stamp, map_from_camera = frame.header.stamp, result.world_from_camera
+        base_from_camera = self._lookup(self._base_frame, frame.camera_frame, stamp)
+        if base_from_camera is None:
+            self._pose_frame, map_from_pose, covariance = frame.camera_frame, map_from_camera, result.covariance
+        else:
+            map_from_pose = map_from_camera @ base_from_camera.inverse()
+            lever_arm = map_from_pose.translation - map_from_camera.translation
+            self._pose_frame, covariance = self._base_frame, covariance_of_attached_frame(result.covariance, lever_arm)
+        header = Header(stamp=stamp, frame_id=loaded.frame_id)
+        pose = rigid_to_pose(map_from_pose)
+        self._pose_publisher.publish(PoseStamped(header=header, pose=pose))
+        self._pose_covariance_publisher.publish(PoseWithCovarianceStamped(
+            header=header, pose=PoseWithCovariance(pose=pose, covariance=covariance.reshape(-1).tolist())))
+        self._broadcast(frame, loaded, map_from_camera)
+        self._inliers_publisher.publish(points_to_cloud(result.inlier_points3d, loaded.frame_id, stamp))
+        if self._debug_image_publisher is not None:
+            self._debug_image_publisher.publish(numpy_to_image(
+                draw_keypoints(frame.image, result.inlier_keypoints), "rgb8", stamp, frame.camera_frame))
+
+    def _broadcast(self, frame: Frame, loaded: LoadedMap, map_from_camera: Rigid3) -> None:
+        """map -> ``publish_tf``'s child frame at the image stamp.
+
+        For map -> odom (or base) the child's transform to the camera at the image stamp comes
+        from TF. When TF has it only at other times, nothing is published for this frame (the
+        camera already has a parent there: a map -> camera transform would give it two). When the
+        camera is not in that tree at all, map -> camera is published instead.
+        """
+        if self._publish_tf == "none":
+            return
+        child, child_from_camera = frame.camera_frame, Rigid3()
+        if self._publish_tf != "map_to_camera":
+            wanted = self._odom_frame if self._publish_tf == "map_to_odom" else self._base_frame
+            found = self._lookup(wanted, frame.camera_frame, frame.header.stamp)
+            if found is not None:
+                child, child_from_camera = wanted, found
+            elif self._tf_buffer.can_transform(wanted, frame.camera_frame):
+                self._counters.add("tf_not_published")
+                return self._log.warning("tf_late", f"no TF {wanted} -> {frame.camera_frame} at the image stamp; "
+                                                      f"map -> {wanted} not published for this frame")
+            else:
+                self._log.warning("tf_missing", f"TF does not link {wanted} to {frame.camera_frame}; publishing "
+                                                  f"{loaded.frame_id} -> {frame.camera_frame} instead")
+        map_from_child = map_from_camera @ child_from_camera.inverse()
+        self._tf_broadcaster.sendTransform(
+            rigid_to_transform_stamped(map_from_child, loaded.frame_id, child, frame.header.stamp))
+
+    def _lookup(self, parent: str, child: str, stamp) -> Rigid3 | None:
+        """``parent_from_child`` at ``stamp``; waits up to tf_timeout_s when TF links the frames but not
+        yet at that stamp; None when it cannot."""
+        deadline = time.monotonic() + self._tf_timeout
+        while True:
+            try:
+                return self._tf_buffer.lookup(parent, child, stamp)
+            except TfLookupError:
+                if time.monotonic() >= deadline or not self._tf_buffer.can_transform(parent, child):
+                    return None
+            time.sleep(0.005)
+
+    def _diagnostic_statuses(self):
+        level, message = self._status
+        loaded = self._map
+        latency = self._latency.percentiles_ms(50, 95)
+        processing = self._processing.percentiles_ms(50, 95)
+        values = {
+            "map": loaded.path if loaded else "none",
+            "map_points": loaded.num_points if loaded else 0,
+            "pose_frame": self._pose_frame or "n/a",
+            "inliers": self._last_inliers,
+            "latency_p50_ms": latency["p50"], "latency_p95_ms": latency["p95"],
+            "processing_p50_ms": processing["p50"], "processing_p95_ms": processing["p95"],
+            **{name: 0 for name in ("frames_received", "frames_processed", "frames_dropped", "localized")},
+            **self._counters.snapshot(),
+        }
+        return [diagnostic_status(f"{self.get_name()}: localization", self.get_fully_qualified_name(),
+                                  level, message, values)]
+
+    # ------------------------------------------------------------------ map
+
+    def _load_map(self, path: str) -> LoadedMap:
+        if not path:
+            raise MapError("map_path is empty")
+        localization_map = load_map(path)
+        config = {"search": {"mode": self._param("search_mode")}, "min_inliers": self._param("min_inliers"),
+                  "pose": {"ransac_max_error_px": self._param("ransac_max_error_px")}}
+        localizer = Localizer(localization_map, config)
+        frame_id = self._param("map_frame") or localization_map.manifest.get("map_frame", "map")
+        return LoadedMap(localizer, str(path), frame_id, localization_map.num_points)
+
+    def _use_map(self, loaded: LoadedMap) -> None:
+        self._map = loaded  # the worker takes it with its next frame
+        self._map_cloud_publisher.publish(points_to_cloud(loaded.localizer.map.arrays["points_xyz"], loaded.frame_id,
+                                                          self.get_clock().now()))
+        self._status = (OK, f"map loaded: {loaded.path}")
+        self.get_logger().info(f"serving map {loaded.path} ({loaded.num_points} points) in frame '{loaded.frame_id}'")
+
+    def _on_reload_map(self, request, response):
+        path = self._param("map_path")
+        try:
+            loaded = self._load_map(path)
+        except MapError as error:
+            serving = self._map.path if self._map else "no map"
+            response.success, response.message = False, f"map {path!r} not loaded ({error}); still serving {serving}"
+            self.get_logger().error(response.message)
+            return response
+        self._use_map(loaded)
+        response.success, response.message = True, f"serving map {path} ({loaded.num_points} points)"
+        return response
+
+    def _on_relocalize(self, request, response):
+        dropped = self._gate.clear()
+        response.success = True
+        response.message = ("the localizer keeps no temporal prior: every frame is localized against the whole map; "
+                            + ("dropped the frame waiting to be processed" if dropped else "no frame was waiting"))
+        return response
+
+    def destroy_node(self):
+        self._stopping.set()
+        self._gate.close()
+        self._worker.join(timeout=10.0)
+        super().destroy_node()
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = LocalizerNode()
+    except (ValueError, ParameterException) as error:  # a parameter outside its allowed values
+        rclpy.logging.get_logger(NODE_NAME).fatal(str(error))
+        rclpy.try_shutdown()
+        return 1
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""``vloc_map_builder``: records keyframes from a camera stream and builds a map on request.
+
+Subscribes ``image_topic`` (or <image_topic>/compressed), ``camera_info_topic`` and, optionally,
+``pose_topic`` (PoseStamped or Odometry) with known poses of ``pose_frame``; the camera pose is
+that pose composed with TF ``pose_frame`` -> camera frame (set ``pose_frame`` to the camera
+frame when the poses are of the camera itself). With poses the map is metric (triangulated from
+them); without, pycolmap reconstructs the poses and the map has an arbitrary scale.
+
+A frame becomes a keyframe when ``min_interval_s`` has passed since the last one and, with poses,
+the camera moved ``min_translation_m`` or turned ``min_rotation_deg``. Keyframes go to disk as they
+arrive (``KeyframeBuffer`` in ``buffer_dir``): a crash loses none, and a restarted node continues
+the same buffer.
+
+Services (std_srvs/Trigger)
+  ``~/build``: answers at once ("build started") and runs ``vloc_ros.mapping.builder.build_map`` on
+      the buffered keyframes in a worker thread; the map goes to ``output_map_path``. Stage and
+      progress are on /diagnostics; the outcome is logged and kept there.
+  ``~/reset``: empties the buffer (refused while a build runs).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+
+from vloc_ros.evaluation.ground_truth import interpolate_poses
+from vloc_ros.geometry import Camera, Rigid3, rotation_error_deg
+from vloc_ros.mapping.builder import DEFAULT_BUILD_CONFIG, build_map
+
+from .camera_input import CAMERA_PARAMETERS, CameraInput
+from .diagnostics import ERROR, OK, WARN, Counters, DiagnosticsPublisher, diagnostic_status
+from .keyframe_buffer import KeyframeBuffer
+from .parameters import ParameterSpec, declare_parameters
+from .ros_compat import TfLookupError, make_tf_buffer, pose_to_rigid, stamp_to_ns
+
+NODE_NAME = "vloc_map_builder"
+POSE_TYPES = {"pose_stamped": PoseStamped, "odometry": Odometry}
+
+PARAMETERS = CAMERA_PARAMETERS + (
+    ParameterSpec("pose_topic", "", "Known poses (PoseStamped or Odometry) for a metric map; empty: none, the "
+                  "map is reconstructed from the images alone (arbitrary scale).", read_only=True),
+    ParameterSpec("pose_type", "pose_stamped", "Message type on pose_topic.", choices=tuple(POSE_TYPES),
+                  read_only=True),
+    ParameterSpec("pose_frame", "base_link", "The frame whose pose pose_topic gives (an Odometry child_frame_id "
+                  "must match). TF pose_frame -> camera gives the camera pose; set it to the camera frame when the "
+                  "poses are of the camera.", read_only=True),
+    ParameterSpec("pose_max_gap_s", 0.25, "A frame whose bracketing poses are further apart (seconds) has no pose "
+                  "and is skipped.", value_range=(0.0, 10.0), read_only=True),
+    ParameterSpec("min_interval_s", 0.5, "Least time between keyframes (seconds).", value_range=(0.0, 3600.0)),
+    ParameterSpec("min_translation_m", 0.25, "With poses: least camera motion since the last keyframe (metres).",
+                  value_range=(0.0, 100.0)),
+    ParameterSpec("min_rotation_deg", 10.0, "With poses: or least camera rotation since the last keyframe "
+                  "(degrees).", value_range=(0.0, 180.0)),
+    ParameterSpec("buffer_dir", "~/.ros/vloc_map_builder/keyframes", "Where keyframes are kept as they arrive; "
+                  "a restarted node continues the buffer it finds there.", read_only=True),
+    ParameterSpec("output_map_path", "", "Directory ~/build writes the map to."),
+    ParameterSpec("overwrite", False, "Let ~/build replace an existing map at output_map_path."),
+    ParameterSpec("map_frame", "map", "Frame name stored in the map (the localizer's default map_frame)."),
+    ParameterSpec("extractor", "xfeat", "Local features of the map (the localizer uses the map's).",
+                  choices=("xfeat", "aliked")),
+    ParameterSpec("max_keypoints", 2048, "Keypoints per keyframe.", value_range=(64, 16384)),
+)
+
+
+@dataclass
+class Candidate:
+    """A frame due for a keyframe, possibly waiting for the pose at its stamp to arrive."""
+    stamp_ns: int
+    image: np.ndarray
+    camera: Camera
+    camera_frame: str
+
+
+@dataclass
+class BuildState:
+    stage: str = "idle"  # idle | extracting features | matching, reconstruction, indexes | done | failed
+    images_loaded: int = 0
+    images_total: int = 0
+    outcome: str = ""
+
+
+class MapBuilderNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        declare_parameters(self, PARAMETERS)
+        param = self._param
+        self._pose_frame, self._pose_max_gap = param("pose_frame"), param("pose_max_gap_s")
+        self._uses_poses = bool(param("pose_topic"))
+
+        self._counters = Counters()
+        self._buffer = KeyframeBuffer(param("buffer_dir"))
+        last = self._buffer.keyframes[-1] if len(self._buffer) else None
+        self._last_keyframe = (last.stamp_ns, last.world_from_camera) if last else None
+        self._poses: deque[tuple[float, Rigid3]] = deque(maxlen=2000)  # (stamp s, world_from_pose_frame)
+        self._waiting: Candidate | None = None
+        self._build = BuildState()
+        self._build_thread: threading.Thread | None = None
+        self._tf_buffer = make_tf_buffer(self)
+
+        self._input = CameraInput(self, self._counters, self._on_frame)
+        if self._uses_poses:
+            self.create_subscription(POSE_TYPES[param("pose_type")], param("pose_topic"), self._on_pose, 100)
+        self.create_service(Trigger, "~/build", self._on_build)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self._diagnostics = DiagnosticsPublisher(self, self._diagnostic_statuses)
+        if len(self._buffer):
+            self.get_logger().info(f"continuing the {len(self._buffer)} keyframes buffered in {self._buffer.directory}")
+
+    def _param(self, name: str):
+        return self.get_parameter(name).value
+
+    # ------------------------------------------------------------------ recording
+
+    def _on_pose(self, msg) -> None:
+        if isinstance(msg, Odometry):
+            if msg.child_frame_id and msg.child_frame_id != self._pose_frame:
+                return self._input.reject("pose_frame_mismatch", f"Odometry of '{msg.child_frame_id}' rejected: "
+                                                                 f"pose_frame is '{self._pose_frame}'")
+            pose = msg.pose.pose
+        else:
+            pose = msg.pose
+        self._poses.append((stamp_to_ns(msg.header.stamp) * 1e-9, pose_to_rigid(pose)))
+        if self._waiting is not None and self._poses[-1][0] >= self._waiting.stamp_ns * 1e-9:
+            candidate, self._waiting = self._waiting, None
+            self._record_with_pose(candidate)
+
+    def _on_frame(self, header: Header, image: np.ndarray, camera: Camera, camera_frame: str) -> None:
+        stamp_ns = stamp_to_ns(header.stamp)
+        if self._last_keyframe and stamp_ns - self._last_keyframe[0] < self._param("min_interval_s") * 1e9:
+            return
+        candidate = Candidate(stamp_ns, image, camera, camera_frame)
+        if not self._uses_poses:
+            return self._record(candidate, None)
+        if not self._poses or self._poses[-1][0] < stamp_ns * 1e-9:
+            if self._waiting is not None:  # its pose never came while the camera moved on
+                self._input.reject("no_pose", f"frame at {self._waiting.stamp_ns * 1e-9:.3f} s skipped: no pose "
+                                              "arrived for its stamp")
+            self._waiting = candidate
+            return
+        self._record_with_pose(candidate)
+
+    def _record_with_pose(self, candidate: Candidate) -> None:
+        stamp = candidate.stamp_ns * 1e-9
+        stamps, poses = zip(*self._poses)
+        world_from_pose_frame = interpolate_poses(stamps, list(poses), [stamp], self._pose_max_gap)[0]
+        if world_from_pose_frame is None:
+            return self._input.reject("no_pose", f"frame at {stamp:.3f} s skipped: no poses within "
+                                                 f"{self._pose_max_gap} s around it")
+        try:
+            pose_frame_from_camera = self._tf_buffer.lookup(self._pose_frame, candidate.camera_frame, stamp)
+        except TfLookupError as error:
+            return self._input.reject("no_camera_extrinsic", f"frame skipped: no TF {self._pose_frame} -> "
+                                                             f"{candidate.camera_frame}: {error}")
+        world_from_camera = world_from_pose_frame @ pose_frame_from_camera
+        last = self._last_keyframe[1] if self._last_keyframe else None
+        if last is not None:
+            moved = np.linalg.norm(world_from_camera.translation - last.translation)
+            turned = rotation_error_deg(last.rotation, world_from_camera.rotation)
+            if moved < self._param("min_translation_m") and turned < self._param("min_rotation_deg"):
+                return
+        self._record(candidate, world_from_camera)
+
+    def _record(self, candidate: Candidate, world_from_camera: Rigid3 | None) -> None:
+        try:
+            self._buffer.add(candidate.stamp_ns, candidate.image, candidate.camera, world_from_camera)
+        except OSError as error:
+            return self._input.reject("buffer_write_failed", f"keyframe not recorded: {error}")
+        self._last_keyframe = (candidate.stamp_ns, world_from_camera)
+        self._counters.add("keyframes_recorded")
+
+    # ------------------------------------------------------------------ building
+
+    def _building(self) -> bool:
+        return self._build_thread is not None and self._build_thread.is_alive()
+
+    def _on_build(self, request, response):
+        output = self._param("output_map_path")
+        needed = DEFAULT_BUILD_CONFIG["min_registered_images"]
+        if self._building():
+            response.success, response.message = False, f"a build is already running ({self._build.stage})"
+        elif not output:
+            response.success, response.message = False, "output_map_path is empty; set it first"
+        elif len(self._buffer) < needed:
+            response.success = False
+            response.message = f"{len(self._buffer)} keyframes buffered; a map needs at least {needed}"
+        else:
+            keyframes = list(self._buffer.keyframes)
+            self._build = BuildState("extracting features", 0, len(keyframes))
+            self._build_thread = threading.Thread(target=self._run_build, args=(keyframes, output),
+                                                  name="vloc_build_map", daemon=True)
+            self._build_thread.start()
+            response.success, response.message = True, f"build started: {len(keyframes)} keyframes -> {output}"
+        self.get_logger().info(response.message)
+        return response
+
+    def _run_build(self, keyframes, output: str) -> None:
+        config = {"extractor": {"name": self._param("extractor"), "max_keypoints": self._param("max_keypoints")},
+                  "map_frame": self._param("map_frame")}
+        frames = [self._counted(keyframe.to_map_frame()) for keyframe in keyframes]
+        started = time.monotonic()
+        try:
+            summary = build_map(frames, output, config, cache_dir=self._buffer.build_cache, progress=False,
+                                overwrite=self._param("overwrite"),
+                                source_description=f"{NODE_NAME} keyframes in {self._buffer.directory}")
+        except Exception as error:  # noqa: BLE001 - BuildError, MapError, pycolmap's: all end this build, not the node
+            self._build.stage, self._build.outcome = "failed", f"build failed: {error}"
+            self.get_logger().error(self._build.outcome)
+            return
+        self._build.stage = "done"
+        self._build.outcome = (f"map written to {summary.output} in {time.monotonic() - started:.0f} s: "
+                               f"{summary.images_registered}/{summary.images_given} keyframes registered, "
+                               f"{summary.num_points} points")
+        self.get_logger().info(f"{self._build.outcome}\n{summary.format()}")
+
+    def _counted(self, frame):
+        """The frame, counting its image load as feature-extraction progress."""
+        load = frame.load_image
+
+        def load_and_count():
+            image = load()
+            self._build.images_loaded += 1
+            if self._build.images_loaded == self._build.images_total:
+                self._build.stage = "matching, reconstruction, indexes"
+            return image
+
+        frame.load_image = load_and_count
+        return frame
+
+    def _on_reset(self, request, response):
+        if self._building():
+            response.success, response.message = False, "a build is running; reset after it ends"
+            return response
+        removed = len(self._buffer)
+        self._buffer.clear()
+        self._last_keyframe, self._waiting = None, None
+        response.success, response.message = True, f"removed {removed} keyframes from {self._buffer.directory}"
+        self.get_logger().info(response.message)
+        return response
+
+    def _diagnostic_statuses(self):
+        build = self._build
+        if build.stage == "failed":
+            level, message = ERROR, build.outcome
+        elif build.stage == "done":
+            level, message = OK, build.outcome
+        elif build.stage != "idle":
+            level, message = OK, f"building: {build.stage}"
+        elif self._input.camera is None:
+            level, message = WARN, "waiting for CameraInfo"
+        else:
+            level, message = OK, f"recording: {len(self._buffer)} keyframes"
+        percent = 100.0 * build.images_loaded / build.images_total if build.images_total else None
+        values = {"keyframes": len(self._buffer), "buffer_dir": str(self._buffer.directory),
+                  "output_map_path": self._param("output_map_path"), "build_stage": build.stage,
+                  "build_features_percent": percent if build.stage == "extracting features" else None,
+                  "frames_received": 0, "keyframes_recorded": 0, **self._counters.snapshot()}
+        return [diagnostic_status(f"{self.get_name()}: map builder", self.get_fully_qualified_name(),
+                                  level, message, values)]
+
+    def destroy_node(self):
+        if self._building():
+            self.get_logger().warning("shutting down during a build: it stops unfinished; its features are cached "
+                                      f"in {self._buffer.build_cache} for the next ~/build")
+        super().destroy_node()
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = MapBuilderNode()
+    except (ValueError, ParameterException) as error:  # a parameter outside its allowed values
+        rclpy.logging.get_logger(NODE_NAME).fatal(str(error))
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Correspondence search: a global and a local branch side by side, merged and rescored.
+
+- Global branch: the keyframes nearest to the query's global descriptor give a candidate set of
+  3D points (those the keyframes see); every query keypoint gets its
+  ``global_candidates_per_keypoint`` nearest points in that set by real descriptor distance.
+- Local branch: the keypoint's binary code searches an index over all map points
+  (``RandomTreesIndex`` or the ``FaissBinaryIndex`` baseline) for ``local_max_candidates`` points.
+- Merge: per keypoint the union of both candidate lists, rescored by real descriptor L2 distance,
+  then the ratio test and at most ``max_matches_per_keypoint`` matches kept for RANSAC.
+
+The ratio test is Lowe's, generalised to keeping up to m matches: with distinct candidates sorted
+by distance d1 <= d2 <= ..., keep the first k for the smallest k <= m with d_k < ratio * d_(k+1);
+if there is none, the keypoint is ambiguous and dropped. With m = 1 this is the classic test.
+
+In ``parallel`` mode the global branch runs in a worker thread while the calling thread runs the
+local branch: faiss and numpy release the GIL, so the branches overlap on two cores. The caller
+owns the process-wide thread settings (OpenBLAS / OpenMP thread counts).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import faiss
+import numpy as np
+
+from .binary import Binarizer, pack_bits
+from .csr import gather_ranges, to_padded
+from .faiss_binary import FaissBinaryIndex
+from .global_index import GlobalIndex
+from .random_trees import RandomTreesIndex
+
+MODES = ("parallel", "global_only", "local_only")
+DEFAULT_CONFIG = {
+    "mode": "parallel",
+    "concurrent_branches": True,  # parallel mode: run the branches in two threads
+    "global_top_k": 5,  # keyframes retrieved by the global descriptor
+    "global_candidates_per_keypoint": 8,
+    "local_max_candidates": 32,
+    "local_search": {},  # index-specific, e.g. {"max_leaves_per_tree": 4} or {"nprobe": 16}
+    "ratio_test": 0.9,
+    "max_matches_per_keypoint": 3,
+}
+
+
+@dataclass
+class Correspondences:
+    query_indices: np.ndarray  # (N,) int64, keypoint rows of the query
+    point_ids: np.ndarray  # (N,) int64, map point ids
+    distances: np.ndarray  # (N,) float32, L2 distance between the descriptors
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    def __len__(self) -> int:
+        return len(self.query_indices)
+
+    @classmethod
+    def empty(cls, timings: dict[str, float] | None = None) -> Correspondences:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), timings or {})
+
+
+class CandidateSearch:
+    def __init__(
+        self,
+        config: dict,
+        *,
+        point_descriptors: np.ndarray,
+        point_index: RandomTreesIndex | FaissBinaryIndex,
+        binarizer: Binarizer,
+        global_index: GlobalIndex,
+        keyframe_points: tuple[np.ndarray, np.ndarray],
+    ):
+        """point_descriptors: (P, D) float16/32 (row = point id); keyframe_points: CSR
+        (offsets (K + 1,), point ids) of the points each keyframe sees."""
+        unknown = set(config) - set(DEFAULT_CONFIG)
+        if unknown:
+            raise ValueError(f"unknown candidate search config keys: {sorted(unknown)}")
+        self.config = {**DEFAULT_CONFIG, **config}
+        if self.config["mode"] not in MODES:
+            raise ValueError(f"unknown mode {self.config['mode']!r}; expected one of {MODES}")
+        # float32 in memory even if the map stores float16: numpy's float16 casts cost more than the
+        # whole rescoring.
+        self.point_descriptors = np.ascontiguousarray(point_descriptors, np.float32)
+        # Squared norms once, so that rescoring needs one dot product per candidate.
+        self._point_sq_norms = np.einsum("pd,pd->p", self.point_descriptors, self.point_descriptors)
+        self.point_index = point_index
+        self.binarizer = binarizer
+        self.global_index = global_index
+        self.keyframe_point_offsets = np.asarray(keyframe_points[0], np.int64)
+        self.keyframe_point_ids = np.asarray(keyframe_points[1], np.int64)
+        if len(self.keyframe_point_offsets) != global_index.index.ntotal + 1:
+            raise ValueError("keyframe_points must have one CSR row per keyframe of the global index")
+        concurrent = self.config["mode"] == "parallel" and self.config["concurrent_branches"]
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="global-branch") if concurrent else None
+
+    @property
+    def descriptor_dim(self) -> int:
+        return self.point_descriptors.shape[1]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def search(self, query_descriptors: np.ndarray, query_global_descriptor: np.ndarray | None) -> Correspondences:
+        """query_descriptors: (Q, D) float32; query_global_descriptor: (G,) (may be None in local_only mode)."""
+        start = time.perf_counter()
+        queries = np.ascontiguousarray(query_descriptors, np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.descriptor_dim:
+            raise ValueError(f"expected query descriptors of shape (Q, {self.descriptor_dim}), got {queries.shape}")
+        if len(queries) == 0:
+            return Correspondences.empty()
+        mode = self.config["mode"]
+        timings: dict[str, float] = {}
+        candidates = []
+        if mode in ("parallel", "global_only"):
+            if query_global_descriptor is None:
+                raise ValueError(f"mode {mode!r} needs the query's global descriptor")
+            if self._pool is not None:
+                global_future = self._pool.submit(_timed, self.global_candidates, queries, query_global_descriptor)
+            else:
+                global_candidates, timings["global"] = _timed(self.global_candidates, queries, query_global_descriptor)
+                candidates.append(global_candidates)
+        if mode in ("parallel", "local_only"):
+            local_candidates, timings["local"] = _timed(self.local_candidates, queries)
+            candidates.append(local_candidates)
+        if self._pool is not None:
+            global_candidates, timings["global"] = global_future.result()
+            candidates.append(global_candidates)
+        timings["branches"] = time.perf_counter() - start
+
+        merge_start = time.perf_counter()
+        result = self._merge(queries, np.concatenate(candidates, axis=1))
+        timings["merge"] = time.perf_counter() - merge_start
+        timings["total"] = time.perf_counter() - start
+        result.timings = timings
+        return result
+
+    def global_candidates(self, queries: np.ndarray, global_descriptor: np.ndarray) -> np.ndarray:
+        """Global branch: (Q, global_candidates_per_keypoint) point ids, -1 where there are fewer points."""
+        keyframes, _ = self.global_index.top_k(global_descriptor, self.config["global_top_k"])
+        keyframes = keyframes[keyframes >= 0]
+        points = np.unique(gather_ranges(self.keyframe_point_offsets, self.keyframe_point_ids, keyframes)[0])
+        width = self.config["global_candidates_per_keypoint"]
+        if points.size == 0 or width == 0:
+            return np.full((len(queries), width), -1, np.int64)
+        candidate_descriptors = np.take(self.point_descriptors, points, axis=0)
+        _, rows = faiss.knn(queries, candidate_descriptors, min(width, points.size))
+        ids = np.where(rows >= 0, points[rows], -1)
+        return np.pad(ids, ((0, 0), (0, width - ids.shape[1])), constant_values=-1)
+
+    def local_candidates(self, queries: np.ndarray) -> np.ndarray:
+        """Local branch: (Q, <= local_max_candidates) point ids, -1 padded."""
+        projections = self.binarizer.project(queries)
+        lists = self.point_index.search(
+            pack_bits(projections > 0), projections, self.config["local_max_candidates"], **self.config["local_search"]
+        )
+        return to_padded(lists.query_indices(), lists.point_ids, len(queries), -1)
+
+    def _merge(self, queries: np.ndarray, candidates: np.ndarray) -> Correspondences:
+        """Union per keypoint, real-descriptor rescoring, ratio test, up to m matches; no Python loop."""
+        ids = np.sort(candidates, axis=1)
+        ids[:, 1:][ids[:, 1:] == ids[:, :-1]] = -1  # each point once per keypoint
+        valid = ids >= 0
+        safe_ids = np.where(valid, ids, 0)
+        descriptors = np.take(self.point_descriptors, safe_ids, axis=0)  # (Q, C, D)
+        dot = np.matmul(descriptors, queries[:, :, None])[:, :, 0]
+        squared = self._point_sq_norms[safe_ids] + np.einsum("qd,qd->q", queries, queries)[:, None] - 2 * dot
+        squared = np.where(valid, np.maximum(squared, 0), np.inf)
+
+        max_matches = self.config["max_matches_per_keypoint"]
+        order = np.argsort(squared, axis=1)[:, : max_matches + 1]
+        distance = np.sqrt(np.take_along_axis(squared, order, axis=1))
+        distance = np.pad(distance, ((0, 0), (0, max_matches + 1 - distance.shape[1])), constant_values=np.inf)
+        # k passes if the k best are clearly closer than the (k+1)-th; keep the smallest passing k.
+        passes = np.isfinite(distance[:, :max_matches]) & (
+            distance[:, :max_matches] < self.config["ratio_test"] * distance[:, 1 : max_matches + 1]
+        )
+        keep_count = np.where(passes.any(axis=1), passes.argmax(axis=1) + 1, 0)
+        keep = np.arange(order.shape[1]) < keep_count[:, None]
+        query_indices, rank = np.nonzero(keep)
+        return Correspondences(
+            query_indices.astype(np.int64),
+            ids[query_indices, order[query_indices, rank]].astype(np.int64),
+            distance[query_indices, rank].astype(np.float32),
+        )
+
+
+def _timed(function, *args):
+    """(function(*args), seconds it took)."""
+    start = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - start
