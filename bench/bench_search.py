@@ -12,7 +12,8 @@ Prints, as tables:
 Every branch runs single-threaded (BLAS and OpenMP pinned to 1 thread); "total" runs the two
 branches concurrently in two threads, so the search uses 2 cores, like the robot's budget; "total
 sequential" runs them one after the other, and "total sequential, faiss 2 threads" gives the
-global branch (faiss) both cores instead.
+global branch (faiss) both cores instead. Stages are wall time plus, as "cpu", the CPU time of the
+thread that ran them: on a machine shared with other work the wall times grow, the CPU times much less.
 """
 
 from __future__ import annotations
@@ -77,13 +78,15 @@ def binarization_rows(synthetic_map, queries, tree_recall: bool) -> list[list]:
         _, hamming_nn = index.search(binarizer.encode(queries.descriptors), 100)
         row = [f"{method}-{bits}", fit_seconds]
         row += [float((hamming_nn[:, :k] == real_nn).any(axis=1).mean()) for k in (1, 10, 100)]
-        row += [float((hamming_nn[true, :k] == queries.true_point_ids[true, None]).any(axis=1).mean()) for k in (10, 100)]
+        true_ids = queries.true_point_ids[true, None]
+        row += [float((hamming_nn[true, :k] == true_ids).any(axis=1).mean()) for k in (10, 100)]
         if tree_recall and bits == 64:
             codes = binarizer.encode(synthetic_map.observation_descriptors)
             trees = RandomTreesIndex.build(codes, synthetic_map.observation_point_ids)
             projections = binarizer.project(queries.descriptors)
             lists = trees.search(binarizer.encode(queries.descriptors), projections, 32, 4)
-            row.append(found_fraction(to_padded(lists.query_indices(), lists.point_ids, len(projections), -1), queries.true_point_ids))
+            candidates = to_padded(lists.query_indices(), lists.point_ids, len(projections), -1)
+            row.append(found_fraction(candidates, queries.true_point_ids))
         else:
             row.append("-")
         rows.append(row)
@@ -92,56 +95,71 @@ def binarization_rows(synthetic_map, queries, tree_recall: bool) -> list[list]:
 
 def bench_size(num_points: int, num_queries: int, repeats: int, faiss_kind: str):
     synthetic_map, generate_seconds = timed(synthetic.make_map, num_points, 0)
-    print(f"\n=== {num_points} points, {len(synthetic_map.observation_point_ids)} observations, "
-          f"{len(synthetic_map.keyframe_global_descriptors)} keyframes (generated in {generate_seconds:.0f} s)", flush=True)  # fmt: skip
-    binarizer, fit_seconds = timed(Binarizer.fit, synthetic_map.observation_descriptors, 64, "itq")
-    codes = binarizer.encode(synthetic_map.observation_descriptors)
-    labels = synthetic_map.observation_point_ids
-    trees, trees_seconds = timed(RandomTreesIndex.build, codes, labels)
+    print(
+        f"\n=== {num_points} points, {len(synthetic_map.observation_point_ids)} observations, "
+        f"{len(synthetic_map.keyframe_global_descriptors)} keyframes (generated in {generate_seconds:.0f} s)",
+        flush=True,
+    )
+    # Each local index with the codes that suit it best (see the binarization table): PCA for the
+    # trees (the default), ITQ for exhaustive Hamming search in faiss.
+    descriptors, labels = synthetic_map.observation_descriptors, synthetic_map.observation_point_ids
+    binarizer, fit_seconds = timed(Binarizer.fit, descriptors, 64)
+    itq = Binarizer.fit(descriptors, 64, "itq")
+    trees, trees_seconds = timed(RandomTreesIndex.build, binarizer.encode(descriptors), labels)
     print(f"trees built in {trees_seconds:.1f} s (depth {trees.depth})", flush=True)
-    faiss_index, faiss_seconds = timed(FaissBinaryIndex.build, codes, labels, kind=faiss_kind)
+    faiss_index, faiss_seconds = timed(FaissBinaryIndex.build, itq.encode(descriptors), labels, kind=faiss_kind)
     global_index = GlobalIndex(synthetic_map.keyframe_global_descriptors)
     common = {
         "point_descriptors": synthetic_map.point_descriptors.astype(np.float16),  # as stored in the map
-        "binarizer": binarizer,
         "global_index": global_index,
         "keyframe_points": (synthetic_map.keyframe_point_offsets, synthetic_map.keyframe_point_ids),
     }
     searches = {
-        "trees": CandidateSearch(SEARCH_CONFIG, point_index=trees, **common),
-        "trees_sequential": CandidateSearch({**SEARCH_CONFIG, "concurrent_branches": False}, point_index=trees, **common),
-        "faiss": CandidateSearch(FAISS_SEARCH_CONFIG, point_index=faiss_index, **common),
+        "trees": CandidateSearch(SEARCH_CONFIG, point_index=trees, binarizer=binarizer, **common),
+        "trees_sequential": CandidateSearch(
+            {**SEARCH_CONFIG, "concurrent_branches": False}, point_index=trees, binarizer=binarizer, **common
+        ),
+        "faiss": CandidateSearch(FAISS_SEARCH_CONFIG, point_index=faiss_index, binarizer=itq, **common),
     }
     build = {
         "points": num_points,
-        "itq fit s": fit_seconds,
+        "pca fit s": fit_seconds,
         "trees build s": trees_seconds,
         f"faiss {faiss_kind} build s": faiss_seconds,
         "trees MB": trees.nbytes / 1e6,
         "faiss MB": faiss_index.nbytes / 1e6,
         "global MB": global_index.nbytes / 1e6,
-        "descriptors f16/f32 MB": f"{common['point_descriptors'].nbytes / 1e6:.0f}/{searches['trees'].point_descriptors.nbytes / 1e6:.0f}",
+        "descriptors f16/f32 MB": "{:.0f}/{:.0f}".format(
+            common["point_descriptors"].nbytes / 1e6, searches["trees"].point_descriptors.nbytes / 1e6
+        ),
     }
 
     stage_times = {
         name: []
-        for name in ("global", "local trees", "local faiss", "merge", "total", "total sequential",
-                     "total sequential, faiss 2 threads", "total faiss")
+        for name in ("global", "global cpu", "local trees", "local trees cpu", "local faiss", "local faiss cpu",
+                     "merge", "merge cpu", "total", "total sequential", "total sequential, faiss 2 threads",
+                     "total faiss")
     }  # fmt: skip
-    recall = {name: [] for name in ("real NN", "global", "trees", "faiss", "union", "final precision", "final recall", "retrieval failed: final recall")}
+    recall = {
+        name: []
+        for name in ("real NN", "global", "trees", "faiss", "union", "final precision", "final recall",
+                     "retrieval failed: final recall")
+    }  # fmt: skip
     for repeat in range(repeats + 1):
         queries = synthetic.make_query(synthetic_map, num_queries, seed=100 + repeat)
-        results = {name: search.search(queries.descriptors, queries.global_descriptor) for name, search in searches.items()}
+        results = {name: search.search(queries.descriptors, queries.global_descriptor)
+                   for name, search in searches.items()}  # fmt: skip
         faiss.omp_set_num_threads(2)  # the other way to use 2 cores: a 2-thread global branch
         two_threads = searches["trees_sequential"].search(queries.descriptors, queries.global_descriptor)
         faiss.omp_set_num_threads(1)
         if repeat == 0:
             continue  # warm-up
         timings = results["trees"].timings
-        stage_times["global"].append(timings["global"])
-        stage_times["local trees"].append(timings["local"])
+        for stage, key in (("global", "global"), ("local trees", "local"), ("merge", "merge")):
+            stage_times[stage].append(timings[key])
+            stage_times[f"{stage} cpu"].append(timings[f"{key}_cpu"])
         stage_times["local faiss"].append(results["faiss"].timings["local"])
-        stage_times["merge"].append(timings["merge"])
+        stage_times["local faiss cpu"].append(results["faiss"].timings["local_cpu"])
         stage_times["total"].append(timings["total"])
         stage_times["total sequential"].append(results["trees_sequential"].timings["total"])
         stage_times["total sequential, faiss 2 threads"].append(two_threads.timings["total"])
@@ -154,14 +172,17 @@ def bench_size(num_points: int, num_queries: int, repeats: int, faiss_kind: str)
             recall["real NN"].append(found_fraction(real_nn, queries.true_point_ids))
             recall["global"].append(found_fraction(global_candidates, queries.true_point_ids))
             recall["trees"].append(found_fraction(tree_candidates, queries.true_point_ids))
-            recall["faiss"].append(found_fraction(searches["faiss"].local_candidates(queries.descriptors), queries.true_point_ids))
-            recall["union"].append(found_fraction(np.hstack([global_candidates, tree_candidates]), queries.true_point_ids))
+            faiss_candidates = searches["faiss"].local_candidates(queries.descriptors)
+            recall["faiss"].append(found_fraction(faiss_candidates, queries.true_point_ids))
+            union = np.hstack([global_candidates, tree_candidates])
+            recall["union"].append(found_fraction(union, queries.true_point_ids))
             result = results["trees"]
             correct = result.point_ids == queries.true_point_ids[result.query_indices]
             recall["final precision"].append(float(correct.mean()))
             recall["final recall"].append(_keypoint_recall(result, queries.true_point_ids))
             # The global descriptor of the farthest keyframe: retrieval fails, the local branch remains.
-            far = (queries.keyframe + len(global_index.keyframe_descriptors) // 2) % len(global_index.keyframe_descriptors)
+            num_keyframes = len(global_index.keyframe_descriptors)
+            far = (queries.keyframe + num_keyframes // 2) % num_keyframes
             failed = search.search(queries.descriptors, global_index.keyframe_descriptors[far])
             recall["retrieval failed: final recall"].append(_keypoint_recall(failed, queries.true_point_ids))
     for search in searches.values():
@@ -203,7 +224,8 @@ def main() -> None:
         build, stage_times, recall = bench_size(num_points, args.queries, args.repeats, args.faiss_kind)
         builds.append(list(build.values()))
         for stage, values in stage_times.items():
-            latencies.append([num_points, stage, 1e3 * float(np.percentile(values, 50)), 1e3 * float(np.percentile(values, 95))])
+            p50, p95 = 1e3 * np.percentile(values, [50, 95])
+            latencies.append([num_points, stage, float(p50), float(p95)])
         recalls.append([num_points] + list(recall.values()))
         print_table("build and memory", list(build), builds)
         print_table(f"latency for {args.queries} query keypoints, ms", ["points", "stage", "p50", "p95"], latencies)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make demo` (after `make setup`): render a small synthetic world into demo_out/ and check it.
-# Placeholder until the end-to-end demo (map build + localization + report) replaces this file;
-# the Makefile only calls it. VLOC_DEMO_SIM_ARGS overrides the `vloc sim` arguments.
+# `make demo` (after `make setup`): the whole pipeline on a bundled synthetic world, no data needed.
+#   1. render a courtyard world with exact ground truth: a mapping run and a query run (with
+#      illumination, exposure, noise, blur and occlusion changes), each as a ROS 2 bag;
+#   2. build a metric map from the mapping bag (images + CameraInfo + ground-truth poses);
+#   3. replay the query bag through the localizer and write the evaluation report.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -11,13 +13,12 @@ OUT="$ROOT/demo_out"
 rm -rf "$OUT"
 mkdir -p "$OUT"
 start=$SECONDS
-read -r -a sim_args <<<"${VLOC_DEMO_SIM_ARGS:---out $OUT/sim --map-frames 24 --query-frames 8}"
-echo "demo: vloc sim ${sim_args[*]}"
-vloc sim "${sim_args[@]}"
-# Smoke check: the world rendered to at least one non-empty image.
-images=$(find "$OUT" -type f \( -name '*.png' -o -name '*.jpg' \) -size +0 | wc -l)
-if ((images == 0)); then
-    echo "demo: FAILED: vloc sim wrote no images under $OUT" >&2
-    exit 1
-fi
-echo "demo: OK in $((SECONDS - start))s: $images images under $OUT"
+
+echo "== 1/3 vloc sim: synthetic world -> $OUT/world"
+vloc sim --out "$OUT/world" --map-frames 48 --query-frames 30 --storages mcap
+echo "== 2/3 vloc build-map: mapping bag -> $OUT/map"
+vloc build-map --bag "$OUT/world/bags/map_mcap" --pose-topic /ground_truth/pose \
+    --camera-frame camera_optical_frame --output "$OUT/map"
+echo "== 3/3 vloc eval: query bag -> $OUT/report"
+vloc eval "$OUT/world/bags/query_mcap" --map "$OUT/map" --output "$OUT/report"
+echo "demo: done in $((SECONDS - start)) s; open $OUT/report/report.md"

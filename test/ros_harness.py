@@ -89,8 +89,10 @@ class RosGraph:
                                    parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()]))
 
     def stop(self, node) -> None:
+        name = node.get_fully_qualified_name()
         self.executor.remove_node(node)
         node.destroy_node()
+        self.diagnostics.pop(name, None)  # a node restarted under this name must not read as up before it is
 
     def close(self) -> None:
         self.executor.shutdown()
@@ -136,12 +138,16 @@ class RosGraph:
                                                                  LATCHED if topic == "/tf_static" else 10)
         return self._publishers[topic]
 
-    def wait_for_subscriber(self, topic: str, msg_type, timeout: float = 20.0) -> None:
-        """Until ``topic`` (a node's camera input) has matched this driver's publisher, and the node's
-        other subscriptions have had a moment to match too."""
-        publisher = self._publisher(topic, msg_type)
-        assert wait_until(lambda: publisher.get_subscription_count() > 0, timeout), f"nobody subscribes {topic}"
-        time.sleep(0.5)
+    def wait_for_camera_input(self, namespace: str, transport: str = "raw", timeout: float = 20.0) -> None:
+        """Until a node's image and CameraInfo subscriptions under ``namespace`` match this driver's publishers."""
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+        image = (f"{namespace}/camera/image_raw/compressed", CompressedImage) if transport == "compressed" else (
+            f"{namespace}/camera/image_raw", Image)
+        publishers = [self._publisher(*image), self._publisher(f"{namespace}/camera/camera_info", CameraInfo)]
+        assert wait_until(lambda: all(p.get_subscription_count() for p in publishers), timeout), \
+            f"no camera input subscribed under {namespace}"
+        time.sleep(0.2)  # its /tf subscriptions match about now too
 
 
 class BagFrames:

@@ -97,6 +97,7 @@ def test_missing_onnxruntime_is_a_clear_error(monkeypatch):
 @pytest.mark.parametrize("config, message", [
     ({"backend": "tpu"}, "unknown backend 'tpu'"),
     ({"backend": "torch_cpu", "backend_options": {"thread": 2}}, "unknown backend options"),
+    ({"backend_options": {"thread": 2}}, "unknown backend options"),  # checked without a backend too
     ({"backend": "torch_cpu", "backend_options": {"precision": "int8"}}, "unknown precision"),
     ({"backend": "onnxruntime", "backend_options": {"opset": 13}}, "opset must be 17"),
     ({"name": "aliked", "backend": "onnxruntime"}, "is for XFeat"),
@@ -142,7 +143,7 @@ def test_dynamo_exporter_when_onnxscript_is_installed(model, tmp_path):
     pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript (not in requirements)")
     path = tmp_path / "xfeat.onnx"
     onnx_backend.export_onnx(model, path, opset=18, exporter="dynamo")
-    images = torch.rand(1, 1, 224, 320)
+    images = torch.rand(2, 1, 224, 320)  # batch, height and width all differ from the export example
     with torch.inference_mode():
         for output, expected in zip(onnx_backend.OnnxRuntimeBackbone(path, threads=1)(images), model(images)):
             torch.testing.assert_close(output, expected, atol=1e-4 * expected.abs().max(), rtol=0)

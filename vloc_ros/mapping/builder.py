@@ -34,12 +34,12 @@ from .sources import MapFrame
 
 DEFAULT_BUILD_CONFIG = {
     "extractor": {"name": "xfeat", "max_keypoints": 2048, "resize_max": 640},
-    "matcher": {"name": "mutual_nn", "ratio": 0.95},
+    "matcher": {"name": "mutual_nn", "ratio": 0.9},
     "pairs": {"sequential_window": 4, "retrieval_top_k": 5},
     "global_descriptor": {"name": "vlad", "num_clusters": 32, "seed": 0},
     "binarizer": {"method": "itq", "num_bits": 64, "seed": 0},
     "local_index": {"type": "random_trees", "seed": 0},
-    "reconstruction": {"seed": 0, "min_num_matches": 15},
+    "reconstruction": {"seed": 0, "min_num_matches": 15, "min_triangulation_angle_deg": 3.0},
     "min_registered_images": 3,
     "map_frame": "map",
 }

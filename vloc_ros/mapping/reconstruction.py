@@ -77,6 +77,11 @@ def _pipeline_options(config: dict):
     options.min_num_matches = config.get("min_num_matches", 15)
     options.mapper.abs_pose_refine_focal_length = False
     options.mapper.abs_pose_refine_extra_params = False
+    # Points the localizer trusts must be well triangulated: at 3 m, 1.5 deg (COLMAP's default) and
+    # 1 px of noise leave ~0.2 m of depth error; 3 deg halves it.
+    min_angle = config.get("min_triangulation_angle_deg", 3.0)
+    options.triangulation.min_angle = min_angle
+    options.mapper.filter_min_tri_angle = min_angle
     return options
 
 

@@ -8,7 +8,7 @@ size and names its camera frame. Everything else is rejected: counted on the nod
 
 from __future__ import annotations
 
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from vloc_ros.geometry import Camera
@@ -25,7 +25,13 @@ CAMERA_PARAMETERS = (
                   "plumb_bob distortion.", read_only=True),
     ParameterSpec("transport", "raw", "Image transport.", choices=("raw", "compressed"), read_only=True),
     ParameterSpec("camera_frame", "", "Camera optical frame; empty: the image header's frame_id.", read_only=True),
+    ParameterSpec("image_qos", "sensor_data", "QoS of the camera subscriptions. sensor_data (best effort) matches "
+                  "every publisher, but large raw images from another process may be lost on the way (Fast DDS "
+                  "over UDP); reliable delivers them, and matches reliable publishers only.",
+                  choices=("sensor_data", "reliable"), read_only=True),
 )
+# Reliable, yet only the newest few frames wait: a late frame is not worth a queue.
+RELIABLE_CAMERA_QOS = QoSProfile(depth=qos_profile_sensor_data.depth, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class CameraInput:
@@ -36,17 +42,19 @@ class CameraInput:
         self._counters = counters
         self._on_frame = on_frame
         self._log = ThrottledLogger(node.get_logger())
-        image_topic, camera_info_topic, transport, self._camera_frame = (
+        image_topic, camera_info_topic, transport, self._camera_frame, image_qos = (
             node.get_parameter(spec.name).value for spec in CAMERA_PARAMETERS)
         self._decode = compressed_to_numpy if transport == "compressed" else image_to_numpy
-        if transport == "compressed":
-            node.create_subscription(CompressedImage, f"{image_topic}/compressed", self._on_image,
-                                     qos_profile_sensor_data, callback_group=callback_group)
-        else:
-            node.create_subscription(Image, image_topic, self._on_image, qos_profile_sensor_data,
-                                     callback_group=callback_group)
-        node.create_subscription(CameraInfo, camera_info_topic, self._on_camera_info, qos_profile_sensor_data,
+        qos = qos_profile_sensor_data if image_qos == "sensor_data" else RELIABLE_CAMERA_QOS
+        # CameraInfo first: executors serve ready subscriptions in creation order, so a CameraInfo
+        # and its image arriving together are taken in that order.
+        node.create_subscription(CameraInfo, camera_info_topic, self._on_camera_info, qos,
                                  callback_group=callback_group)
+        if transport == "compressed":
+            node.create_subscription(CompressedImage, f"{image_topic}/compressed", self._on_image, qos,
+                                     callback_group=callback_group)
+        else:
+            node.create_subscription(Image, image_topic, self._on_image, qos, callback_group=callback_group)
 
     def reject(self, reason: str, detail: str) -> None:
         self._counters.add(f"rejected_{reason}")

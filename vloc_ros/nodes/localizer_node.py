@@ -2,11 +2,14 @@
 
 A thin wrapper: it converts messages, calls ``vloc_ros.localizer.Localizer`` and publishes.
 
-Subscribes (sensor-data QoS)
+Subscribes (sensor-data QoS, or reliable with ``image_qos``)
   ``image_topic`` (sensor_msgs/Image), or ``image_topic``/compressed with ``transport: compressed``
   ``camera_info_topic`` (sensor_msgs/CameraInfo: K and plumb_bob distortion; the localizer
   undistorts the keypoints itself, so give it the raw image and its calibration)
   /tf, /tf_static (camera extrinsic and odometry)
+  Input that cannot be used is counted on /diagnostics as ``rejected_<reason>`` and logged:
+  unsupported_encoding, empty_image, malformed_image, undecodable_image, no_camera_info,
+  invalid_camera_info, camera_info_size_mismatch, missing_frame_id, no_map.
 Publishes
   ``~/pose`` (PoseStamped, map frame, stamped with the image stamp): the pose of ``base_frame``
       when TF knows ``base_frame`` -> camera frame, else the pose of the camera optical frame
@@ -16,11 +19,14 @@ Publishes
   /tf per ``publish_tf`` (see ``_broadcast``), ``~/inliers`` (PointCloud2 of the matched map points),
   ``~/map_cloud`` (PointCloud2 of the map, transient local, once per map load),
   ``~/debug_image`` (with ``publish_debug_image``), /diagnostics (~1 Hz)
-Services
-  ``~/relocalize`` and ``~/reload_map`` (std_srvs/Trigger)
+Services (std_srvs/Trigger)
+  ``~/relocalize``: the localizer keeps no temporal prior yet, so this only drops a waiting frame
+  ``~/reload_map``: loads ``map_path`` (and the localizer settings) while the old map keeps serving
 
 Latest frame wins: the image callback only checks and stores the newest frame; one worker thread
 localizes whatever is newest when it is free, so a slow frame never queues stale ones behind it.
+/diagnostics counts frames_received = frames_processed + frames_dropped + rejected (+ one waiting),
+and reports latency (image received -> pose published) and processing percentiles over 100 frames.
 
 A map that does not load (at start-up or on ``~/reload_map``) never stops the node: at start-up
 it runs without a map, rejects frames as ``no_map`` and reports ERROR until ``map_path`` is fixed
@@ -229,10 +235,9 @@ class LocalizerNode(Node):
     def _broadcast(self, frame: Frame, loaded: LoadedMap, map_from_camera: Rigid3) -> None:
         """map -> ``publish_tf``'s child frame at the image stamp.
 
-        For map -> odom (or base) the child's transform to the camera at the image stamp comes
-        from TF. When TF has it only at other times, nothing is published for this frame (the
-        camera already has a parent there: a map -> camera transform would give it two). When the
-        camera is not in that tree at all, map -> camera is published instead.
+        For map -> odom (or base) the child's transform to the camera at the image stamp comes from
+        TF. Without it, map -> camera is published instead, but only while the camera has no other
+        parent in TF: a second parent would break the TF tree for every node.
         """
         if self._publish_tf == "none":
             return
@@ -242,13 +247,13 @@ class LocalizerNode(Node):
             found = self._lookup(wanted, frame.camera_frame, frame.header.stamp)
             if found is not None:
                 child, child_from_camera = wanted, found
-            elif self._tf_buffer.can_transform(wanted, frame.camera_frame):
+            elif self._tf_buffer.parent_of(frame.camera_frame) not in (None, loaded.frame_id):
                 self._counters.add("tf_not_published")
-                return self._log.warning("tf_late", f"no TF {wanted} -> {frame.camera_frame} at the image stamp; "
-                                                      f"map -> {wanted} not published for this frame")
+                return self._log.warning("tf_unlinked", f"no TF {wanted} -> {frame.camera_frame} at the image stamp "
+                                                        f"and the camera has another parent: nothing published")
             else:
-                self._log.warning("tf_missing", f"TF does not link {wanted} to {frame.camera_frame}; publishing "
-                                                  f"{loaded.frame_id} -> {frame.camera_frame} instead")
+                self._log.warning("tf_fallback", f"no TF {wanted} -> {frame.camera_frame}; publishing "
+                                                 f"{loaded.frame_id} -> {frame.camera_frame} instead")
         map_from_child = map_from_camera @ child_from_camera.inverse()
         self._tf_broadcaster.sendTransform(
             rigid_to_transform_stamped(map_from_child, loaded.frame_id, child, frame.header.stamp))

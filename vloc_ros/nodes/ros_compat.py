@@ -506,6 +506,11 @@ class FallbackTfBuffer:
             return False
         return True
 
+    def parent_of(self, frame: str) -> str | None:
+        """The frame's parent in the TF tree (latest), None for a root or an unknown frame."""
+        with self._lock:
+            return self._parent.get(frame.lstrip("/"))
+
 
 def _interpolate(a: Rigid3, b: Rigid3, fraction: float) -> Rigid3:
     from scipy.spatial.transform import Rotation, Slerp
@@ -542,9 +547,16 @@ class Tf2RosBuffer:
             return False
         return True
 
+    def parent_of(self, frame: str) -> str | None:
+        import yaml
+
+        frames = yaml.safe_load(self.buffer.all_frames_as_yaml()) or {}
+        return frames.get(frame.lstrip("/"), {}).get("parent")
+
 
 def make_tf_buffer(node, cache_time: float = 10.0, max_age: float = 0.5):
-    """A buffer with ``lookup(parent, child, stamp) -> Rigid3``: tf2_ros where it imports, else the fallback."""
+    """A buffer with ``lookup(parent, child, stamp) -> Rigid3``, ``can_transform`` and ``parent_of(frame)``:
+    tf2_ros where it imports, else the fallback."""
     if _have_tf2_ros():
         return Tf2RosBuffer(node, cache_time)
     return FallbackTfBuffer(node, cache_time, max_age)

@@ -35,7 +35,14 @@ class Binarizer:
         return self.rotation.shape[1]
 
     @classmethod
-    def fit(cls, descriptors: np.ndarray, num_bits: int, method: str = "itq", seed: int = 0) -> Binarizer:
+    def fit(cls, descriptors: np.ndarray, num_bits: int, method: str = "pca", seed: int = 0) -> Binarizer:
+        """Fit on (N, D) descriptors (a random subset of at most MAX_FIT_SAMPLES is used).
+
+        The default is PCA because it gives the random trees the best recall (bench/bench_search.py:
+        0.73 vs 0.65 for ITQ and 0.64 for raw signs at 100k points) and shallower trees: its bits
+        differ in reliability and the trees pick the reliable ones. ITQ (or raw signs) keeps
+        Hamming nearest neighbours best and suits exhaustive Hamming search such as the faiss baseline.
+        """
         descriptors = np.asarray(descriptors, dtype=np.float32)
         dim = descriptors.shape[1]
         if method not in METHODS:
@@ -107,5 +114,7 @@ def majority_codes(codes: np.ndarray, labels: np.ndarray, num_points: int | None
     num_points = int(labels.max()) + 1 if num_points is None else num_points
     observations = np.bincount(labels, minlength=num_points)
     bits = unpack_bits(codes)
-    votes = np.stack([np.bincount(labels, weights=bits[:, j], minlength=num_points) for j in range(bits.shape[1])], axis=1)
+    votes = np.stack(
+        [np.bincount(labels, weights=bits[:, j], minlength=num_points) for j in range(bits.shape[1])], axis=1
+    )
     return pack_bits(2 * votes >= np.maximum(observations, 1)[:, None])

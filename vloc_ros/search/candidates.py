@@ -50,7 +50,9 @@ class Correspondences:
     query_indices: np.ndarray  # (N,) int64, keypoint rows of the query
     point_ids: np.ndarray  # (N,) int64, map point ids
     distances: np.ndarray  # (N,) float32, L2 distance between the descriptors
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    # Seconds: "global", "local", "merge" (wall) and their "_cpu" thread CPU times, "branches"
+    # (wall time of both branches), "total".
+    timings: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.query_indices)
@@ -117,21 +119,22 @@ class CandidateSearch:
             if query_global_descriptor is None:
                 raise ValueError(f"mode {mode!r} needs the query's global descriptor")
             if self._pool is not None:
-                global_future = self._pool.submit(_timed, self.global_candidates, queries, query_global_descriptor)
+                global_future = self._pool.submit(
+                    _timed, "global", self.global_candidates, queries, query_global_descriptor
+                )
             else:
-                global_candidates, timings["global"] = _timed(self.global_candidates, queries, query_global_descriptor)
-                candidates.append(global_candidates)
+                candidates.append(
+                    _timed("global", self.global_candidates, queries, query_global_descriptor, timings=timings)
+                )
         if mode in ("parallel", "local_only"):
-            local_candidates, timings["local"] = _timed(self.local_candidates, queries)
-            candidates.append(local_candidates)
+            candidates.append(_timed("local", self.local_candidates, queries, timings=timings))
         if self._pool is not None:
-            global_candidates, timings["global"] = global_future.result()
+            global_candidates, global_timings = global_future.result()
+            timings.update(global_timings)
             candidates.append(global_candidates)
         timings["branches"] = time.perf_counter() - start
 
-        merge_start = time.perf_counter()
-        result = self._merge(queries, np.concatenate(candidates, axis=1))
-        timings["merge"] = time.perf_counter() - merge_start
+        result = _timed("merge", self._merge, queries, np.concatenate(candidates, axis=1), timings=timings)
         timings["total"] = time.perf_counter() - start
         result.timings = timings
         return result
@@ -186,8 +189,16 @@ class CandidateSearch:
         )
 
 
-def _timed(function, *args):
-    """(function(*args), seconds it took)."""
-    start = time.perf_counter()
+def _timed(name: str, function, *args, timings: dict | None = None):
+    """Run ``function(*args)``, recording wall seconds as ``name`` and the thread's CPU seconds as
+    ``name + "_cpu"`` (what the stage costs even when other processes share the cores).
+
+    Without ``timings`` (in a worker thread) returns (result, those two timings).
+    """
+    wall, cpu = time.perf_counter(), time.thread_time()
     result = function(*args)
-    return result, time.perf_counter() - start
+    stage = {name: time.perf_counter() - wall, f"{name}_cpu": time.thread_time() - cpu}
+    if timings is None:
+        return result, stage
+    timings.update(stage)
+    return result

@@ -51,7 +51,8 @@ def gather_ranges(offsets: np.ndarray, values: np.ndarray, rows: np.ndarray) -> 
     source = np.repeat(np.arange(rows.size), lengths)
     # Position inside each range = global position - where that range begins in the output.
     ends = np.cumsum(lengths)
-    positions = np.arange(ends[-1] if ends.size else 0) - np.repeat(ends - lengths, lengths) + np.repeat(starts, lengths)
+    total = ends[-1] if ends.size else 0
+    positions = np.arange(total) - np.repeat(ends - lengths, lengths) + np.repeat(starts, lengths)
     return values[positions], source
 
 

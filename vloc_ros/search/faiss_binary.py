@@ -43,7 +43,9 @@ class FaissBinaryIndex:
         codes = np.asarray(codes, np.uint8)
         labels = np.asarray(labels, np.int64)
         if codes.ndim != 2 or len(codes) != len(labels) or len(codes) == 0 or labels.min() < 0:
-            raise ValueError(f"need (M, B/8) codes and (M,) labels >= 0 with M > 0, got {codes.shape} and {labels.shape}")
+            raise ValueError(
+                f"need (M, B/8) codes and (M,) labels >= 0 with M > 0, got {codes.shape} and {labels.shape}"
+            )
         point_ids = np.unique(labels)
         point_codes = np.ascontiguousarray(majority_codes(codes, labels)[point_ids])
         num_bits = codes.shape[1] * 8
@@ -78,7 +80,9 @@ class FaissBinaryIndex:
             raise ValueError(f"expected query codes of shape (Q, {self.num_bits // 8}), got {query_codes.shape}")
         if len(query_codes) == 0:
             return CandidateLists.empty(0)
-        inner = faiss.downcast_IndexBinary(self.index.index) if isinstance(self.index, faiss.IndexBinaryIDMap) else self.index
+        inner = self.index
+        if isinstance(inner, faiss.IndexBinaryIDMap):
+            inner = faiss.downcast_IndexBinary(inner.index)
         if isinstance(inner, faiss.IndexBinaryIVF):
             inner.nprobe = nprobe
         else:

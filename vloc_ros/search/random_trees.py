@@ -34,7 +34,7 @@ from .csr import CandidateLists
 DEFAULT_BUILD = {
     "num_trees": 8,
     "leaf_size": 16,  # max distinct points per leaf
-    "max_depth": 48,
+    "max_depth": 24,  # bounds the descent; a leaf forced at this depth keeps its most observed points
     "candidate_bits_per_node": 16,
     "split_weight": 0.5,  # cost of splitting a track over two children, relative to child size
 }
@@ -105,7 +105,9 @@ class RandomTreesIndex:
         codes = np.asarray(codes, np.uint8)
         labels = np.asarray(labels, np.int64)
         if codes.ndim != 2 or len(codes) != len(labels) or len(codes) == 0 or labels.min() < 0:
-            raise ValueError(f"need (M, B/8) codes and (M,) labels >= 0 with M > 0, got {codes.shape} and {labels.shape}")
+            raise ValueError(
+                f"need (M, B/8) codes and (M,) labels >= 0 with M > 0, got {codes.shape} and {labels.shape}"
+            )
         if not 0 < max_depth <= _LEVEL_MASK:
             raise ValueError(f"max_depth must be in [1, {_LEVEL_MASK}], got {max_depth}")
         words = codes_to_words(codes)
@@ -157,7 +159,8 @@ class RandomTreesIndex:
         else:
             margins = np.abs(np.asarray(query_projections, np.float32))
             if margins.shape != (num_queries, self.num_bits):
-                raise ValueError(f"query_projections must have shape {(num_queries, self.num_bits)}, got {margins.shape}")
+                expected = (num_queries, self.num_bits)
+                raise ValueError(f"query_projections must have shape {expected}, got {margins.shape}")
             costs[:, MAX_BITS - self.num_bits : MAX_BITS] = margins[:, ::-1]
         cost_row = (np.arange(num_queries, dtype=np.uint64) * np.uint64(costs.shape[1]))[:, None]
 

@@ -96,9 +96,10 @@ def make_map(num_points: int, seed: int = 0, config: dict | None = None) -> Synt
     observations = model.observe(centres[observation_point_ids], rng)
 
     # A track is stored as the normalised mean of its observations (what a map builder would keep).
+    num_observations = observation_point_ids.size
     track_sum = scipy.sparse.csr_matrix(
-        (np.ones(observation_point_ids.size, np.float32), np.arange(observation_point_ids.size), np.append(track_start, observation_point_ids.size)),
-        shape=(num_points, observation_point_ids.size),
+        (np.ones(num_observations, np.float32), np.arange(num_observations), np.append(track_start, num_observations)),
+        shape=(num_points, num_observations),
     )
     point_descriptors = _normalise(track_sum @ observations)
 

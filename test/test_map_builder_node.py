@@ -1,0 +1,121 @@
+"""The vloc_map_builder node on a real rclpy graph: the sim map bag in, keyframes on disk, ~/build
+gives a map that a vloc_localizer node reloads and localizes with. Plus the keyframe buffer's
+crash safety on its own."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
+from std_srvs.srv import Trigger
+
+from ros_harness import NAMESPACE, BagFrames, RosGraph, wait_until
+from vloc_ros.geometry import Camera, Rigid3, pose_error
+from vloc_ros.mapping.map_format import load_map
+from vloc_ros.nodes import ros_compat as rc
+from vloc_ros.nodes.keyframe_buffer import KeyframeBuffer
+from vloc_ros.nodes.localizer_node import LocalizerNode
+from vloc_ros.nodes.map_builder_node import MapBuilderNode
+
+BUILD_TIMEOUT = 420.0  # ~20 keyframes on two busy cores
+
+
+def test_keyframe_buffer_survives_an_interrupted_write(tmp_path):
+    camera = Camera(64, 48, 50.0, 50.0, 31.5, 23.5, (0.01, 0.0, 0.0, 0.0, 0.0))
+    images = [np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8) for seed in range(3)]
+    poses = [Rigid3.from_quaternion((0.0, 0.0, 0.1 * i, 1.0), (i, 0.0, 0.5)) for i in range(2)] + [None]
+    buffer = KeyframeBuffer(tmp_path)
+    for stamp, (image, pose) in enumerate(zip(images, poses), start=1):
+        buffer.add(stamp * 1_000_000_000, image, camera, pose)
+    # What a kill mid-write leaves: a temporary file, and an image whose JSON was never written.
+    (tmp_path / "4000000000.png.tmp").write_bytes(b"\x89PNG cut short")
+    (tmp_path / "5000000000.png").write_bytes(b"an image without its record")
+
+    recovered = KeyframeBuffer(tmp_path)
+    assert [k.stamp_ns for k in recovered.keyframes] == [1_000_000_000, 2_000_000_000, 3_000_000_000]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{s}000000000.{ext}" for s in (1, 2, 3) for ext in ("png", "json"))
+    frames = [k.to_map_frame() for k in recovered.keyframes]
+    for frame, image, pose in zip(frames, images, poses):
+        np.testing.assert_array_equal(frame.load_image(), image)
+        assert frame.camera == camera
+        if pose is None:
+            assert frame.world_from_camera is None
+        else:
+            np.testing.assert_allclose(frame.world_from_camera.matrix, pose.matrix, atol=1e-12)
+    recovered.clear()
+    assert len(recovered) == 0 and not any(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def graph():
+    graph = RosGraph()
+    yield graph
+    graph.close()
+
+
+def test_record_build_reload_and_localize(graph, sim_dataset, tmp_path):
+    mapping, query = BagFrames(sim_dataset / "bags" / "map_mcap"), BagFrames(sim_dataset / "bags" / "query_mcap")
+    output = tmp_path / "built_map"
+    # Every third mapping frame becomes a keyframe (they are ~0.2 m and ~9 deg apart).
+    builder_parameters = dict(buffer_dir=str(tmp_path / "keyframes"), output_map_path=str(output),
+                              pose_topic="ground_truth/pose", pose_frame="base_link", min_interval_s=0.0,
+                              min_translation_m=0.55, min_rotation_deg=25.0, max_keypoints=1024)
+    namespace = f"{NAMESPACE}/builder"
+    builder = graph.start(MapBuilderNode, "builder", **builder_parameters)
+    graph.publish("/tf_static", mapping.tf_static)
+    graph.wait_for_camera_input(namespace)
+    for index in range(len(mapping.frames)):
+        mapping.publish(graph, index, ("/ground_truth/pose", "/camera/camera_info", "/camera/image_raw"), namespace)
+        time.sleep(0.1)
+    status = graph.wait_for_diagnostic(builder, lambda d: int(d.get("frames_received", 0)) == len(mapping.frames))
+    keyframes = int(status["keyframes"])
+    assert 10 <= keyframes <= 16, status
+    assert not any(key.startswith("rejected_") for key in status), status
+
+    # A restarted node finds the buffer and continues it.
+    graph.stop(builder)
+    builder = graph.start(MapBuilderNode, "builder", **builder_parameters)
+    assert graph.wait_for_diagnostic(builder, lambda d: "keyframes" in d)["keyframes"] == str(keyframes)
+
+    started = graph.call(Trigger, f"{builder.get_fully_qualified_name()}/build")
+    assert started.success and "build started" in started.message, started.message
+    again = graph.call(Trigger, f"{builder.get_fully_qualified_name()}/build")
+    assert not again.success and "already running" in again.message
+    status = graph.wait_for_diagnostic(builder, lambda d: d.get("build_stage") in ("done", "failed"), BUILD_TIMEOUT)
+    assert status["build_stage"] == "done", status["_message"]
+    built = load_map(output)
+    assert built.manifest["units"] == "m" and built.num_keyframes >= keyframes - 2
+    print(f"\nmap builder: {status['_message']}")
+
+    # A localizer without a map takes the new one: `ros2 param set map_path`, then ~/reload_map.
+    localizer = graph.start(LocalizerNode, "relocalizer")
+    try:
+        poses = graph.collect(PoseStamped, f"{localizer.get_fully_qualified_name()}/pose")
+        request = SetParameters.Request(parameters=[Parameter("map_path", value=str(output)).to_parameter_msg()])
+        result = graph.call(SetParameters, f"{localizer.get_fully_qualified_name()}/set_parameters", request)
+        assert result.results[0].successful
+        reloaded = graph.call(Trigger, f"{localizer.get_fully_qualified_name()}/reload_map")
+        assert reloaded.success, reloaded.message
+
+        namespace = f"{NAMESPACE}/relocalizer"
+        graph.wait_for_camera_input(namespace)
+        graph.publish("/tf_static", query.tf_static)
+        index = 7
+        query.publish(graph, index, ("/tf", "/camera/camera_info", "/camera/image_raw"), namespace)
+        assert wait_until(lambda: query.stamps[index] in {rc.stamp_to_ns(m.header.stamp) for m in poses.messages}, 30)
+        truth = rc.pose_to_rigid(query.frames[index]["/ground_truth/pose"].pose)  # base_link, as ~/pose
+        errors = pose_error(rc.pose_to_rigid(poses.messages[-1].pose), truth)
+        assert errors[0] < 0.1 and errors[1] < 2.0, errors
+    finally:
+        graph.stop(localizer)
+
+    reset = graph.call(Trigger, f"{builder.get_fully_qualified_name()}/reset")
+    assert reset.success and str(keyframes) in reset.message
+    assert graph.wait_for_diagnostic(builder, lambda d: d.get("keyframes") == "0")
+    assert not list((tmp_path / "keyframes").glob("*.png"))
+    graph.stop(builder)

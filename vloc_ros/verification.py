@@ -1,0 +1,204 @@
+"""Deciding whether a PnP pose may be published: evidence that does not depend on one scene's scale.
+
+A robot that receives a confidently wrong pose is worse off than one that receives none. Under
+repeated structure (identical facades, a colonnade seen from an unmapped side) RANSAC returns
+wrong poses with hundreds of inliers, so the inlier count alone cannot decide. The rule here:
+
+1. ``inlier_ratio`` = inliers / correspondences >= ``min_inlier_ratio``: a right pose explains a
+   good share of the matches; a pose fitted to a fragment of them does not.
+2. ``spread`` = share of the cells of a 4x4 image grid that hold inliers >= ``min_spread``: a
+   pose resting on one small patch is poorly constrained and easily wrong.
+3. ``second_hypothesis_ratio``: RANSAC again on the correspondences the first pose did not
+   explain. When that finds a *different* pose (beyond ``distinct_translation`` x the median inlier
+   depth, or ``distinct_rotation_deg``) supported by >= ``max_second_hypothesis_ratio`` of the
+   first one's inliers (and at least ``min_second_hypothesis_inliers``), the image fits two places
+   of the map: ambiguous, reject.
+4. ``retrieval_agreement``: at least one of the keyframes the global descriptor retrieved looks
+   the same way as the estimate (within ``max_view_angle_deg``) from nearby (within
+   ``max_view_distance`` x the median inlier depth).
+5. ``relative_position_sigma`` = largest position standard deviation / median inlier depth
+   <= ``max_relative_position_sigma``: the covariance itself says the pose is well constrained.
+
+All thresholds are ratios, so one configuration serves a 10 cm object and a 100 m street.
+``confidence`` in [0, 1] is the product of how far each ratio clears its bound (1 = comfortably);
+the node scales the published covariance by 1 / confidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .geometry import Camera, Rigid3, rotation_error_deg
+from .pose import estimate_pose
+
+DEFAULT_VERIFICATION_CONFIG = {
+    "enabled": True,
+    "min_inlier_ratio": 0.1,
+    "min_spread": 0.25,
+    # Measured on the repeated-structure sim: right poses 0.0, wrong ones 0.24-0.56.
+    "max_second_hypothesis_ratio": 0.15,
+    "min_second_hypothesis_inliers": 12,
+    "distinct_translation": 0.1,
+    "distinct_rotation_deg": 5.0,
+    "max_view_angle_deg": 60.0,
+    "max_view_distance": 2.0,
+    "max_relative_position_sigma": 0.02,
+}
+
+GRID_CELLS = 4
+
+
+@dataclass
+class Evidence:
+    num_inliers: int
+    inlier_ratio: float
+    spread: float
+    second_hypothesis_ratio: float  # 0 when the remaining matches give no distinct pose
+    retrieval_agreement: bool
+    relative_position_sigma: float
+    median_depth: float
+
+    def to_dict(self) -> dict:
+        return {key: (round(value, 4) if isinstance(value, float) else value) for key, value in self.__dict__.items()}
+
+
+def inlier_spread(keypoints: np.ndarray, camera: Camera) -> float:
+    cells_x = np.clip((keypoints[:, 0] / camera.width * GRID_CELLS).astype(int), 0, GRID_CELLS - 1)
+    cells_y = np.clip((keypoints[:, 1] / camera.height * GRID_CELLS).astype(int), 0, GRID_CELLS - 1)
+    return len(np.unique(cells_y * GRID_CELLS + cells_x)) / GRID_CELLS**2
+
+
+def second_hypothesis_ratio(first: Rigid3, num_inliers: int, points2d, points3d, explained: np.ndarray,
+                            camera: Camera, pose_config: dict, median_depth: float, config: dict) -> float:
+    """Support of the best pose among the unexplained correspondences that differs from ``first``."""
+    remaining = ~explained
+    second = estimate_pose(points2d[remaining], points3d[remaining], camera, pose_config)
+    if second is None or second.num_inliers < config["min_second_hypothesis_inliers"]:
+        return 0.0
+    moved = np.linalg.norm(second.world_from_camera.translation - first.translation)
+    turned = rotation_error_deg(second.world_from_camera.rotation, first.rotation)
+    if moved <= config["distinct_translation"] * median_depth and turned <= config["distinct_rotation_deg"]:
+        return 0.0  # the same pose again, from other points: support, not ambiguity
+    return second.num_inliers / max(num_inliers, 1)
+
+
+def retrieval_agrees(estimate: Rigid3, retrieved: list[Rigid3], median_depth: float, config: dict) -> bool:
+    axis = estimate.rotation[:, 2]  # optical axis in the world
+    for keyframe in retrieved:
+        angle = np.degrees(np.arccos(np.clip(axis @ keyframe.rotation[:, 2], -1.0, 1.0)))
+        distance = np.linalg.norm(keyframe.translation - estimate.translation)
+        if angle <= config["max_view_angle_deg"] and distance <= config["max_view_distance"] * median_depth:
+            return True
+    return False
+
+
+def gather_evidence(estimate, query_indices, points2d, points3d, camera: Camera, retrieved: list[Rigid3],
+                    pose_config: dict, config: dict) -> Evidence:
+    """Evidence about ``estimate`` (a PoseEstimate) fitted to the correspondences ``points2d`` (undistorted
+    pixels of query keypoints ``query_indices``) <-> ``points3d``."""
+    inliers = estimate.inlier_mask
+    pose = estimate.world_from_camera
+    depths = pose.inverse().transform(points3d[inliers])[:, 2]
+    median_depth = float(np.median(depths))
+    sigma = float(np.sqrt(np.max(np.diag(estimate.covariance)[:3])))
+    # Correspondences the first pose explains: its inliers and every other candidate of the same
+    # keypoints (those keypoints are spoken for).
+    explained = np.isin(query_indices, query_indices[inliers])
+    return Evidence(
+        num_inliers=int(inliers.sum()),
+        inlier_ratio=float(inliers.sum() / len(inliers)),
+        spread=inlier_spread(points2d[inliers], camera),
+        second_hypothesis_ratio=second_hypothesis_ratio(pose, int(inliers.sum()), points2d, points3d, explained,
+                                                        camera, pose_config, median_depth, config),
+        retrieval_agreement=retrieval_agrees(pose, retrieved, median_depth, config),
+        relative_position_sigma=sigma / max(median_depth, 1e-9),
+        median_depth=median_depth)
+
+
+def decide(evidence: Evidence, config: dict) -> tuple[str, float]:
+    """(rejection reason or "" to accept, confidence in [0, 1])."""
+    margins = {
+        "inlier ratio": evidence.inlier_ratio / config["min_inlier_ratio"],
+        "inlier spread": evidence.spread / config["min_spread"],
+        "second hypothesis": (config["max_second_hypothesis_ratio"] / evidence.second_hypothesis_ratio
+                              if evidence.second_hypothesis_ratio > 0 else np.inf),
+        "position sigma": config["max_relative_position_sigma"] / max(evidence.relative_position_sigma, 1e-12),
+    }
+    confidence = float(np.prod([min(1.0, margin / 2.0) for margin in margins.values()]))
+    if not evidence.retrieval_agreement:
+        return "no retrieved keyframe views the scene from near the estimated pose", 0.0
+    failed = [name for name, margin in margins.items() if margin < 1.0]
+    if not failed:
+        return "", confidence
+    details = {
+        "inlier ratio": f"inlier ratio {evidence.inlier_ratio:.2f} < {config['min_inlier_ratio']}",
+        "inlier spread": f"inliers cover {evidence.spread:.2f} of the image < {config['min_spread']}",
+        "second hypothesis": (f"ambiguous: a second, different pose has {evidence.second_hypothesis_ratio:.2f} "
+                              f"of the inliers (repeated structure?)"),
+        "position sigma": (f"position sigma {evidence.relative_position_sigma:.3f} x depth > "
+                           f"{config['max_relative_position_sigma']}"),
+    }
+    return "; ".join(details[name] for name in failed), 0.0
+
+
+def inflate_covariance(covariance: np.ndarray, confidence: float, floor: float = 0.05) -> np.ndarray:
+    """The covariance to publish: grows as confidence drops (x 1/confidence, at most x 1/floor)."""
+    return covariance / max(confidence, floor)
+
+
+DEFAULT_MOTION_GATE_CONFIG = {
+    "max_jump_translation": 0.25,  # map units, plus max_jump_per_distance x distance moved
+    "max_jump_per_distance": 0.05,
+    "max_jump_rotation_deg": 5.0,
+    "confirm_frames": 3,  # consecutive poses that agree with each other to accept a jump
+}
+
+
+class MotionGate:
+    """Temporal consistency with odometry: hold back a pose that jumps against it until confirmed.
+
+    Each localized pose implies ``map_from_odom = map_from_camera @ inverse(odom_from_camera)``.
+    Odometry drifts slowly, so consecutive right poses imply nearly the same ``map_from_odom``; a
+    wrong pose implies a jump. A jump is accepted only after ``confirm_frames`` consecutive poses
+    imply the same new ``map_from_odom`` (the robot was kidnapped, or the old estimate was wrong).
+    """
+
+    def __init__(self, config: dict | None = None):
+        self.config = {**DEFAULT_MOTION_GATE_CONFIG, **(config or {})}
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the prior (``~/relocalize``): the next pose is accepted as is."""
+        self._accepted: Rigid3 | None = None  # map_from_odom of the last accepted pose
+        self._accepted_odom_position: np.ndarray | None = None
+        self._candidates: list[Rigid3] = []
+
+    def _agrees(self, a: Rigid3, b: Rigid3, moved: float) -> bool:
+        limit = self.config["max_jump_translation"] + self.config["max_jump_per_distance"] * moved
+        return (np.linalg.norm(a.translation - b.translation) <= limit
+                and rotation_error_deg(a.rotation, b.rotation) <= self.config["max_jump_rotation_deg"])
+
+    def check(self, map_from_camera: Rigid3, odom_from_camera: Rigid3) -> str:
+        """"" to publish, else the reason the pose is held back."""
+        map_from_odom = map_from_camera @ odom_from_camera.inverse()
+        position = odom_from_camera.translation
+        if self._accepted is None:
+            self._accept(map_from_odom, position)
+            return ""
+        moved = float(np.linalg.norm(position - self._accepted_odom_position))
+        if self._agrees(map_from_odom, self._accepted, moved):
+            self._accept(map_from_odom, position)
+            return ""
+        if self._candidates and not self._agrees(map_from_odom, self._candidates[-1], 0.0):
+            self._candidates = []
+        self._candidates.append(map_from_odom)
+        if len(self._candidates) >= self.config["confirm_frames"]:
+            self._accept(map_from_odom, position)
+            return ""
+        return (f"jump against odometry held back ({len(self._candidates)}/{self.config['confirm_frames']} "
+                "confirmations)")
+
+    def _accept(self, map_from_odom: Rigid3, odom_position: np.ndarray) -> None:
+        self._accepted, self._accepted_odom_position, self._candidates = map_from_odom, odom_position, []
