@@ -15,6 +15,7 @@ and mapped on first use (a few minutes) and reused afterwards.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import os
 import sys
@@ -28,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vloc_ros.backends import unavailable_reason  # noqa: E402
 from vloc_ros.backends.nearest_neighbours import GpuNearestNeighbours, faiss_has_gpu  # noqa: E402
 from vloc_ros.features import create_extractor  # noqa: E402
-from vloc_ros.features.xfeat import preprocess  # noqa: E402
 
 DEFAULT_WORLD = Path(__file__).resolve().parents[1] / "bench_out" / "backends"
 WORLD_CONFIG = {"seed": 0, "map_frames": 40, "query_frames": 20}  # as test/conftest.py's sim_dataset
@@ -164,44 +164,42 @@ def gpu_rows(images, world, runs: int, nn_sizes: list[int], nn_queries: int) -> 
 
 
 def nearest_neighbour_rows(sizes: list[int], num_queries: int, runs: int, k: int = 2) -> list[str]:
+    variants = [("gpu torch fp32", {"precision": "fp32", "use_faiss": False}),
+                ("gpu torch fp16", {"precision": "fp16", "use_faiss": False})]
+    if faiss_has_gpu():
+        variants.append(("gpu faiss fp16", {"precision": "fp16", "use_faiss": True}))
     lines = []
     rng = np.random.default_rng(0)
     for size in sizes:
         database = rng.normal(size=(size, 64)).astype(np.float32)
         database /= np.linalg.norm(database, axis=1, keepdims=True)
-        queries = database[rng.choice(size, num_queries)] + rng.normal(scale=0.05, size=(num_queries, 64)).astype(np.float32)
+        noise = rng.normal(scale=0.05, size=(num_queries, 64)).astype(np.float32)
+        queries = database[rng.choice(size, num_queries)] + noise
         label = f"NN {num_queries} queries x {size // 1000}k (k={k})"
         exact = None
-        for name, options in [("gpu torch fp32", {"precision": "fp32", "use_faiss": False}),
-                              ("gpu torch fp16", {"precision": "fp16", "use_faiss": False}),
-                              *([("gpu faiss fp16", {"precision": "fp16", "use_faiss": True})] if faiss_has_gpu() else [])]:
+        for name, options in variants:
             search = GpuNearestNeighbours(database, **options)
-            times = measure(lambda: search.search(queries, k), runs, cuda=True)
+            times = measure(functools.partial(search.search, queries, k), runs, cuda=True)
             indices = search.search(queries, k)[1]
             exact = indices if exact is None else exact
-            lines.append(row(label, name, "gpu", times, f"top-1 equal to fp32: {np.mean(indices[:, 0] == exact[:, 0]):.2%}"))
-        cpu_search = cpu_nearest_neighbours(database)
-        lines.append(row(label, cpu_search.__name__, torch.get_num_threads(),
-                         measure(lambda: cpu_search(queries, k), max(2, runs // 10)), "exact"))
+            agreement = np.mean(indices[:, 0] == exact[:, 0])
+            lines.append(row(label, name, "gpu", times, f"top-1 equal to fp32: {agreement:.2%}"))
+        name, cpu_search = cpu_nearest_neighbours(database)
+        times = measure(functools.partial(cpu_search, queries, k), max(2, runs // 10))
+        lines.append(row(label, name, torch.get_num_threads(), times, "exact"))
     return lines
 
 
 def cpu_nearest_neighbours(database: np.ndarray):
-    """faiss IndexFlatL2 on the CPU where faiss is installed, else the torch path on the CPU in fp32."""
+    """(name, search function): faiss IndexFlatL2 on the CPU where faiss is installed, else the torch
+    path on the CPU in fp32."""
     try:
         import faiss
     except ImportError:
-        search = GpuNearestNeighbours(database, precision="fp32", device="cpu", use_faiss=False)
-
-        def cpu_torch(queries, k):
-            return search.search(queries, k)
-        return cpu_torch
+        return "cpu torch fp32", GpuNearestNeighbours(database, precision="fp32", device="cpu", use_faiss=False).search
     index = faiss.IndexFlatL2(database.shape[1])
     index.add(database)
-
-    def cpu_faiss(queries, k):
-        return index.search(queries, k)
-    return cpu_faiss
+    return "cpu faiss flat", index.search
 
 
 def main():

@@ -53,7 +53,7 @@ def declared(context, tmp_path_factory):
                           if node_class is MapBuilderNode else [])
         try:
             declared[executable] = {name: node.get_parameter(name).value
-                                    for name in set(node._parameters) - ROS_OWN_PARAMETERS}
+                                    for name in set(node.list_parameters([], 0).names) - ROS_OWN_PARAMETERS}
             declared[executable + ":publishers"] = {p.topic_name for p in node.publishers}
         finally:
             node.destroy_node()

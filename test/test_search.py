@@ -32,6 +32,11 @@ def world():
     return synthetic_map, query, binarizer, codes, trees
 
 
+@pytest.fixture(scope="module")
+def itq_binarizer(world):
+    return Binarizer.fit(world[0].observation_descriptors[:8000], 64, "itq", seed=3)  # a subset keeps ITQ quick
+
+
 def true_point_recall(lists: CandidateLists, true_point_ids: np.ndarray) -> float:
     """Fraction of true queries (point id >= 0) whose point is among their candidates."""
     queries = lists.query_indices()
@@ -62,7 +67,7 @@ def correct_keypoint_recall(result, true_point_ids) -> float:
 # --- binary codes ---------------------------------------------------------------------------
 
 
-def test_binarizer_packs_signs_big_endian_and_is_deterministic(world):
+def test_binarizer_packs_signs_big_endian_and_is_deterministic(world, itq_binarizer):
     synthetic_map, query, binarizer, _, _ = world
     codes = binarizer.encode(query.descriptors)
     assert codes.shape == (NUM_QUERIES, 8) and codes.dtype == np.uint8
@@ -72,11 +77,10 @@ def test_binarizer_packs_signs_big_endian_and_is_deterministic(world):
     np.testing.assert_array_equal(unpack_bits(codes), signs)
     again = Binarizer.fit(synthetic_map.observation_descriptors, 64, seed=0)
     np.testing.assert_array_equal(again.encode(query.descriptors), codes)
-    itq = Binarizer.fit(synthetic_map.observation_descriptors, 64, "itq", seed=3)
-    itq_again = Binarizer.fit(synthetic_map.observation_descriptors, 64, "itq", seed=3)
-    np.testing.assert_array_equal(itq_again.rotation, itq.rotation)
-    restored = Binarizer.from_state(itq.state())
-    np.testing.assert_array_equal(restored.encode(query.descriptors), itq.encode(query.descriptors))
+    itq_again = Binarizer.fit(synthetic_map.observation_descriptors[:8000], 64, "itq", seed=3)
+    np.testing.assert_array_equal(itq_again.rotation, itq_binarizer.rotation)
+    restored = Binarizer.from_state(itq_binarizer.state())
+    np.testing.assert_array_equal(restored.encode(query.descriptors), itq_binarizer.encode(query.descriptors))
     assert restored.method == "itq"
 
 
@@ -105,7 +109,7 @@ def test_itq_preserves_neighbours_at_least_as_well_as_pca(world):
     synthetic_map, query, _, _, _ = world
     recall = {
         method: hamming_nn_recall(
-            Binarizer.fit(synthetic_map.observation_descriptors, 32, method, seed=0),
+            Binarizer.fit(synthetic_map.observation_descriptors[:8000], 32, method, seed=0),
             synthetic_map.point_descriptors,
             query.descriptors,
         )
@@ -177,10 +181,10 @@ def test_random_trees_reject_bad_queries(world):
 
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
-def test_faiss_baseline_works_through_the_same_interface(world, kind):
+def test_faiss_baseline_works_through_the_same_interface(world, itq_binarizer, kind):
     synthetic_map, query, _, _, _ = world
     # Exhaustive Hamming search works best with ITQ codes (PCA gives IVF 0.56 here).
-    binarizer = Binarizer.fit(synthetic_map.observation_descriptors, 64, "itq", seed=0)
+    binarizer = itq_binarizer
     codes = binarizer.encode(synthetic_map.observation_descriptors)
     index = FaissBinaryIndex.build(codes, synthetic_map.observation_point_ids, kind=kind)
     query_codes = binarizer.encode(query.descriptors)

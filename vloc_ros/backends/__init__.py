@@ -56,7 +56,8 @@ def unavailable_reason(backend: str) -> tuple[str, str] | None:
         return None
     if backend == "onnxruntime":
         if importlib.util.find_spec("onnxruntime") is None:
-            return "the onnxruntime package is not installed", "Install it (pip install onnxruntime) or use 'torch_cpu'."
+            return ("the onnxruntime package is not installed",
+                    "Install it (pip install onnxruntime) or use 'torch_cpu'.")
         return None
     if not torch.cuda.is_available():
         problem = ("this PyTorch build has no CUDA" if torch.version.cuda is None

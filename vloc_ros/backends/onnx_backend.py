@@ -21,7 +21,6 @@ logger = logging.getLogger(__name__)
 EXPORTERS = ("dynamo", "torchscript")
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("features", "keypoint_logits", "reliability")
-DEFAULT_OPSET = 18
 # Any example size works: H and W are exported as dynamic (multiples of 32, at most 32 * 256 px).
 EXAMPLE_SHAPE = (1, 1, 480, 640)
 
@@ -55,7 +54,7 @@ def export_onnx(model: torch.nn.Module, path: Path, opset: int, exporter: str) -
         raise ValueError(f"unknown ONNX exporter {exporter!r}; choose from {EXPORTERS}")
 
 
-def ensure_onnx_model(model: torch.nn.Module, model_name: str, weights_sha256: str, opset: int = DEFAULT_OPSET,
+def ensure_onnx_model(model: torch.nn.Module, model_name: str, weights_sha256: str, opset: int,
                       cache_dir=None) -> Path:
     """The cached ONNX file for these weights and opset, exported now if there is none (seconds)."""
     for exporter in EXPORTERS:

@@ -17,6 +17,8 @@ publishes the camera's pose, compared with the ground truth composed with the ex
 
 from __future__ import annotations
 
+# rclpy and the message packages are imported where used: `vloc eval` offline must not need ROS.
+
 import importlib
 import threading
 import time
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry import Rigid3
+from ..nodes.ros_compat import pose_to_rigid
 from .alignment import align_records
 from .bag_source import BagSource
 from .metrics import LATENCY_PERCENTILES, compute_metrics
@@ -39,7 +42,7 @@ DEFAULT_LIVE_CONFIG = {
     "rate": 1.0,                # replay speed: 2.0 = twice the bag's pace
     "replay_tf": True,          # also replay /tf and /tf_static
     "wait_s": 30.0,             # for the node's topics to appear
-    "drain_s": 5.0,             # after the last image, for its pose
+    "drain_s": 3.0,             # after the last image, for the poses still to come
 }
 TF_TOPICS = ("/tf", "/tf_static")
 # Stamps within this of the wall clock count as this machine's clock (a live camera, not a recording).
@@ -121,8 +124,6 @@ class _Recorder:
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_pose(self, msg) -> None:
-        from ..nodes.ros_compat import pose_to_rigid
-
         self.poses[_stamp_ns(msg.header)] = (time.monotonic(), time.time(), pose_to_rigid(msg.pose))
 
     def _on_diagnostics(self, msg) -> None:

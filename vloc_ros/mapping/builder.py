@@ -37,7 +37,7 @@ DEFAULT_BUILD_CONFIG = {
     "matcher": {"name": "mutual_nn", "ratio": 0.9},
     "pairs": {"sequential_window": 4, "retrieval_top_k": 5},
     "global_descriptor": {"name": "vlad", "num_clusters": 32, "seed": 0},
-    "binarizer": {"method": "itq", "num_bits": 64, "seed": 0},
+    "binarizer": {"method": "pca", "num_bits": 64, "seed": 0},  # best random-tree recall (bench_search)
     "local_index": {"type": "random_trees", "seed": 0},
     "reconstruction": {"seed": 0, "min_num_matches": 15, "min_triangulation_angle_deg": 3.0},
     "min_registered_images": 3,
@@ -81,10 +81,18 @@ class BuildSummary:
 
 
 def merge_config(base: dict, override: dict | None) -> dict:
-    """Recursive dict merge: ``override`` wins, nested dicts merge."""
+    """Recursive dict merge: ``override`` wins, nested dicts merge. A nested dict naming another
+    component (a different ``name``, e.g. another matcher) replaces the default one whole, so
+    options of the default never leak into it."""
     merged = dict(base)
     for key, value in (override or {}).items():
-        merged[key] = merge_config(merged[key], value) if isinstance(merged.get(key), dict) and isinstance(value, dict) else value
+        default = merged.get(key)
+        switches = isinstance(value, dict) and "name" in value and isinstance(default, dict) and \
+            value["name"] != default.get("name")
+        if isinstance(default, dict) and isinstance(value, dict) and not switches:
+            merged[key] = merge_config(default, value)
+        else:
+            merged[key] = value
     return merged
 
 

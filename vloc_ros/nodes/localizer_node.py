@@ -121,6 +121,8 @@ class LoadedMap:
 class LocalizerNode(Node):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
+        self._stopping = threading.Event()
+        self._worker: threading.Thread | None = None
         declare_parameters(self, PARAMETERS)
         param = self._param
         self._odom_frame, self._base_frame = param("odom_frame"), param("base_frame")
@@ -135,7 +137,6 @@ class LocalizerNode(Node):
         self._last_inliers = 0
         self._pose_frame = ""
         self._log = ThrottledLogger(self.get_logger())
-        self._stopping = threading.Event()
 
         self._tf_buffer = make_tf_buffer(self)
         self._tf_broadcaster = make_tf_broadcaster(self)
@@ -329,8 +330,9 @@ class LocalizerNode(Node):
 
     def destroy_node(self):
         self._stopping.set()
-        self._gate.close()
-        self._worker.join(timeout=10.0)
+        if self._worker is not None:
+            self._gate.close()
+            self._worker.join(timeout=10.0)
         super().destroy_node()
 
 

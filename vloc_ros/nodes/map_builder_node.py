@@ -9,7 +9,9 @@ them); without, pycolmap reconstructs the poses and the map has an arbitrary sca
 A frame becomes a keyframe when ``min_interval_s`` has passed since the last one and, with poses,
 the camera moved ``min_translation_m`` or turned ``min_rotation_deg``. Keyframes go to disk as they
 arrive (``KeyframeBuffer`` in ``buffer_dir``): a crash loses none, and a restarted node continues
-the same buffer.
+the same buffer. A frame whose pose has not arrived yet waits for the next pose message (one frame
+at most). What cannot be used is counted on /diagnostics as ``rejected_<reason>`` (the camera
+input's reasons, and no_pose, no_camera_extrinsic, pose_frame_mismatch, buffer_write_failed).
 
 Services (std_srvs/Trigger)
   ``~/build``: answers at once ("build started") and runs ``vloc_ros.mapping.builder.build_map`` on
@@ -95,6 +97,7 @@ class BuildState:
 class MapBuilderNode(Node):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
+        self._build_thread: threading.Thread | None = None
         declare_parameters(self, PARAMETERS)
         param = self._param
         self._pose_frame, self._pose_max_gap = param("pose_frame"), param("pose_max_gap_s")
@@ -107,7 +110,6 @@ class MapBuilderNode(Node):
         self._poses: deque[tuple[float, Rigid3]] = deque(maxlen=2000)  # (stamp s, world_from_pose_frame)
         self._waiting: Candidate | None = None
         self._build = BuildState()
-        self._build_thread: threading.Thread | None = None
         self._tf_buffer = make_tf_buffer(self)
 
         self._input = CameraInput(self, self._counters, self._on_frame)

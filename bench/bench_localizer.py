@@ -1,0 +1,75 @@
+"""End-to-end localizer latency per stage on rendered 640x480 queries, for each search mode.
+
+    python bench/bench_localizer.py [--threads 2] [--frames 30] [--work bench_out/localizer]
+
+Renders the synthetic world (once; reused from --work), builds its metric map, then localizes the
+query run (appearance changes on) and prints p50/p95 per stage, recall and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vloc_ros.geometry import pose_error
+from vloc_ros.localizer import Localizer
+from vloc_ros.mapping.builder import build_map
+from vloc_ros.mapping.map_format import load_map
+from vloc_ros.mapping.sources import image_folder_frames, load_intrinsics, read_image_rgb
+from vloc_ros.sim import generate
+from vloc_ros.tum import read_tum
+
+
+def prepare(work: Path, frames: int) -> tuple[Path, Path]:
+    world, map_dir = work / "world", work / "map"
+    if not world.exists():
+        generate({"map_frames": 60, "query_frames": frames, "bags": {"storages": []}}, world)
+    if not map_dir.exists():
+        started = time.perf_counter()
+        summary = build_map(image_folder_frames(world / "images" / "map", world / "camera.yaml",
+                                                poses_tum=world / "map_poses.tum"), map_dir, progress=False)
+        print(f"map: {summary.num_points} points from {summary.images_registered} images "
+              f"in {time.perf_counter() - started:.0f} s")
+    return world, map_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--work", type=Path, default=Path("bench_out/localizer"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    world, map_dir = prepare(args.work, args.frames)
+    localization_map = load_map(map_dir)
+    camera = load_intrinsics(world / "camera.yaml")
+    _, truth = read_tum(world / "query_poses.tum")
+    images = [read_image_rgb(p) for p in sorted((world / "images" / "query").glob("*.png"))]
+    print(f"\n{len(images)} queries 640x480, map of {localization_map.num_points} points, torch threads {args.threads}")
+    print(f"{'mode':<12} {'stage':<18} {'p50 ms':>8} {'p95 ms':>8}")
+    for mode in ("parallel", "global_only", "local_only"):
+        localizer = Localizer(localization_map, {"search": {"mode": mode}})
+        localizer.localize(images[0], camera)  # warm-up: first-call allocations
+        timings, hits = [], 0
+        for image, expected in zip(images, truth):
+            started = time.perf_counter()
+            result = localizer.localize(image, camera)
+            result.timings["total"] = time.perf_counter() - started
+            timings.append(result.timings)
+            if result.ok:
+                error = pose_error(result.world_from_camera, expected)
+                hits += error[0] <= 0.05 and error[1] <= 1.0
+        for stage in sorted(set().union(*timings), key=lambda s: (s == "total", s)):
+            values = np.array([t[stage] for t in timings if stage in t]) * 1000
+            print(f"{mode:<12} {stage:<18} {np.percentile(values, 50):8.1f} {np.percentile(values, 95):8.1f}")
+        print(f"{mode:<12} {'recall@5cm,1deg':<18} {hits / len(images):8.2f}")
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
