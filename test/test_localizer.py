@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vloc_ros.evaluation.alignment import align
-from vloc_ros.geometry import Camera, Rigid3, pose_error
+from vloc_ros.geometry import Camera, pose_error
 from vloc_ros.localizer import LocalizationStatus, Localizer, MapMismatchError
 from vloc_ros.mapping.map_format import load_map
 from vloc_ros.mapping.sources import list_images, load_intrinsics, read_image_rgb
@@ -132,25 +131,32 @@ def test_localize_cli_writes_tum_and_json_lines(sim_map, sim_dataset, tmp_path):
 
 
 def test_real_llff_beer_odd_frames_against_the_even_frame_map(llff_beer_map, shared_data):
+    """Scale-free and local: the reference model (like ours) jumps by ~170 deg and metres between some
+    consecutive frames (the clip is cut segments of a near-symmetric scene), so no single Sim3 aligns
+    the two models. Compare each localized odd frame's pose relative to the even keyframe before it
+    with the reference's relative pose: rotation directly, translation after one global scale."""
     map_dir, _, camera, truth = llff_beer_map
     localizer = Localizer(load_map(map_dir))
-    keyframes = localizer.map.keyframes
-    # The map has SfM scale and frame: Sim3-align its keyframes to the ground-truth model first.
-    rigid, scale = align(np.array([k.world_from_camera.translation for k in keyframes]),
-                         np.array([truth[k.name].translation for k in keyframes]), with_scale=True)
-    errors, localized = [], 0
+    keyframe_by_name = {k.name: k.world_from_camera for k in localizer.map.keyframes}
     odd = list_images(shared_data / "llff_beer" / "images")[1::2]
+    relatives = []  # (ours, reference) poses of the query relative to its previous keyframe
     for path in odd:
+        previous = f"{int(path.stem) - 1:04d}{path.suffix}"
         result = localizer.localize(read_image_rgb(path), camera)
-        if result.ok:
-            localized += 1
-            pose = Rigid3(rigid.rotation @ result.world_from_camera.rotation,
-                          scale * rigid.rotation @ result.world_from_camera.translation + rigid.translation)
-            errors.append(pose_error(pose, truth[path.name]))
-    errors = np.array(errors)
-    scene_scale = np.ptp(np.array([t.translation for t in truth.values()]), axis=0).max()
-    print(f"llff_beer: {localized}/{len(odd)} localized; median error {np.median(errors[:, 0]):.4f} "
-          f"(trajectory extent {scene_scale:.3f}), {np.median(errors[:, 1]):.3f} deg")
-    assert localized >= 0.9 * len(odd)
-    assert np.median(errors[:, 1]) < 1.0
-    assert np.median(errors[:, 0]) < 0.01 * scene_scale
+        if result.ok and previous in keyframe_by_name:
+            relatives.append((keyframe_by_name[previous].inverse() @ result.world_from_camera,
+                              truth[previous].inverse() @ truth[path.name]))
+    rotation_errors = np.array([pose_error(ours, reference)[1] for ours, reference in relatives])
+    scale = np.median([np.linalg.norm(r.translation) / max(np.linalg.norm(o.translation), 1e-12)
+                       for o, r in relatives])
+    translation_errors = np.array([np.linalg.norm(scale * o.translation - r.translation) for o, r in relatives])
+    step = np.median([np.linalg.norm(r.translation) for _, r in relatives])
+    print(f"llff_beer: {len(relatives)}/{len(odd)} localized; relative rotation error median "
+          f"{np.median(rotation_errors):.2f} deg (max {rotation_errors.max():.2f}), translation error median "
+          f"{np.median(translation_errors):.3f} (median frame step {step:.3f}, reference units)")
+    # Repetitive floor tiles around a near-symmetric can: without verification every frame gets a pose
+    # and several are flipped by ~180 deg; with it about a third are published (measured 13/35), all right.
+    assert len(relatives) >= 0.3 * len(odd)
+    assert rotation_errors.max() < 5.0, "a wrong pose was published"
+    assert np.median(rotation_errors) < 1.0
+    assert np.median(translation_errors) < 0.25 * step

@@ -23,6 +23,8 @@ from .search import Binarizer, CandidateSearch, GlobalIndex
 from .verification import DEFAULT_VERIFICATION_CONFIG, decide, gather_evidence
 
 DEFAULT_LOCALIZER_CONFIG = {
+    # Extractor options that do not change its output, e.g. {"backend": "onnxruntime"} (vloc_ros.backends).
+    "inference": {},
     "search": {"mode": "parallel"},
     "pose": DEFAULT_POSE_CONFIG,
     "verification": DEFAULT_VERIFICATION_CONFIG,
@@ -90,7 +92,7 @@ class Localizer:
         self.map = localization_map
         self.config = merge_config(DEFAULT_LOCALIZER_CONFIG, config)
         manifest = localization_map.manifest
-        self.extractor = extractor or create_extractor(manifest["extractor"]["config"])
+        self.extractor = extractor or create_extractor({**manifest["extractor"]["config"], **self.config["inference"]})
         check_extractor_matches_map(self.extractor, manifest)
         states = localization_map.states
         self.global_descriptor = VladDescriptor.from_state(states["global_descriptor"])

@@ -88,7 +88,8 @@ class BagPublishers:
     def __init__(self, node, topic_types: dict[str, str]):
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._publishers = {topic: node.create_publisher(message_class(msgtype), topic,
                                                          latched if topic == "/tf_static" else 10)
                             for topic, msgtype in topic_types.items()}

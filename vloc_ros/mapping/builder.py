@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
@@ -34,7 +34,7 @@ from .sources import MapFrame
 
 DEFAULT_BUILD_CONFIG = {
     "extractor": {"name": "xfeat", "max_keypoints": 2048, "resize_max": 640},
-    "matcher": {"name": "mutual_nn", "ratio": 0.9},
+    "matcher": {"name": "mutual_nn", "ratio": 0.95},  # looser keeps low-texture sequences registering (llff_beer)
     "pairs": {"sequential_window": 4, "retrieval_top_k": 5},
     "global_descriptor": {"name": "vlad", "num_clusters": 32, "seed": 0},
     "binarizer": {"method": "pca", "num_bits": 64, "seed": 0},  # best random-tree recall (bench_search)
@@ -147,8 +147,7 @@ def extract_all(frames: Iterable[MapFrame], extractor, cache: FeatureCache, prog
         if len(cached) < 8:
             skipped[frame.name] = f"only {len(cached)} keypoints"
             continue
-        frame.load_image = None  # drop the decoded image (bag sources hold it in the closure)
-        kept.append(frame)
+        kept.append(replace(frame, load_image=None))  # keep no decoded image (bag frames hold it)
         features.append(cached)
     return kept, features, skipped, reused
 

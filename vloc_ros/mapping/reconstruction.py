@@ -77,11 +77,6 @@ def _pipeline_options(config: dict):
     options.min_num_matches = config.get("min_num_matches", 15)
     options.mapper.abs_pose_refine_focal_length = False
     options.mapper.abs_pose_refine_extra_params = False
-    # Points the localizer trusts must be well triangulated: at 3 m, 1.5 deg (COLMAP's default) and
-    # 1 px of noise leave ~0.2 m of depth error; 3 deg halves it.
-    min_angle = config.get("min_triangulation_angle_deg", 3.0)
-    options.triangulation.min_angle = min_angle
-    options.mapper.filter_min_tri_angle = min_angle
     return options
 
 
@@ -98,6 +93,11 @@ def reconstruct(database_path: Path, work_dir: Path, names: list[str], cameras: 
     pycolmap.geometric_verification(str(database_path))
     options = _pipeline_options(config)
     if all(pose is not None for pose in poses):
+        # With known poses every point the localizer gets must be well triangulated: at 3 m, 1.5 deg
+        # (COLMAP's default, right for incremental SfM, where fewer points register fewer images) and
+        # 1 px of noise leave ~0.2 m of depth error; 3 deg halves it.
+        options.triangulation.min_angle = config["min_triangulation_angle_deg"]
+        options.mapper.filter_min_tri_angle = config["min_triangulation_angle_deg"]
         reference = pycolmap.Reconstruction()
         distinct, camera_ids = _camera_ids(cameras)
         for camera_id, camera in enumerate(distinct, start=1):

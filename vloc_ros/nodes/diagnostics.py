@@ -59,7 +59,7 @@ def diagnostic_status(name: str, hardware_id: str, level: bytes, message: str, v
 
 
 class DiagnosticsPublisher:
-    """Publishes the statuses ``collect()`` returns on /diagnostics every ``period`` seconds (~1 Hz is the convention)."""
+    """Publishes what ``collect()`` returns on /diagnostics every ``period`` seconds (~1 Hz by convention)."""
 
     def __init__(self, node, collect, period: float = 1.0, callback_group=None):
         self._node = node

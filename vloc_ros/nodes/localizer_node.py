@@ -15,13 +15,19 @@ Publishes
       when TF knows ``base_frame`` -> camera frame, else the pose of the camera optical frame
       (/diagnostics key ``pose_frame`` says which)
   ``~/pose_with_covariance`` (PoseWithCovarianceStamped): the same pose, covariance in ROS order
-      (x y z rx ry rz, world axes), carried over to ``base_frame`` through the lever arm
+      (x y z rx ry rz, world axes), inflated by 1 / the verification confidence, carried over to
+      ``base_frame`` through the lever arm
   /tf per ``publish_tf`` (see ``_broadcast``), ``~/inliers`` (PointCloud2 of the matched map points),
   ``~/map_cloud`` (PointCloud2 of the map, transient local, once per map load),
   ``~/debug_image`` (with ``publish_debug_image``), /diagnostics (~1 Hz)
 Services (std_srvs/Trigger)
-  ``~/relocalize``: the localizer keeps no temporal prior yet, so this only drops a waiting frame
+  ``~/relocalize``: forget the odometry motion prior (the next pose is accepted as is) and drop a
+      waiting frame
   ``~/reload_map``: loads ``map_path`` (and the localizer settings) while the old map keeps serving
+
+Motion prior: when TF has ``odom_frame`` -> camera at the image stamp, a pose whose implied
+map -> odom jumps against the previous ones is held back (counted ``held_back``) until the next
+frames confirm it (``vloc_ros.verification.MotionGate``).
 
 Latest frame wins: the image callback only checks and stores the newest frame; one worker thread
 localizes whatever is newest when it is free, so a slow frame never queues stale ones behind it.
@@ -55,9 +61,11 @@ from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
+from vloc_ros.backends import BACKENDS, BackendUnavailableError
 from vloc_ros.geometry import Camera, Rigid3
 from vloc_ros.localizer import Localizer
 from vloc_ros.mapping.map_format import MapError, load_map
+from vloc_ros.verification import MotionGate, inflate_covariance
 
 from .camera_input import CAMERA_PARAMETERS, CameraInput
 from .diagnostics import (ERROR, OK, WARN, Counters, DiagnosticsPublisher, LatencyWindow, ThrottledLogger,
@@ -71,12 +79,14 @@ from .visualization import draw_keypoints, points_to_cloud
 NODE_NAME = "vloc_localizer"
 SEARCH_MODES = ("parallel", "global_only", "local_only")
 PUBLISH_TF_MODES = ("map_to_odom", "map_to_base", "map_to_camera", "none")
+# Why a map cannot be served: the map itself, or the inference backend asked for cannot run here.
+LOAD_ERRORS = (MapError, BackendUnavailableError)
 
 PARAMETERS = CAMERA_PARAMETERS + (
     ParameterSpec("map_path", "", "Map directory (from `vloc build-map` or vloc_map_builder). Read at start-up and "
                   "by ~/reload_map, so it can be changed with `ros2 param set` and then reloaded."),
-    ParameterSpec("backend", "auto", "Inference backend of the feature extractor; 'auto' and 'torch_cpu' both "
-                  "run PyTorch on the CPU for now.", choices=("auto", "torch_cpu"), read_only=True),
+    ParameterSpec("backend", "auto", "Inference backend of the feature network (vloc_ros.backends); 'auto' takes "
+                  "the fastest that runs here. Applied at the next map load.", choices=("auto", *BACKENDS)),
     ParameterSpec("search_mode", "parallel", "Correspondence search: local and global descriptors in parallel, "
                   "or one of them alone. Applied at the next map load.", choices=SEARCH_MODES),
     ParameterSpec("min_inliers", 12, "PnP inliers a pose needs to be published. Applied at the next map load.",
@@ -132,6 +142,7 @@ class LocalizerNode(Node):
         self._latency = LatencyWindow()  # image received -> pose published
         self._processing = LatencyWindow()  # Localizer.localize alone
         self._gate: LatestFrameGate[Frame] = LatestFrameGate()
+        self._motion_gate = MotionGate()
         self._map: LoadedMap | None = None
         self._status = (WARN, "waiting for images")
         self._last_inliers = 0
@@ -143,7 +154,8 @@ class LocalizerNode(Node):
         self._pose_publisher = self.create_publisher(PoseStamped, "~/pose", 10)
         self._pose_covariance_publisher = self.create_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", 10)
         self._inliers_publisher = self.create_publisher(PointCloud2, "~/inliers", 10)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._map_cloud_publisher = self.create_publisher(PointCloud2, "~/map_cloud", latched)
         self._debug_image_publisher = (self.create_publisher(Image, "~/debug_image", qos_profile_sensor_data)
                                        if param("publish_debug_image") else None)
@@ -158,10 +170,10 @@ class LocalizerNode(Node):
 
         try:
             self._use_map(self._load_map(param("map_path")))
-        except MapError as error:
+        except LOAD_ERRORS as error:
             self._status = (ERROR, f"no map: {error}")
-            self.get_logger().error(f"running without a map: {error}. Set map_path and call "
-                                    f"{self.get_fully_qualified_name()}/reload_map")
+            self.get_logger().error(f"running without a map ({error}); fix map_path or backend with `ros2 param "
+                                    f"set`, then call {self.get_fully_qualified_name()}/reload_map")
         self._worker = threading.Thread(target=self._process_frames, name="vloc_localize", daemon=True)
         self._worker.start()
 
@@ -206,6 +218,13 @@ class LocalizerNode(Node):
             return
         if self._stopping.is_set():
             return
+        odom_from_camera = self._lookup(self._odom_frame, frame.camera_frame, frame.header.stamp)
+        held_back = odom_from_camera is not None and self._motion_gate.check(result.world_from_camera,
+                                                                             odom_from_camera)
+        if held_back:
+            self._counters.add("held_back")
+            self._status = (WARN, f"not published: {held_back}")
+            return
         self._publish(frame, loaded, result)
         self._latency.add(time.monotonic() - frame.received)
         self._counters.add("localized")
@@ -215,13 +234,14 @@ class LocalizerNode(Node):
 
     def _publish(self, frame: Frame, loaded: LoadedMap, result) -> None:
         stamp, map_from_camera = frame.header.stamp, result.world_from_camera
+        camera_covariance = inflate_covariance(result.covariance, result.confidence)
         base_from_camera = self._lookup(self._base_frame, frame.camera_frame, stamp)
         if base_from_camera is None:
-            self._pose_frame, map_from_pose, covariance = frame.camera_frame, map_from_camera, result.covariance
+            self._pose_frame, map_from_pose, covariance = frame.camera_frame, map_from_camera, camera_covariance
         else:
             map_from_pose = map_from_camera @ base_from_camera.inverse()
             lever_arm = map_from_pose.translation - map_from_camera.translation
-            self._pose_frame, covariance = self._base_frame, covariance_of_attached_frame(result.covariance, lever_arm)
+            self._pose_frame, covariance = self._base_frame, covariance_of_attached_frame(camera_covariance, lever_arm)
         header = Header(stamp=stamp, frame_id=loaded.frame_id)
         pose = rigid_to_pose(map_from_pose)
         self._pose_publisher.publish(PoseStamped(header=header, pose=pose))
@@ -295,7 +315,8 @@ class LocalizerNode(Node):
         if not path:
             raise MapError("map_path is empty")
         localization_map = load_map(path)
-        config = {"search": {"mode": self._param("search_mode")}, "min_inliers": self._param("min_inliers"),
+        config = {"inference": {"backend": self._param("backend")}, "search": {"mode": self._param("search_mode")},
+                  "min_inliers": self._param("min_inliers"),
                   "pose": {"ransac_max_error_px": self._param("ransac_max_error_px")}}
         localizer = Localizer(localization_map, config)
         frame_id = self._param("map_frame") or localization_map.manifest.get("map_frame", "map")
@@ -303,6 +324,7 @@ class LocalizerNode(Node):
 
     def _use_map(self, loaded: LoadedMap) -> None:
         self._map = loaded  # the worker takes it with its next frame
+        self._motion_gate.reset()  # poses in a new map owe nothing to the old one's
         self._map_cloud_publisher.publish(points_to_cloud(loaded.localizer.map.arrays["points_xyz"], loaded.frame_id,
                                                           self.get_clock().now()))
         self._status = (OK, f"map loaded: {loaded.path}")
@@ -312,7 +334,7 @@ class LocalizerNode(Node):
         path = self._param("map_path")
         try:
             loaded = self._load_map(path)
-        except MapError as error:
+        except LOAD_ERRORS as error:
             serving = self._map.path if self._map else "no map"
             response.success, response.message = False, f"map {path!r} not loaded ({error}); still serving {serving}"
             self.get_logger().error(response.message)
@@ -323,8 +345,11 @@ class LocalizerNode(Node):
 
     def _on_relocalize(self, request, response):
         dropped = self._gate.clear()
+        if dropped:
+            self._counters.add("frames_dropped")
+        self._motion_gate.reset()
         response.success = True
-        response.message = ("the localizer keeps no temporal prior: every frame is localized against the whole map; "
+        response.message = ("motion prior cleared: the next pose is accepted without odometry consistency; "
                             + ("dropped the frame waiting to be processed" if dropped else "no frame was waiting"))
         return response
 

@@ -31,7 +31,8 @@ class ParameterSpec:
             if isinstance(self.default, int):
                 descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=0)]
             else:
-                descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
+                descriptor.floating_point_range = [
+                    FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
         return descriptor
 
     def check(self, value) -> str | None:

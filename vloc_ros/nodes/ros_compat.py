@@ -98,8 +98,8 @@ def image_to_numpy(msg) -> np.ndarray:
     channels, depth = IMAGE_ENCODINGS[encoding]
     row_bytes = width * channels * depth
     if step < row_bytes:
-        raise UnsupportedImage(f"step {step} is smaller than width*bytes per pixel = {row_bytes} ({encoding}, width {width})",
-                               "malformed_image")
+        raise UnsupportedImage(f"step {step} is smaller than width*bytes per pixel = {row_bytes} "
+                               f"({encoding}, width {width})", "malformed_image")
     data = _buffer(msg.data)
     if data.size != step * height:
         raise UnsupportedImage(f"data has {data.size} bytes but step*height = {step}*{height} = {step * height}",
