@@ -153,9 +153,12 @@ def inflate_covariance(covariance: np.ndarray, confidence: float, floor: float =
 
 
 DEFAULT_MOTION_GATE_CONFIG = {
-    "max_jump_translation": 0.25,  # map units, plus max_jump_per_distance x distance moved
+    # Odometry drifts with distance travelled since the last accepted pose: the allowed change of
+    # map -> odom is a floor plus a share of that distance, for position and heading alike.
+    "max_jump_translation": 0.25,  # map units
     "max_jump_per_distance": 0.05,
     "max_jump_rotation_deg": 5.0,
+    "max_jump_rotation_deg_per_distance": 3.0,
     "confirm_frames": 3,  # consecutive poses that agree with each other to accept a jump
 }
 
@@ -176,33 +179,35 @@ class MotionGate:
     def reset(self) -> None:
         """Forget the prior (``~/relocalize``): the next pose is accepted as is."""
         self._accepted: Rigid3 | None = None  # map_from_odom of the last accepted pose
-        self._accepted_odom_position: np.ndarray | None = None
+        self._last_odom_position: np.ndarray | None = None
+        self._travelled = 0.0  # odometry path length since the last accepted pose
         self._candidates: list[Rigid3] = []
 
-    def _agrees(self, a: Rigid3, b: Rigid3, moved: float) -> bool:
-        limit = self.config["max_jump_translation"] + self.config["max_jump_per_distance"] * moved
-        return (np.linalg.norm(a.translation - b.translation) <= limit
-                and rotation_error_deg(a.rotation, b.rotation) <= self.config["max_jump_rotation_deg"])
+    def _agrees(self, a: Rigid3, b: Rigid3, travelled: float) -> bool:
+        config = self.config
+        return (np.linalg.norm(a.translation - b.translation)
+                <= config["max_jump_translation"] + config["max_jump_per_distance"] * travelled
+                and rotation_error_deg(a.rotation, b.rotation)
+                <= config["max_jump_rotation_deg"] + config["max_jump_rotation_deg_per_distance"] * travelled)
 
     def check(self, map_from_camera: Rigid3, odom_from_camera: Rigid3) -> str:
         """"" to publish, else the reason the pose is held back."""
         map_from_odom = map_from_camera @ odom_from_camera.inverse()
         position = odom_from_camera.translation
-        if self._accepted is None:
-            self._accept(map_from_odom, position)
-            return ""
-        moved = float(np.linalg.norm(position - self._accepted_odom_position))
-        if self._agrees(map_from_odom, self._accepted, moved):
-            self._accept(map_from_odom, position)
+        if self._last_odom_position is not None:
+            self._travelled += float(np.linalg.norm(position - self._last_odom_position))
+        self._last_odom_position = position
+        if self._accepted is None or self._agrees(map_from_odom, self._accepted, self._travelled):
+            self._accept(map_from_odom)
             return ""
         if self._candidates and not self._agrees(map_from_odom, self._candidates[-1], 0.0):
             self._candidates = []
         self._candidates.append(map_from_odom)
         if len(self._candidates) >= self.config["confirm_frames"]:
-            self._accept(map_from_odom, position)
+            self._accept(map_from_odom)
             return ""
         return (f"jump against odometry held back ({len(self._candidates)}/{self.config['confirm_frames']} "
                 "confirmations)")
 
-    def _accept(self, map_from_odom: Rigid3, odom_position: np.ndarray) -> None:
-        self._accepted, self._accepted_odom_position, self._candidates = map_from_odom, odom_position, []
+    def _accept(self, map_from_odom: Rigid3) -> None:
+        self._accepted, self._travelled, self._candidates = map_from_odom, 0.0, []

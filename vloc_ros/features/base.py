@@ -13,7 +13,6 @@ Input contract (every extractor):
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..hashing import file_sha256
 
 
 @dataclass
@@ -52,12 +53,9 @@ def package_file(package: str, relative_path: str) -> Path:
 
 
 @lru_cache(maxsize=None)
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def weights_file_sha256(path: str) -> str:
+    """Weight files do not change while a process runs: hash each once."""
+    return file_sha256(path)
 
 
 def check_image(image) -> None:
@@ -122,7 +120,7 @@ class Extractor:
 
     @property
     def weights_sha256(self) -> str:
-        return file_sha256(str(self.weights_path))
+        return weights_file_sha256(str(self.weights_path))
 
     def _extract_tensors(self, images: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(B, C, H, W) float in [0, 1] -> per image (keypoints in network pixels, scores, descriptors)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import Features, file_sha256, package_file
+from .base import Features, package_file, weights_file_sha256
 
 
 def match_mutual_nn(desc0: np.ndarray, desc1: np.ndarray, ratio: float | None = None,
@@ -89,7 +89,7 @@ class LightGlueMatcher:
 
     @property
     def weights_sha256(self) -> str:
-        return file_sha256(str(self.weights_path))
+        return weights_file_sha256(str(self.weights_path))
 
     @torch.inference_mode()
     def match(self, features0: Features, features1: Features) -> np.ndarray:

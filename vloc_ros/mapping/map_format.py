@@ -17,7 +17,6 @@ reads anything, and raises ``MapError`` with a message a user can act on.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry import Camera, Rigid3
+from ..hashing import file_sha256
 
 FORMAT_NAME = "vloc_ros-map"
 FORMAT_VERSION = 1
@@ -81,14 +81,6 @@ class LocalizationMap:
     def keyframe_point_ids(self, keyframe_index: int) -> np.ndarray:
         offsets = self.arrays["keyframe_points_offsets"]
         return self.arrays["keyframe_points"][offsets[keyframe_index]:offsets[keyframe_index + 1]]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _keyframe_to_json(keyframe: Keyframe) -> dict:
@@ -162,7 +154,7 @@ def save_map(localization_map: LocalizationMap, out_dir, overwrite: bool = False
         manifest = dict(localization_map.manifest)
         manifest["format"], manifest["format_version"] = FORMAT_NAME, FORMAT_VERSION
         manifest.get("build", {}).pop("sparse_dir", None)
-        manifest["files"] = {str(p.relative_to(tmp)): _sha256(p)
+        manifest["files"] = {str(p.relative_to(tmp)): file_sha256(p)
                              for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         if out_dir.exists():
@@ -213,7 +205,7 @@ def load_map(map_dir, verify_checksums: bool = True) -> LocalizationMap:
         path = map_dir / relative
         if not path.is_file():
             raise MapError(f"map file {relative} is missing from {map_dir}")
-        if verify_checksums and _sha256(path) != digest:
+        if verify_checksums and file_sha256(path) != digest:
             raise MapError(f"map file {relative} in {map_dir} is corrupt or truncated (checksum mismatch)")
     try:
         keyframes = [_keyframe_from_json(k) for k in json.loads((map_dir / "keyframes.json").read_text())]

@@ -53,8 +53,7 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped, PoseWithCovariance, PoseWithCovarianceStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, PointCloud2
@@ -70,6 +69,7 @@ from vloc_ros.verification import MotionGate, inflate_covariance
 from .camera_input import CAMERA_PARAMETERS, CameraInput
 from .diagnostics import (ERROR, OK, WARN, Counters, DiagnosticsPublisher, LatencyWindow, ThrottledLogger,
                           diagnostic_status)
+from .entry import run_node
 from .frame_gate import LatestFrameGate
 from .parameters import ParameterSpec, declare_parameters
 from .ros_compat import (TfLookupError, covariance_of_attached_frame, make_tf_broadcaster, make_tf_buffer,
@@ -363,23 +363,8 @@ class LocalizerNode(Node):
 
 def main(args=None) -> int:
     rclpy.init(args=args)
-    try:
-        node = LocalizerNode()
-    except (ValueError, ParameterException) as error:  # a parameter outside its allowed values
-        rclpy.logging.get_logger(NODE_NAME).fatal(str(error))
-        rclpy.try_shutdown()
-        return 1
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # Several threads: a map reload or a service call never waits behind image callbacks.
+    return run_node(LocalizerNode, NODE_NAME, MultiThreadedExecutor(num_threads=4))
 
 
 if __name__ == "__main__":

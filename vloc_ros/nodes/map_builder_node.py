@@ -32,8 +32,7 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
@@ -44,6 +43,7 @@ from vloc_ros.mapping.builder import DEFAULT_BUILD_CONFIG, build_map
 
 from .camera_input import CAMERA_PARAMETERS, CameraInput
 from .diagnostics import ERROR, OK, WARN, Counters, DiagnosticsPublisher, diagnostic_status
+from .entry import run_node
 from .keyframe_buffer import KeyframeBuffer
 from .parameters import ParameterSpec, declare_parameters
 from .ros_compat import TfLookupError, make_tf_buffer, pose_to_rigid, stamp_to_ns
@@ -281,20 +281,7 @@ class MapBuilderNode(Node):
 
 def main(args=None) -> int:
     rclpy.init(args=args)
-    try:
-        node = MapBuilderNode()
-    except (ValueError, ParameterException) as error:  # a parameter outside its allowed values
-        rclpy.logging.get_logger(NODE_NAME).fatal(str(error))
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(MapBuilderNode, NODE_NAME, SingleThreadedExecutor())
 
 
 if __name__ == "__main__":
