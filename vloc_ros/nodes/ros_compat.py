@@ -394,7 +394,18 @@ def make_static_tf_broadcaster(node):
     return FallbackTransformBroadcaster(node, static=True)
 
 
-class FallbackTfBuffer:
+class TfBufferBase:
+    """What both TF buffers share; subclasses provide ``lookup(parent, child, stamp)``."""
+
+    def can_transform(self, parent: str, child: str, stamp=None) -> bool:
+        try:
+            self.lookup(parent, child, stamp)
+        except TfLookupError:
+            return False
+        return True
+
+
+class FallbackTfBuffer(TfBufferBase):
     """A minimal TF buffer: subscribes /tf and /tf_static and looks up ``parent_from_child``.
 
     Per child frame it keeps its parent and, for dynamic transforms, the samples of the last
@@ -499,13 +510,6 @@ class FallbackTfBuffer:
                 common_from_parent = self._link(frame, t) @ common_from_parent
         return common_from_parent.inverse() @ common_from_child
 
-    def can_transform(self, parent: str, child: str, stamp=None) -> bool:
-        try:
-            self.lookup(parent, child, stamp)
-        except TfLookupError:
-            return False
-        return True
-
     def parent_of(self, frame: str) -> str | None:
         """The frame's parent in the TF tree (latest), None for a root or an unknown frame."""
         with self._lock:
@@ -520,7 +524,7 @@ def _interpolate(a: Rigid3, b: Rigid3, fraction: float) -> Rigid3:
     return Rigid3(rotation, (1.0 - fraction) * a.translation + fraction * b.translation)
 
 
-class Tf2RosBuffer:
+class Tf2RosBuffer(TfBufferBase):
     """The same ``lookup`` interface on top of ``tf2_ros.Buffer`` + ``TransformListener``."""
 
     def __init__(self, node, cache_time: float = 10.0):
@@ -539,13 +543,6 @@ class Tf2RosBuffer:
             return transform_to_rigid(self.buffer.lookup_transform(parent, child, when))
         except self._tf2_ros.TransformException as error:
             raise TfLookupError(str(error)) from error
-
-    def can_transform(self, parent: str, child: str, stamp=None) -> bool:
-        try:
-            self.lookup(parent, child, stamp)
-        except TfLookupError:
-            return False
-        return True
 
     def parent_of(self, frame: str) -> str | None:
         import yaml
