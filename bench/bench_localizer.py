@@ -57,9 +57,7 @@ def main() -> None:
         localizer.localize(images[0], camera)  # warm-up: first-call allocations
         timings, hits, published, wrong = [], 0, 0, 0
         for image, expected in zip(images, truth):
-            started = time.perf_counter()
             result = localizer.localize(image, camera)
-            result.timings["total"] = time.perf_counter() - started
             timings.append(result.timings)
             if result.ok:
                 error = pose_error(result.world_from_camera, expected)

@@ -109,8 +109,14 @@ class Localizer:
         """Localize one image (RGB uint8 HxWx3 or gray HxW) taken by ``camera``.
 
         Raises ValueError when the image does not fit the camera (a caller bug); anything about
-        the image content gives NOT_LOCALIZED with a reason.
+        the image content gives NOT_LOCALIZED with a reason. ``timings["total"]`` is the whole call.
         """
+        started = time.perf_counter()
+        result = self._localize(image, camera)
+        result.timings["total"] = time.perf_counter() - started
+        return result
+
+    def _localize(self, image: np.ndarray, camera: Camera) -> LocalizationResult:
         image = np.asarray(image)
         if image.ndim < 2 or (image.shape[1], image.shape[0]) != (camera.width, camera.height):
             raise ValueError(f"image shape {image.shape} does not match camera {camera.width}x{camera.height}")

@@ -145,13 +145,13 @@ def bag_frames(bag_path, image_topic: str, camera_info_topic: str, ground_truth:
     the builder extracted it.
     """
     from ..evaluation.bag_source import BagSource
-    from ..evaluation.ground_truth import interpolate_poses
+    from ..evaluation.ground_truth import PoseInterpolator
 
     with BagSource(bag_path) as source:
         camera = source.camera(camera_info_topic)
-        known = source.ground_truth(ground_truth) if ground_truth else None
+        known = PoseInterpolator(*source.ground_truth(ground_truth), max_gap) if ground_truth else None
         for index, (stamp, image) in enumerate(source.images(image_topic)):
             if index % every_nth:
                 continue
-            pose = interpolate_poses(*known, [stamp], max_gap)[0] if known else None
+            pose = known.at(stamp) if known else None
             yield MapFrame(f"{stamp:.9f}", camera, lambda image=image: image, pose, stamp)

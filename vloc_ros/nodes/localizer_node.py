@@ -207,9 +207,8 @@ class LocalizerNode(Node):
 
     def _localize(self, frame: Frame) -> None:
         loaded = self._map
-        started = time.perf_counter()
         result = loaded.localizer.localize(frame.image, frame.camera)
-        self._processing.add(time.perf_counter() - started)
+        self._processing.add(result.timings["total"])
         self._counters.add("frames_processed")
         self._last_inliers = result.num_inliers
         if not result.ok:
@@ -225,14 +224,14 @@ class LocalizerNode(Node):
             self._counters.add("held_back")
             self._status = (WARN, f"not published: {held_back}")
             return
-        self._publish(frame, loaded, result)
+        self._publish(frame, loaded, result, odom_from_camera)
         self._latency.add(time.monotonic() - frame.received)
         self._counters.add("localized")
         self._status = (OK, f"localized with {result.num_inliers} inliers")
 
     # ------------------------------------------------------------------ output
 
-    def _publish(self, frame: Frame, loaded: LoadedMap, result) -> None:
+    def _publish(self, frame: Frame, loaded: LoadedMap, result, odom_from_camera: Rigid3 | None) -> None:
         stamp, map_from_camera = frame.header.stamp, result.world_from_camera
         camera_covariance = inflate_covariance(result.covariance, result.confidence)
         base_from_camera = self._lookup(self._base_frame, frame.camera_frame, stamp)
@@ -247,17 +246,20 @@ class LocalizerNode(Node):
         self._pose_publisher.publish(PoseStamped(header=header, pose=pose))
         self._pose_covariance_publisher.publish(PoseWithCovarianceStamped(
             header=header, pose=PoseWithCovariance(pose=pose, covariance=covariance.reshape(-1).tolist())))
-        self._broadcast(frame, loaded, map_from_camera)
+        self._broadcast(frame, loaded, map_from_camera,
+                        {self._odom_frame: odom_from_camera, self._base_frame: base_from_camera})
         self._inliers_publisher.publish(points_to_cloud(result.inlier_points3d, loaded.frame_id, stamp))
         if self._debug_image_publisher is not None:
             self._debug_image_publisher.publish(numpy_to_image(
                 draw_keypoints(frame.image, result.inlier_keypoints), "rgb8", stamp, frame.camera_frame))
 
-    def _broadcast(self, frame: Frame, loaded: LoadedMap, map_from_camera: Rigid3) -> None:
+    def _broadcast(self, frame: Frame, loaded: LoadedMap, map_from_camera: Rigid3,
+                   from_camera: dict[str, Rigid3 | None]) -> None:
         """map -> ``publish_tf``'s child frame at the image stamp.
 
         For map -> odom (or base) the child's transform to the camera at the image stamp comes from
-        TF. Without it, map -> camera is published instead, but only while the camera has no other
+        TF, looked up once per frame by the caller (``from_camera``: frame -> frame_from_camera).
+        Without it, map -> camera is published instead, but only while the camera has no other
         parent in TF: a second parent would break the TF tree for every node.
         """
         if self._publish_tf == "none":
@@ -265,7 +267,7 @@ class LocalizerNode(Node):
         child, child_from_camera = frame.camera_frame, Rigid3()
         if self._publish_tf != "map_to_camera":
             wanted = self._odom_frame if self._publish_tf == "map_to_odom" else self._base_frame
-            found = self._lookup(wanted, frame.camera_frame, frame.header.stamp)
+            found = from_camera[wanted]
             if found is not None:
                 child, child_from_camera = wanted, found
             elif self._tf_buffer.parent_of(frame.camera_frame) not in (None, loaded.frame_id):

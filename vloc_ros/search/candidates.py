@@ -51,7 +51,7 @@ class Correspondences:
     point_ids: np.ndarray  # (N,) int64, map point ids
     distances: np.ndarray  # (N,) float32, L2 distance between the descriptors
     # Seconds: "global", "local", "merge" (wall) and their "_cpu" thread CPU times, "branches"
-    # (wall time of both branches), "total".
+    # (wall time of both branches), "search" (the whole search).
     timings: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -135,7 +135,7 @@ class CandidateSearch:
         timings["branches"] = time.perf_counter() - start
 
         result = _timed("merge", self._merge, queries, np.concatenate(candidates, axis=1), timings=timings)
-        timings["total"] = time.perf_counter() - start
+        timings["search"] = time.perf_counter() - start
         result.timings = timings
         return result
 
