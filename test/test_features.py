@@ -202,6 +202,15 @@ def test_lighterglue_matches_the_warped_pair(xfeat_pair):
         matcher.match(features0, Features.empty(128, (10, 10)))
 
 
+def test_max_filter_equals_max_pooling():
+    from vloc_ros.features.xfeat import max_filter
+
+    maps = torch.rand(2, 1, 37, 53)
+    maps[0, 0, 10:20, 10:20] = 0.5  # plateaus: ties must resolve exactly as in max pooling
+    expected = torch.nn.functional.max_pool2d(maps, kernel_size=5, stride=1, padding=2)
+    assert torch.equal(max_filter(maps, 5), expected)
+
+
 def test_match_mutual_nn_on_known_descriptors():
     rng = np.random.default_rng(0)
     desc0 = rng.normal(size=(200, 64)).astype(np.float32)

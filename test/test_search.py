@@ -230,6 +230,7 @@ def test_candidate_search_finds_correct_correspondences(world, mode):
     assert {"branches", "merge", "search"} <= set(result.timings)
     assert len(np.unique(result.query_indices)) == len(result)  # m = 1: one match per keypoint
     assert np.all(result.distances >= 0)
+    assert np.all(np.diff(result.distances) >= 0), "best first, for PROSAC"
 
 
 def test_parallel_search_is_the_union_of_both_branches(world):

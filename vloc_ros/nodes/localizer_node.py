@@ -87,6 +87,8 @@ PARAMETERS = CAMERA_PARAMETERS + (
                   "by ~/reload_map, so it can be changed with `ros2 param set` and then reloaded."),
     ParameterSpec("backend", "auto", "Inference backend of the feature network (vloc_ros.backends); 'auto' takes "
                   "the fastest that runs here. Applied at the next map load.", choices=("auto", *BACKENDS)),
+    ParameterSpec("max_keypoints", 1024, "Keypoints extracted per camera image: fewer is faster, more helps in "
+                  "low texture. Applied at the next map load.", value_range=(50, 16384)),
     ParameterSpec("search_mode", "parallel", "Correspondence search: local and global descriptors in parallel, "
                   "or one of them alone. Applied at the next map load.", choices=SEARCH_MODES),
     ParameterSpec("min_inliers", 12, "PnP inliers a pose needs to be published. Applied at the next map load.",
@@ -317,7 +319,8 @@ class LocalizerNode(Node):
         if not path:
             raise MapError("map_path is empty")
         localization_map = load_map(path)
-        config = {"inference": {"backend": self._param("backend")}, "search": {"mode": self._param("search_mode")},
+        config = {"inference": {"backend": self._param("backend"), "max_keypoints": self._param("max_keypoints")},
+                  "search": {"mode": self._param("search_mode")},
                   "min_inliers": self._param("min_inliers"),
                   "pose": {"ransac_max_error_px": self._param("ransac_max_error_px")}}
         localizer = Localizer(localization_map, config)

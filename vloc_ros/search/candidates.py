@@ -2,7 +2,8 @@
 
 - Global branch: the keyframes nearest to the query's global descriptor give a candidate set of
   3D points (those the keyframes see); every query keypoint gets its
-  ``global_candidates_per_keypoint`` nearest points in that set by real descriptor distance.
+  ``global_candidates_per_keypoint`` nearest points in that set by real descriptor distance
+  (a torch matrix product + top-k, on the GPU where there is one: ``device``).
 - Local branch: the keypoint's binary code searches an index over all map points
   (``RandomTreesIndex`` or the ``FaissBinaryIndex`` baseline) for ``local_max_candidates`` points.
 - Merge: per keypoint the union of both candidate lists, rescored by real descriptor L2 distance,
@@ -13,7 +14,7 @@ by distance d1 <= d2 <= ..., keep the first k for the smallest k <= m with d_k <
 if there is none, the keypoint is ambiguous and dropped. With m = 1 this is the classic test.
 
 In ``parallel`` mode the global branch runs in a worker thread while the calling thread runs the
-local branch: faiss and numpy release the GIL, so the branches overlap on two cores. The caller
+local branch: torch and numpy release the GIL, so the branches overlap on two cores. The caller
 owns the process-wide thread settings (OpenBLAS / OpenMP thread counts).
 """
 
@@ -23,9 +24,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import faiss
 import numpy as np
+import torch
 
+from ..backends.nearest_neighbours import TorchNearestNeighbours
 from .binary import Binarizer, pack_bits
 from .csr import gather_ranges, to_padded
 from .faiss_binary import FaissBinaryIndex
@@ -36,6 +38,7 @@ MODES = ("parallel", "global_only", "local_only")
 DEFAULT_CONFIG = {
     "mode": "parallel",
     "concurrent_branches": True,  # parallel mode: run the branches in two threads
+    "device": "auto",  # global branch's descriptor search: "cpu", "cuda", or "auto" (cuda if there is a GPU)
     "global_top_k": 5,  # keyframes retrieved by the global descriptor
     "global_candidates_per_keypoint": 8,
     "local_max_candidates": 32,
@@ -47,6 +50,8 @@ DEFAULT_CONFIG = {
 
 @dataclass
 class Correspondences:
+    """Sorted by descriptor distance, best first."""
+
     query_indices: np.ndarray  # (N,) int64, keypoint rows of the query
     point_ids: np.ndarray  # (N,) int64, map point ids
     distances: np.ndarray  # (N,) float32, L2 distance between the descriptors
@@ -86,6 +91,13 @@ class CandidateSearch:
         self.point_descriptors = np.ascontiguousarray(point_descriptors, np.float32)
         # Squared norms once, so that rescoring needs one dot product per candidate.
         self._point_sq_norms = np.einsum("pd,pd->p", self.point_descriptors, self.point_descriptors)
+        device = self.config["device"]
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu' or 'cuda'")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        # fp32 ranking: the exact answer, and on an H100 no slower than fp16 for these sizes.
+        self.point_nearest_neighbours = TorchNearestNeighbours(self.point_descriptors, "fp32", device)
         self.point_index = point_index
         self.binarizer = binarizer
         self.global_index = global_index
@@ -147,10 +159,7 @@ class CandidateSearch:
         width = self.config["global_candidates_per_keypoint"]
         if points.size == 0 or width == 0:
             return np.full((len(queries), width), -1, np.int64)
-        candidate_descriptors = np.take(self.point_descriptors, points, axis=0)
-        _, rows = faiss.knn(queries, candidate_descriptors, min(width, points.size))
-        ids = np.where(rows >= 0, points[rows], -1)
-        return np.pad(ids, ((0, 0), (0, width - ids.shape[1])), constant_values=-1)
+        return self.point_nearest_neighbours.knn_subset(queries, points, width)[1]
 
     def local_candidates(self, queries: np.ndarray) -> np.ndarray:
         """Local branch: (Q, <= local_max_candidates) point ids, -1 padded."""
@@ -182,6 +191,8 @@ class CandidateSearch:
         keep_count = np.where(passes.any(axis=1), passes.argmax(axis=1) + 1, 0)
         keep = np.arange(order.shape[1]) < keep_count[:, None]
         query_indices, rank = np.nonzero(keep)
+        best_first = np.argsort(distance[query_indices, rank], kind="stable")  # for PROSAC
+        query_indices, rank = query_indices[best_first], rank[best_first]
         return Correspondences(
             query_indices.astype(np.int64),
             ids[query_indices, order[query_indices, rank]].astype(np.int64),
