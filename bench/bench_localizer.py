@@ -1,10 +1,12 @@
 """End-to-end localizer latency per stage on rendered 640x480 queries, for each search mode.
 
-    python bench/bench_localizer.py [--threads 2] [--frames 30] [--map-frames 60] [--work bench_out/localizer]
+    python bench/bench_localizer.py [--threads 2] [--frames 30] [--map-frames 60] [--hard] [--work DIR]
 
 Renders the synthetic world (once; reused from --work), builds its metric map, then localizes the
 query run (appearance changes on) and prints p50/p95 per stage, recall and peak memory.
-``--map-frames 60`` gives a map of about 22k points, 300 about 100k (the same place, densely mapped).
+``--map-frames 60`` gives a map of about 22k points, 300 about 39k (the same place, densely mapped).
+``--hard`` renders queries farther from the mapping path and under harsher changes
+(``vloc_ros.sim.HARD_QUERY``), where the search modes differ.
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ from vloc_ros.localizer import Localizer
 from vloc_ros.mapping.builder import build_map, merge_config
 from vloc_ros.mapping.map_format import load_map
 from vloc_ros.mapping.sources import image_folder_frames, load_intrinsics, read_image_rgb
-from vloc_ros.sim import generate
+from vloc_ros.sim import HARD_QUERY, generate
 from vloc_ros.tum import read_tum
 
 
-def prepare(work: Path, frames: int, map_frames: int) -> tuple[Path, Path]:
+def prepare(work: Path, frames: int, map_frames: int, hard: bool) -> tuple[Path, Path]:
     world, map_dir = work / "world", work / "map"
     if not world.exists():
-        generate({"map_frames": map_frames, "query_frames": frames, "bags": {"storages": []}}, world)
+        generate({"map_frames": map_frames, "query_frames": frames, "bags": {"storages": []},
+                  "query": HARD_QUERY if hard else {}}, world)
     if not map_dir.exists():
         started = time.perf_counter()
         summary = build_map(image_folder_frames(world / "images" / "map", world / "camera.yaml",
@@ -47,11 +50,13 @@ def main() -> None:
     parser.add_argument("--map-frames", type=int, default=60)
     parser.add_argument("--config", type=json.loads, default={}, help="localizer config overrides, as JSON")
     parser.add_argument("--modes", nargs="+", default=["parallel", "global_only", "local_only"])
-    parser.add_argument("--work", type=Path, default=None, help="default bench_out/localizer[-<map frames>]")
+    parser.add_argument("--hard", action="store_true", help="harder queries (vloc_ros.sim.HARD_QUERY)")
+    parser.add_argument("--work", type=Path, default=None, help="default bench_out/localizer[-<map frames>][-hard]")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    suffix = "" if args.map_frames == 60 else f"-{args.map_frames}"
-    world, map_dir = prepare(args.work or Path(f"bench_out/localizer{suffix}"), args.frames, args.map_frames)
+    suffix = ("" if args.map_frames == 60 else f"-{args.map_frames}") + ("-hard" if args.hard else "")
+    world, map_dir = prepare(args.work or Path(f"bench_out/localizer{suffix}"), args.frames, args.map_frames,
+                             args.hard)
     localization_map = load_map(map_dir)
     camera = load_intrinsics(world / "camera.yaml")
     _, truth = read_tum(world / "query_poses.tum")

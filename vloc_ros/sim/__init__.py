@@ -6,6 +6,6 @@ and intrinsics, mapping and query runs, appearance changes, and ROS 2 bags.
 """
 
 from .bag import CameraBagWriter, write_camera_bag
-from .generate import DEFAULT_CONFIG, generate, resolve_config
+from .generate import DEFAULT_CONFIG, HARD_QUERY, generate, resolve_config
 
-__all__ = ["DEFAULT_CONFIG", "CameraBagWriter", "generate", "resolve_config", "write_camera_bag"]
+__all__ = ["DEFAULT_CONFIG", "HARD_QUERY", "CameraBagWriter", "generate", "resolve_config", "write_camera_bag"]

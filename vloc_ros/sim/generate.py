@@ -64,6 +64,14 @@ DEFAULT_CONFIG = {
     "bags": {"storages": ["mcap", "sqlite3"], "distro": "jazzy", "jpeg_quality": 90},  # storages []: no bags
 }
 
+# Query options for a harder run: as far from the mapping ring as the scene allows, with harsher
+# light and camera effects (``{"query": HARD_QUERY}``). Where the default queries localize whatever
+# the search mode, these separate the modes.
+HARD_QUERY = {"lateral_m": 0.6, "height_m": 0.3, "heading_deg": 45.0, "pitch_deg": 10.0, "roll_deg": 8.0,
+              "exposure_range": [0.5, 1.8], "noise_sigma": 6.0, "motion_blur_fraction": 0.6,
+              "occluder_fraction": 0.6}
+
+
 
 def resolve_config(config: dict | None) -> dict:
     """DEFAULT_CONFIG updated with ``config`` (nested dicts merged), validated; ValueError says what is wrong."""
