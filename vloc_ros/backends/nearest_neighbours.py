@@ -59,7 +59,8 @@ class TorchNearestNeighbours:
     ``distances`` (Q, k) float32 L2 ascending, ``indices`` (Q, k) int64 rows of ``database``.
     The torch path ranks in ``precision`` and recomputes the distances of the chosen rows in fp32, so
     only near-ties (within fp16 rounding) can come out in another order than an exact fp32 search.
-    ``device="cpu"`` with ``precision="fp32"`` runs the same torch code without a GPU (tests).
+    ``device="cpu"`` with ``precision="fp32"`` runs the same torch code without a GPU: the localizer's
+    global branch on a CPU, and the tests.
     With faiss, the table is held twice on the GPU (faiss's index, and the torch copy for ``knn_subset``).
     """
 
