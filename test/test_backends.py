@@ -398,6 +398,9 @@ def test_nearest_neighbour_input_errors():
         search.knn_subset(np.eye(4), [0, 1], 0)
     with pytest.raises(ValueError, match="non-empty"):
         TorchNearestNeighbours(np.zeros((0, 4)), device="cpu")
+    # No queries (a frame without keypoints) is not an error: empty answers.
+    assert search.search(np.zeros((0, 4)), 2)[1].shape == (0, 2)
+    assert search.knn_subset(np.zeros((0, 4)), [0, 1], 2)[1].shape == (0, 2)
 
 
 @requires_cuda

@@ -36,8 +36,7 @@ def torch_top_k(queries: torch.Tensor, database: torch.Tensor, half_squared_norm
     stays small: on a CPU, tiles of 256 queries that stay in cache took 1024 queries x 10k rows
     from 81 to 47 ms."""
     blocks = []
-    for query_start in range(0, len(queries), query_block or len(queries)):
-        block = queries[query_start:query_start + (query_block or len(queries))]
+    for block in queries.split(query_block or max(len(queries), 1)):  # no queries: one empty block
         best_scores = best_indices = None
         for start in range(0, len(database), chunk_size):
             scores = torch.addmm(half_squared_norms[start:start + chunk_size], block,
