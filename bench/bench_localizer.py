@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from vloc_ros.geometry import pose_error
 from vloc_ros.localizer import Localizer
@@ -27,6 +26,8 @@ from vloc_ros.mapping.map_format import load_map
 from vloc_ros.mapping.sources import image_folder_frames, load_intrinsics, read_image_rgb
 from vloc_ros.sim import HARD_QUERY, generate
 from vloc_ros.tum import read_tum
+
+import torch  # after vloc_ros, which sets OMP_WAIT_POLICY before torch loads OpenMP  # isort: skip
 
 
 def prepare(work: Path, frames: int, map_frames: int, hard: bool) -> tuple[Path, Path]:

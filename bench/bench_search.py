@@ -12,7 +12,7 @@ Prints, as tables:
 Every branch runs single-threaded (BLAS and OpenMP pinned to 1 thread); "total" runs the two
 branches concurrently in two threads, so the search uses 2 cores, like the robot's budget; "total
 sequential" runs them one after the other, and "total sequential, global 2 threads" gives the
-global branch (a torch matrix product) both cores instead. Stages are wall time plus, as "cpu", the CPU time of the
+global branch's matrix product (BLAS) both cores instead. Stages are wall time plus, as "cpu", the CPU time of the
 thread that ran them: on a machine shared with other work the wall times grow, the CPU times much less.
 """
 
@@ -30,7 +30,7 @@ for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vloc_ros.search import synthetic  # noqa: E402
@@ -150,9 +150,8 @@ def bench_size(num_points: int, num_queries: int, repeats: int, faiss_kind: str)
         queries = synthetic.make_query(synthetic_map, num_queries, seed=100 + repeat)
         results = {name: search.search(queries.descriptors, queries.global_descriptor)
                    for name, search in searches.items()}  # fmt: skip
-        torch.set_num_threads(2)  # the other way to use 2 cores: a 2-thread global branch
-        two_threads = searches["trees_sequential"].search(queries.descriptors, queries.global_descriptor)
-        torch.set_num_threads(1)
+        with threadpool_limits(2, user_api="blas"):  # the other way to use 2 cores: a 2-thread global branch
+            two_threads = searches["trees_sequential"].search(queries.descriptors, queries.global_descriptor)
         if repeat == 0:
             continue  # warm-up
         timings = results["trees"].timings

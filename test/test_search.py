@@ -15,6 +15,7 @@ from vloc_ros.search.candidates import CandidateSearch
 from vloc_ros.search.csr import CandidateLists, gather_ranges
 from vloc_ros.search.faiss_binary import FaissBinaryIndex
 from vloc_ros.search.global_index import GlobalIndex
+from vloc_ros.search.kernels import ratio_test_matches, top_k_scores
 from vloc_ros.search.random_trees import RandomTreesIndex
 
 NUM_POINTS = 4000
@@ -142,6 +143,25 @@ def test_random_trees_find_the_true_point(world):
     single_leaf = true_point_recall(trees.search(query_codes, projections, 32, 1), query.true_point_ids)
     without_margins = true_point_recall(trees.search(query_codes, None, 32, 4), query.true_point_ids)
     assert single_leaf < recall and without_margins < recall, (single_leaf, without_margins, recall)
+
+
+def test_random_trees_single_probe_matches_a_plain_descent(world):
+    """One leaf per tree: the candidates are the distinct points of the leaves the query's bits lead
+    to, nearest in Hamming distance first (ties: smaller id), as a plain Python walk finds them."""
+    _, query, binarizer, _, trees = world
+    query_codes = binarizer.encode(query.descriptors[:40])
+    lists = trees.search(query_codes, None, max_candidates=24, max_leaves_per_tree=1)
+    bits = unpack_bits(query_codes)
+    point_bits = unpack_bits(trees.point_codes)
+    for i, query_bits in enumerate(bits):
+        points = set()
+        for root in trees.tree_roots:
+            node = root
+            while trees.node_bit[node] >= 0:
+                node = trees.node_child[node] + query_bits[trees.node_bit[node]]
+            points |= {p for p in trees.leaf_points[trees.node_child[node]] if p >= 0}
+        ranked = sorted(points, key=lambda p: (np.count_nonzero(point_bits[p] != query_bits), p))
+        assert lists.for_query(i).tolist() == ranked[:24]
 
 
 def test_random_trees_index_every_point_in_every_tree(world):
@@ -292,6 +312,36 @@ def test_ratio_test_removes_distractors(world):
         result = search.search(query.descriptors, query.global_descriptor)
         matched[ratio] = np.isin(np.flatnonzero(distractors), result.query_indices).mean()
     assert matched[1.0] > 0.9 and matched[0.85] < 0.5 * matched[1.0], matched
+
+
+def test_merge_rescores_deduplicates_and_keeps_the_ratio_test_matches():
+    rng = np.random.default_rng(5)
+    points = rng.standard_normal((300, 16)).astype(np.float32)
+    queries = rng.standard_normal((200, 16)).astype(np.float32)
+    candidates = rng.integers(-1, 300, (200, 12))
+    candidates[:, 6:] = np.where(rng.random((200, 6)) < 0.5, candidates[:, :6], candidates[:, 6:])  # repeats
+    ratio, max_matches = 0.95, 3
+    query_indices, point_ids, distances = ratio_test_matches(queries, candidates, points, np.float32(ratio),
+                                                             max_matches)
+    expected = []
+    for q in range(len(queries)):
+        ids = np.unique(candidates[q][candidates[q] >= 0])
+        ranked = sorted(zip(np.linalg.norm(points[ids] - queries[q], axis=1), ids))
+        padded = [d for d, _ in ranked] + [np.inf] * (max_matches + 1)
+        keep = next((k for k in range(1, max_matches + 1)
+                     if np.isfinite(padded[k - 1]) and padded[k - 1] < ratio * padded[k]), 0)
+        expected += [(q, i, d) for d, i in ranked[:keep]]
+    assert [(q, p) for q, p, _ in expected] == list(zip(query_indices.tolist(), point_ids.tolist()))
+    np.testing.assert_allclose(distances, [d for *_, d in expected], rtol=1e-5)
+    assert 0 < len(expected) < 200 * max_matches  # the test exercises keeping and dropping
+
+
+def test_top_k_scores_matches_a_sort():
+    rng = np.random.default_rng(6)
+    scores = rng.standard_normal((50, 700)).astype(np.float32)
+    offsets = rng.standard_normal(700).astype(np.float32)
+    expected = np.argsort(-(scores - offsets), axis=1, kind="stable")[:, :8]
+    np.testing.assert_array_equal(top_k_scores(scores, offsets, 8), expected)
 
 
 def test_candidate_search_rejects_bad_input(world):

@@ -5,10 +5,9 @@ the random trees of the binary search stay on the CPU. Two searches:
 
 - ``search``: every row; faiss's GPU flat index where a faiss build with GPU support is installed,
   else a torch matrix product with a chunked top-k.
-- ``knn_subset``: only the given rows (the global branch's points seen by the retrieved keyframes);
-  always the torch path, since faiss's GPU flat index cannot restrict a search to some rows. On the
-  CPU (fp32) it is also the localizer's global branch: a matrix product + ``topk`` measured 1.3-2x
-  faster there than ``faiss.knn``, whose top-k selection costs more than its matrix product.
+- ``knn_subset``: only the given rows (the global branch's points seen by the retrieved keyframes,
+  on a GPU); always the torch path, since faiss's GPU flat index cannot restrict a search to some
+  rows. (On a CPU the global branch uses BLAS and a compiled top-k instead: ``search.kernels``.)
 """
 
 from __future__ import annotations
@@ -58,8 +57,7 @@ class TorchNearestNeighbours:
     ``distances`` (Q, k) float32 L2 ascending, ``indices`` (Q, k) int64 rows of ``database``.
     The torch path ranks in ``precision`` and recomputes the distances of the chosen rows in fp32, so
     only near-ties (within fp16 rounding) can come out in another order than an exact fp32 search.
-    ``device="cpu"`` with ``precision="fp32"`` runs the same torch code without a GPU: the localizer's
-    global branch on a CPU, and the tests.
+    ``device="cpu"`` with ``precision="fp32"`` runs the same torch code without a GPU, for the tests.
     With faiss, the table is held twice on the GPU (faiss's index, and the torch copy for ``knn_subset``).
     """
 

@@ -3,7 +3,7 @@
 - Global branch: the keyframes nearest to the query's global descriptor give a candidate set of
   3D points (those the keyframes see); every query keypoint gets its
   ``global_candidates_per_keypoint`` nearest points in that set by real descriptor distance
-  (a torch matrix product + top-k, on the GPU where there is one: ``device``).
+  (a BLAS matrix product + a compiled top-k on the CPU; torch on the GPU where there is one: ``device``).
 - Local branch: the keypoint's binary code searches an index over all map points
   (``RandomTreesIndex`` or the ``FaissBinaryIndex`` baseline) for ``local_max_candidates`` points.
 - Merge: per keypoint the union of both candidate lists, rescored by real descriptor L2 distance,
@@ -14,7 +14,7 @@ by distance d1 <= d2 <= ..., keep the first k for the smallest k <= m with d_k <
 if there is none, the keypoint is ambiguous and dropped. With m = 1 this is the classic test.
 
 In ``parallel`` mode the global branch runs in a worker thread while the calling thread runs the
-local branch: torch and numpy release the GIL, so the branches overlap on two cores. The caller
+local branch: BLAS, torch and the compiled kernels release the GIL, so the branches overlap on two cores. The caller
 owns the process-wide thread settings (OpenBLAS / OpenMP thread counts).
 """
 
@@ -32,6 +32,7 @@ from .binary import Binarizer, pack_bits
 from .csr import gather_ranges, to_padded
 from .faiss_binary import FaissBinaryIndex
 from .global_index import GlobalIndex
+from .kernels import ratio_test_matches, top_k_scores
 from .random_trees import RandomTreesIndex
 
 MODES = ("parallel", "global_only", "local_only")
@@ -89,15 +90,18 @@ class CandidateSearch:
         # float32 in memory even if the map stores float16: numpy's float16 casts cost more than the
         # whole rescoring.
         self.point_descriptors = np.ascontiguousarray(point_descriptors, np.float32)
-        # Squared norms once, so that rescoring needs one dot product per candidate.
-        self._point_sq_norms = np.einsum("pd,pd->p", self.point_descriptors, self.point_descriptors)
+        # Half squared norms once: the global branch ranks by q.p - |p|^2 / 2.
+        self._half_sq_norms = 0.5 * np.einsum("pd,pd->p", self.point_descriptors, self.point_descriptors)
         device = self.config["device"]
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu' or 'cuda'")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        # fp32 ranking: the exact answer, and on an H100 no slower than fp16 for these sizes.
-        self.point_nearest_neighbours = TorchNearestNeighbours(self.point_descriptors, "fp32", device)
+        # On a GPU the table stays there and torch ranks; fp32: the exact answer, and on an H100 no
+        # slower than fp16 for these sizes. On a CPU: BLAS + a compiled top-k (``kernels``).
+        self.gpu_nearest_neighbours = (
+            TorchNearestNeighbours(self.point_descriptors, "fp32", device) if device == "cuda" else None
+        )
         self.point_index = point_index
         self.binarizer = binarizer
         self.global_index = global_index
@@ -107,6 +111,10 @@ class CandidateSearch:
             raise ValueError("keyframe_points must have one CSR row per keyframe of the global index")
         concurrent = self.config["mode"] == "parallel" and self.config["concurrent_branches"]
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="global-branch") if concurrent else None
+        # Compile the kernels (or load them from numba's cache) now rather than on the first frame.
+        no_query = np.zeros((1, self.descriptor_dim), np.float32)
+        self._merge(no_query, self.local_candidates(no_query))
+        top_k_scores(np.zeros((1, 1), np.float32), np.zeros(1, np.float32), 1)
 
     @property
     def descriptor_dim(self) -> int:
@@ -159,7 +167,14 @@ class CandidateSearch:
         width = self.config["global_candidates_per_keypoint"]
         if points.size == 0 or width == 0:
             return np.full((len(queries), width), -1, np.int64)
-        return self.point_nearest_neighbours.knn_subset(queries, points, width)[1]
+        if self.gpu_nearest_neighbours is not None:
+            return self.gpu_nearest_neighbours.knn_subset(queries, points, width)[1]
+        # Nearest by L2 = largest q.p - |p|^2 / 2. Tiles of 256 keypoints keep the scores in cache.
+        found = min(width, points.size)
+        descriptors, half_sq_norms = self.point_descriptors[points], self._half_sq_norms[points]
+        columns = np.concatenate([top_k_scores(block @ descriptors.T, half_sq_norms, found)
+                                  for block in np.split(queries, range(256, len(queries), 256))])
+        return np.pad(points[columns], ((0, 0), (0, width - found)), constant_values=-1)
 
     def local_candidates(self, queries: np.ndarray) -> np.ndarray:
         """Local branch: (Q, <= local_max_candidates) point ids, -1 padded."""
@@ -170,34 +185,13 @@ class CandidateSearch:
         return to_padded(lists.query_indices(), lists.point_ids, len(queries), -1)
 
     def _merge(self, queries: np.ndarray, candidates: np.ndarray) -> Correspondences:
-        """Union per keypoint, real-descriptor rescoring, ratio test, up to m matches; no Python loop."""
-        ids = np.sort(candidates, axis=1)
-        ids[:, 1:][ids[:, 1:] == ids[:, :-1]] = -1  # each point once per keypoint
-        valid = ids >= 0
-        safe_ids = np.where(valid, ids, 0)
-        descriptors = np.take(self.point_descriptors, safe_ids, axis=0)  # (Q, C, D)
-        dot = np.matmul(descriptors, queries[:, :, None])[:, :, 0]
-        squared = self._point_sq_norms[safe_ids] + np.einsum("qd,qd->q", queries, queries)[:, None] - 2 * dot
-        squared = np.where(valid, np.maximum(squared, 0), np.inf)
-
-        max_matches = self.config["max_matches_per_keypoint"]
-        order = np.argsort(squared, axis=1)[:, : max_matches + 1]
-        distance = np.sqrt(np.take_along_axis(squared, order, axis=1))
-        distance = np.pad(distance, ((0, 0), (0, max_matches + 1 - distance.shape[1])), constant_values=np.inf)
-        # k passes if the k best are clearly closer than the (k+1)-th; keep the smallest passing k.
-        passes = np.isfinite(distance[:, :max_matches]) & (
-            distance[:, :max_matches] < self.config["ratio_test"] * distance[:, 1 : max_matches + 1]
-        )
-        keep_count = np.where(passes.any(axis=1), passes.argmax(axis=1) + 1, 0)
-        keep = np.arange(order.shape[1]) < keep_count[:, None]
-        query_indices, rank = np.nonzero(keep)
-        best_first = np.argsort(distance[query_indices, rank], kind="stable")  # for PROSAC
-        query_indices, rank = query_indices[best_first], rank[best_first]
-        return Correspondences(
-            query_indices.astype(np.int64),
-            ids[query_indices, order[query_indices, rank]].astype(np.int64),
-            distance[query_indices, rank].astype(np.float32),
-        )
+        """Union per keypoint, real-descriptor rescoring, ratio test, up to m matches; best first."""
+        query_indices, point_ids, distances = ratio_test_matches(
+            queries, candidates, self.point_descriptors, np.float32(self.config["ratio_test"]),
+            self.config["max_matches_per_keypoint"],
+        )  # fmt: skip
+        best_first = np.argsort(distances, kind="stable")  # for PROSAC
+        return Correspondences(query_indices[best_first], point_ids[best_first], distances[best_first])
 
 
 def _timed(name: str, function, *args, timings: dict | None = None):

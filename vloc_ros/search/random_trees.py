@@ -15,7 +15,12 @@ The distinct points of the probed leaves are ranked by the Hamming distance betw
 code and the point's code (the majority of its observations), and the nearest
 ``max_candidates`` are returned; Hamming ranking keeps far more true points than vote counting.
 
-Everything is vectorised over queries, trees and probes; Python loops run over tree levels only.
+The search is compiled (numba; it releases the GIL, so the global branch runs beside it): a descent
+of all trees in lockstep per query (independent loads, so a large map's cache misses overlap),
+then a counting sort of the probed points by Hamming distance. For 1024 keypoints on the 21.6k-point
+sim map it takes 8-10 ms of CPU against 16 ms for the earlier vectorised numpy; at 100k synthetic
+points both take ~14 ms, bound by the random reads of ~400 probed entries per keypoint. Building
+stays vectorised numpy.
 Codes have at most 64 bits so that a query code is one uint64 and a bit test is a shift.
 
 Storage (see ``state``): ``node_bit[n]`` is the bit tested by node ``n`` (bit ``j`` as packed by
@@ -26,6 +31,7 @@ leaf ``l``, padded with -1 to ``leaf_size``; ``point_codes[p]`` is point ``p``'s
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from .binary import majority_codes
@@ -39,9 +45,9 @@ DEFAULT_BUILD = {
     "split_weight": 0.5,  # cost of splitting a track over two children, relative to child size
 }
 MAX_BITS = 64
-_LEAF_SHIFT = 64  # shifting a uint64 by 64 gives 0 in numpy: a leaf "goes left" onto itself
 _LEVEL_MASK = 63  # tree levels packed into flip-cost keys: depth must stay below 64
-_INF_KEY = np.float32(np.inf).view(np.int32)
+_USED_KEY = np.int32(np.iinfo(np.int32).max)  # a flip already taken
+_BIT_FIELD, _LEAF_BIT = 127, 64  # packed search nodes: the low 7 bits hold the tested bit, 64 = leaf
 
 
 class RandomTreesIndex:
@@ -62,23 +68,10 @@ class RandomTreesIndex:
         self.point_words = codes_to_words(self.point_codes)
         self.num_bits = self.point_codes.shape[1] * 8
         self.depth = int(depth)  # deepest leaf over all trees: bounds the descent loop
-        # Derived for the descent: one uint64 per node, (left child) << 7 | (the right shift that
-        # brings the tested bit of a uint64 code to bit 0). Leaves are their own left child.
-        is_leaf = self.node_bit < 0
-        left = np.where(is_leaf, np.arange(len(self.node_bit)), self.node_child).astype(np.uint64)
-        shift = np.where(is_leaf, _LEAF_SHIFT, MAX_BITS - 1 - self.node_bit).astype(np.uint64)
-        self._step = (left << np.uint64(7)) | shift
-        # Leaf index of every leaf node; an extra last node stands for "no probe" and maps to an
-        # extra all-padding row of the leaf table.
-        self._leaf = np.append(np.where(is_leaf, self.node_child, -1), len(self.leaf_points))
-        self._padding_node = np.uint64(len(self.node_bit))
-        # Ranking keys (Hamming distance << point_bits) | point: int32 (fast sort) while they fit.
-        # The all-ones point id marks padding.
-        self._point_bits = max(int(len(self.point_codes)).bit_length(), 1)
-        self._key_dtype = np.int32 if self._point_bits + 7 <= 31 else np.int64  # distance <= 64: 7 bits
-        self._point_mask = self._key_dtype((1 << self._point_bits) - 1)
-        table = np.vstack([self.leaf_points, np.full((1, self.leaf_points.shape[1]), -1, np.int32)])
-        self._leaf_table = np.where(table >= 0, table, self._point_mask).astype(self._key_dtype)
+        # One int64 per node for the search, so that a step down loads one value:
+        # child (or leaf index) << 7 | the tested bit (_LEAF_BIT for a leaf).
+        bits = np.where(self.node_bit >= 0, self.node_bit, _LEAF_BIT).astype(np.int64)
+        self._nodes = (self.node_child.astype(np.int64) << 7) | bits
 
     @property
     def num_trees(self) -> int:
@@ -151,91 +144,21 @@ class RandomTreesIndex:
         num_queries = len(query_codes)
         if num_queries == 0:
             return CandidateLists.empty(0)
-        words = codes_to_words(query_codes)[:, None]
-        # Flip cost per query, indexed by shift (the bit is 63 - shift); the leaf shift costs +inf.
-        costs = np.full((num_queries, _LEAF_SHIFT + 1), np.inf, np.float32)
+        # Flip costs as sortable int32 keys (non-negative float32 bits), the low bits freed for the level.
         if query_projections is None:
-            costs[:, : self.num_bits] = 1.0
+            bit_keys = np.zeros((num_queries, 0), np.int32)
         else:
             margins = np.abs(np.asarray(query_projections, np.float32))
             if margins.shape != (num_queries, self.num_bits):
                 expected = (num_queries, self.num_bits)
                 raise ValueError(f"query_projections must have shape {expected}, got {margins.shape}")
-            costs[:, MAX_BITS - self.num_bits : MAX_BITS] = margins[:, ::-1]
-        cost_row = (np.arange(num_queries, dtype=np.uint64) * np.uint64(costs.shape[1]))[:, None]
-
-        roots = np.broadcast_to(self.tree_roots.astype(np.uint64), (num_queries, self.num_trees))
-        path_nodes, path_cost = self._descend(roots, words, costs.ravel(), cost_row)
-        leaf_nodes = [path_nodes[-1]]
-        num_flips = min(max_leaves_per_tree - 1, len(path_cost))
-        if num_flips > 0:
-            if query_projections is None:  # equal certainty: flip deep in the tree, where leaves are near
-                depth_cost = np.arange(len(path_cost), 0, -1, dtype=np.float32)[:, None, None]
-                path_cost = np.where(np.isfinite(path_cost), depth_cost, np.inf).astype(np.float32)
-            flipped, valid = self._cheapest_flips(path_nodes, path_cost, num_flips)
-            flipped_leaves = self._descend(flipped, words)[0][-1]
-            leaf_nodes.append(np.where(valid, flipped_leaves, self._padding_node))
-        leaves = np.take(self._leaf, np.concatenate(leaf_nodes, axis=1))
-        return self._rank_candidates(words, leaves, max_candidates)
-
-    def _descend(self, nodes, words, costs=None, cost_row=None):
-        """Follow the query bits from ``nodes`` (Q, X) down to leaves, all queries at once.
-
-        Returns the nodes visited per level (depth + 1, Q, X), the last row being the leaf nodes,
-        and, with ``costs``, the cost of flipping the bit tested at each level (+inf at a leaf).
-        Everything is uint64 and gathers use ``np.take``: the fastest combination in numpy.
-        """
-        path_nodes, path_cost = [nodes], []
-        for _ in range(self.depth):
-            step = np.take(self._step, nodes)
-            shift = step & np.uint64(127)
-            if costs is not None:
-                path_cost.append(np.take(costs, cost_row + shift))
-            nodes = (step >> np.uint64(7)) + ((words >> shift) & np.uint64(1))
-            path_nodes.append(nodes)
-        return np.array(path_nodes), np.array(path_cost)
-
-    def _cheapest_flips(self, path_nodes: np.ndarray, path_cost: np.ndarray, num_flips: int):
-        """Per path the siblings at its ``num_flips`` cheapest levels -> (Q, T * num_flips) nodes, valid.
-
-        The level is packed into the low mantissa bits of the (non-negative float32) cost, so a
-        plain ``min`` over levels finds the cheapest level: much faster than ``argmin`` on axis 0.
-        """
-        depth, num_queries, num_trees = path_cost.shape
-        levels = np.arange(depth, dtype=np.int32)[:, None]
-        keys = (path_cost.reshape(depth, -1).view(np.int32) & ~np.int32(_LEVEL_MASK)) | levels
-        columns = np.arange(keys.shape[1])
-        parents = path_nodes[:-1].reshape(depth, -1)
-        children = path_nodes[1:].reshape(depth, -1)
-        siblings, valid = [], []
-        for _ in range(num_flips):
-            best = keys.min(axis=0)
-            level = best & _LEVEL_MASK
-            valid.append(best < _INF_KEY)
-            parent, child = parents[level, columns], children[level, columns]
-            # Children are pairs (left, left + 1): the sibling is the other one.
-            siblings.append(((np.take(self._step, parent) >> np.uint64(7)) * np.uint64(2) + np.uint64(1)) - child)
-            keys[level, columns] = np.iinfo(np.int32).max
-        shape = (num_queries, num_trees * num_flips)
-        return np.stack(siblings, axis=-1).reshape(shape), np.stack(valid, axis=-1).reshape(shape)
-
-    def _rank_candidates(self, words: np.ndarray, leaves: np.ndarray, max_candidates: int) -> CandidateLists:
-        """(Q, probes) leaves -> per query the distinct points of those leaves, the ``max_candidates``
-        closest in Hamming distance between the query code and the point code first."""
-        num_queries = len(leaves)
-        points = np.take(self._leaf_table, leaves, axis=0).reshape(num_queries, -1)
-        # Padding ids are >= num_points: clip their (ignored) code lookups.
-        distance = np.bitwise_count(np.take(self.point_words, points, mode="clip") ^ words)
-        # One sortable key per entry: (distance, point); duplicates of a point become neighbours.
-        key = (distance.astype(self._key_dtype) << self._point_bits) | points
-        key.sort(axis=1)
-        point = key & self._point_mask
-        first = np.ones(key.shape, bool)
-        first[:, 1:] = key[:, 1:] != key[:, :-1]
-        first &= point != self._point_mask
-        first &= np.cumsum(first, axis=1) <= max_candidates
-        width = int(np.flatnonzero(first.any(axis=0)).max(initial=-1)) + 1  # columns after it hold no pick
-        return CandidateLists.from_padded(np.where(first[:, :width], point[:, :width], -1))
+            bit_keys = margins.view(np.int32) & ~np.int32(_LEVEL_MASK)
+        level_keys = np.arange(self.depth, 0, -1, dtype=np.float32).view(np.int32) & ~np.int32(_LEVEL_MASK)
+        query_words = codes_to_words(query_codes)
+        leaves = _probe_leaves(self._nodes, self.tree_roots, query_words, bit_keys, level_keys, max_leaves_per_tree)
+        return CandidateLists.from_padded(
+            _rank_points(self.leaf_points, self.point_words, query_words, leaves, max_candidates)
+        )
 
     def state(self) -> dict[str, np.ndarray]:
         return {
@@ -262,6 +185,146 @@ def codes_to_words(codes: np.ndarray) -> np.ndarray:
     padded = np.zeros((len(codes), 8), np.uint8)
     padded[:, : codes.shape[1]] = codes
     return padded.view(">u8").ravel().astype(np.uint64)
+
+
+@numba.njit(nogil=True, cache=True)
+def _probe_leaves(nodes, tree_roots, query_words, bit_keys, level_keys, max_leaves_per_tree):
+    """The multi-probe descent of ``RandomTreesIndex.search``, compiled: (Q, probes) leaf indices, -1
+    where a tree has fewer flips to make. ``nodes``: packed nodes (see ``RandomTreesIndex``).
+
+    A flip's key is its cost's key (``bit_keys[q, bit]``, or ``level_keys[level]`` without
+    projections) with the level in the low bits, so the smallest key is the cheapest, then
+    shallowest, flip.
+    """
+    num_queries, depth, num_trees = len(query_words), len(level_keys), len(tree_roots)
+    has_projections = bit_keys.shape[1] > 0
+    num_flips = min(max_leaves_per_tree - 1, depth)
+    leaves = np.full((num_queries, num_trees * (num_flips + 1)), -1, np.int64)
+    path_nodes = np.empty((num_trees, depth + 1), np.int64)
+    path_keys = np.empty((num_trees, depth), np.int32)
+    path_length = np.empty(num_trees, np.int64)
+    current = np.empty(num_trees, np.int64)
+    for query in range(num_queries):
+        word = query_words[query]
+        # All trees descend level by level together: their node loads are independent, so the
+        # cache misses of a large map overlap instead of queueing one behind the other.
+        current[:] = tree_roots
+        path_length[:] = -1
+        for level in range(depth + 1):
+            for tree in range(num_trees):
+                if path_length[tree] >= 0:
+                    continue
+                node = nodes[current[tree]]
+                path_nodes[tree, level] = current[tree]
+                bit = node & _BIT_FIELD
+                if bit == _LEAF_BIT:
+                    path_length[tree] = level
+                    leaves[query, tree] = node >> 7
+                    continue
+                key = bit_keys[query, bit] if has_projections else level_keys[level]
+                path_keys[tree, level] = key | level
+                current[tree] = (node >> 7) + _bit(word, bit)
+        for flip in range(num_flips):  # the next cheapest flip of every tree, then greedy descents
+            for tree in range(num_trees):
+                length = path_length[tree]
+                current[tree] = -1
+                if length == 0:
+                    continue
+                cheapest = 0
+                for level in range(1, length):
+                    if path_keys[tree, level] < path_keys[tree, cheapest]:
+                        cheapest = level
+                if path_keys[tree, cheapest] == _USED_KEY:
+                    continue
+                path_keys[tree, cheapest] = _USED_KEY
+                parent, child = path_nodes[tree, cheapest], path_nodes[tree, cheapest + 1]
+                current[tree] = 2 * (nodes[parent] >> 7) + 1 - child  # children are (left, left + 1)
+            for _level in range(depth):
+                for tree in range(num_trees):
+                    if current[tree] >= 0:
+                        node = nodes[current[tree]]
+                        if node & _BIT_FIELD != _LEAF_BIT:
+                            current[tree] = (node >> 7) + _bit(word, node & _BIT_FIELD)
+            for tree in range(num_trees):
+                if current[tree] >= 0:
+                    leaves[query, (flip + 1) * num_trees + tree] = nodes[current[tree]] >> 7
+    return leaves
+
+
+@numba.njit(nogil=True, cache=True)
+def _rank_points(leaf_points, point_words, query_words, leaves, max_candidates):
+    """Per query the distinct points of its ``leaves`` (-1: none), the ``max_candidates`` nearest in
+    Hamming distance first (ties: smaller id) -> (Q, max_candidates) point ids, -1 padded."""
+    num_queries = len(query_words)
+    result = np.full((num_queries, max_candidates), -1, np.int64)
+    found = np.empty(leaves.shape[1] * leaf_points.shape[1], np.int64)  # Hamming distance << 32 | point id
+    bucketed = np.empty_like(found)
+    histogram = np.empty(MAX_BITS + 1, np.int64)
+    for query in range(num_queries):
+        word = query_words[query]
+        # Points of the probed leaves bucketed by Hamming distance (a counting sort), then buckets
+        # in order, each sorted by id and deduplicated, until max_candidates distinct points.
+        # Duplicates (a point in several probed leaves) share a distance, so they meet in a bucket;
+        # no lookup table over all points, whose random accesses cost more than this at 100k points.
+        num_found = 0
+        histogram[:] = 0
+        for leaf in leaves[query]:
+            if leaf < 0:
+                continue
+            for point in leaf_points[leaf]:
+                if point >= 0:
+                    distance = _popcount(point_words[point] ^ word)
+                    histogram[distance] += 1
+                    found[num_found] = (distance << 32) | point
+                    num_found += 1
+        position = 0
+        for distance in range(MAX_BITS + 1):
+            position, histogram[distance] = position + histogram[distance], position
+        for key in found[:num_found]:
+            distance = key >> 32
+            bucketed[histogram[distance]] = key & 0xFFFFFFFF
+            histogram[distance] += 1
+        num_kept, start = 0, 0
+        for distance in range(MAX_BITS + 1):
+            stop = histogram[distance]
+            _insertion_sort(bucketed, start, stop)
+            for i in range(start, stop):
+                if i == start or bucketed[i] != bucketed[i - 1]:
+                    result[query, num_kept] = bucketed[i]
+                    num_kept += 1
+                    if num_kept == max_candidates:
+                        break
+            start = stop
+            if num_kept == max_candidates or start == num_found:
+                break
+    return result
+
+
+@numba.njit(inline="always")
+def _insertion_sort(values, start, stop):
+    """Sort ``values[start:stop]`` in place."""
+    for i in range(start + 1, stop):
+        value, j = values[i], i - 1
+        while j >= start and values[j] > value:
+            values[j + 1] = values[j]
+            j -= 1
+        values[j + 1] = value
+
+
+@numba.njit(inline="always")
+def _bit(word, bit):
+    """Bit ``bit`` of a code packed by ``codes_to_words``, as 0 or 1 (int64: uint64 mixed with
+    signed ints would make numba compute in float64)."""
+    return np.int64((word >> np.uint64(MAX_BITS - 1 - bit)) & np.uint64(1))
+
+
+@numba.njit(inline="always")
+def _popcount(word):
+    """Set bits of a uint64 (SWAR; LLVM turns it into one popcnt where the CPU has it)."""
+    word = word - ((word >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    word = (word & np.uint64(0x3333333333333333)) + ((word >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    word = (word + (word >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((word * np.uint64(0x0101010101010101)) >> np.uint64(56))
 
 
 def _segment_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:

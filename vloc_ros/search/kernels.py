@@ -1,0 +1,92 @@
+"""Compiled (numba) per-keypoint loops of the candidate search, for the CPU.
+
+Both release the GIL, so that the global branch runs in a worker thread beside the local branch.
+They replace numpy formulations that had to materialise, sort or select over whole (Q, C) arrays:
+on 2 cores the global branch's top-k went from 7 ms (``torch.topk``) to about 1.5 ms and the merge
+from 5 ms to about 1 ms for 1024 keypoints.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+# Reordered float sums (vectorised loops), but infinities kept: both kernels start from +-inf.
+_FAST_MATH = {"reassoc", "contract", "nsz"}
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FAST_MATH)
+def top_k_scores(scores, offsets, k):
+    """(B, S) float32 scores, (S,) offsets -> (B, k) int64 columns of the k largest
+    ``scores[b, s] - offsets[s]`` per row, largest first (k <= S)."""
+    rows, columns = scores.shape
+    best = np.empty((rows, k), np.int64)
+    best_scores = np.empty(k, np.float32)
+    for row in range(rows):
+        row_scores = scores[row]
+        for j in range(k):
+            best_scores[j] = -np.inf
+            best[row, j] = 0
+        worst = best_scores[k - 1]
+        for column in range(columns):
+            score = row_scores[column] - offsets[column]
+            if score <= worst:  # most columns, once the top list has filled: about 1 ns each
+                continue
+            j = k - 1  # insertion into the sorted top list
+            while j > 0 and best_scores[j - 1] < score:
+                best_scores[j], best[row, j] = best_scores[j - 1], best[row, j - 1]
+                j -= 1
+            best_scores[j], best[row, j] = score, column
+            worst = best_scores[k - 1]
+    return best
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FAST_MATH)
+def ratio_test_matches(queries, candidates, point_descriptors, ratio, max_matches):
+    """Per keypoint: its distinct candidate points (``candidates`` (Q, C), -1 = none) rescored by L2
+    distance between real descriptors, then the generalised ratio test of ``CandidateSearch``.
+
+    Returns (query indices, point ids, distances) of the kept matches, grouped by keypoint.
+    """
+    num_queries, dim = queries.shape
+    out_queries = np.empty(num_queries * max_matches, np.int64)
+    out_points = np.empty(num_queries * max_matches, np.int64)
+    out_distances = np.empty(num_queries * max_matches, np.float32)
+    nearest_ids = np.empty(max_matches + 1, np.int64)
+    nearest = np.empty(max_matches + 1, np.float32)  # squared distances, ascending
+    count = 0
+    for query in range(num_queries):
+        descriptor = queries[query]
+        nearest[:] = np.inf
+        nearest_ids[:] = -1
+        for point in candidates[query]:
+            if point < 0:
+                continue
+            candidate = point_descriptors[point]
+            squared = np.float32(0)
+            for d in range(dim):
+                difference = candidate[d] - descriptor[d]
+                squared += difference * difference
+            if squared >= nearest[max_matches]:
+                continue
+            duplicate = False  # a point both branches found: the same distance, keep it once
+            for j in range(max_matches + 1):
+                duplicate |= nearest_ids[j] == point
+            if duplicate:
+                continue
+            j = max_matches
+            while j > 0 and nearest[j - 1] > squared:
+                nearest[j], nearest_ids[j] = nearest[j - 1], nearest_ids[j - 1]
+                j -= 1
+            nearest[j], nearest_ids[j] = squared, point
+        # Keep the k best for the smallest k <= m whose k-th is clearly closer than the (k+1)-th.
+        for keep in range(1, max_matches + 1):
+            if not np.isfinite(nearest[keep - 1]):
+                break
+            if np.sqrt(nearest[keep - 1]) < ratio * np.sqrt(nearest[keep]):
+                for j in range(keep):
+                    out_queries[count], out_points[count] = query, nearest_ids[j]
+                    out_distances[count] = np.sqrt(nearest[j])
+                    count += 1
+                break
+    return out_queries[:count], out_points[:count], out_distances[:count]
