@@ -36,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vloc_ros.search import synthetic  # noqa: E402
 from vloc_ros.search.binary import Binarizer  # noqa: E402
 from vloc_ros.search.candidates import CandidateSearch  # noqa: E402
-from vloc_ros.search.csr import to_padded  # noqa: E402
 from vloc_ros.search.faiss_binary import FaissBinaryIndex  # noqa: E402
 from vloc_ros.search.global_index import GlobalIndex  # noqa: E402
 from vloc_ros.search.random_trees import RandomTreesIndex  # noqa: E402
@@ -85,8 +84,7 @@ def binarization_rows(synthetic_map, queries, tree_recall: bool) -> list[list]:
             codes = binarizer.encode(synthetic_map.observation_descriptors)
             trees = RandomTreesIndex.build(codes, synthetic_map.observation_point_ids)
             projections = binarizer.project(queries.descriptors)
-            lists = trees.search(binarizer.encode(queries.descriptors), projections, 32, 4)
-            candidates = to_padded(lists.query_indices(), lists.point_ids, len(projections), -1)
+            candidates = trees.search(binarizer.encode(queries.descriptors), projections, 32, 4)
             row.append(found_fraction(candidates, queries.true_point_ids))
         else:
             row.append("-")

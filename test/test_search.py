@@ -12,7 +12,7 @@ import pytest
 from vloc_ros.search import synthetic
 from vloc_ros.search.binary import Binarizer, majority_codes, unpack_bits
 from vloc_ros.search.candidates import CandidateSearch
-from vloc_ros.search.csr import CandidateLists, gather_ranges
+from vloc_ros.search.csr import gather_ranges
 from vloc_ros.search.faiss_binary import FaissBinaryIndex
 from vloc_ros.search.global_index import GlobalIndex
 from vloc_ros.search.kernels import ratio_test_matches, top_k_scores
@@ -38,12 +38,10 @@ def itq_binarizer(world):
     return Binarizer.fit(world[0].observation_descriptors[:8000], 64, "itq", seed=3)  # a subset keeps ITQ quick
 
 
-def true_point_recall(lists: CandidateLists, true_point_ids: np.ndarray) -> float:
-    """Fraction of true queries (point id >= 0) whose point is among their candidates."""
-    queries = lists.query_indices()
-    found = np.zeros(len(true_point_ids), bool)
-    found[queries[lists.point_ids == true_point_ids[queries]]] = True
-    return found[true_point_ids >= 0].mean()
+def true_point_recall(candidates: np.ndarray, true_point_ids: np.ndarray) -> float:
+    """Fraction of true queries (point id >= 0) whose point is among their (Q, C) candidates."""
+    true = true_point_ids >= 0
+    return (candidates[true] == true_point_ids[true, None]).any(axis=1).mean()
 
 
 def make_search(world, config, point_index=None):
@@ -132,11 +130,12 @@ def test_majority_codes_take_the_per_bit_majority():
 def test_random_trees_find_the_true_point(world):
     synthetic_map, query, binarizer, codes, trees = world
     query_codes, projections = binarizer.encode(query.descriptors), binarizer.project(query.descriptors)
-    lists = trees.search(query_codes, projections, max_candidates=32, max_leaves_per_tree=4)
-    assert lists.counts().max() <= 32
-    for i in range(0, NUM_QUERIES, 37):  # CSR rows hold distinct points
-        assert len(np.unique(lists.for_query(i))) == len(lists.for_query(i))
-    recall = true_point_recall(lists, query.true_point_ids)
+    candidates = trees.search(query_codes, projections, max_candidates=32, max_leaves_per_tree=4)
+    assert candidates.shape == (NUM_QUERIES, 32) and candidates.dtype == np.int64
+    for row in candidates[::37]:  # distinct points, then the padding
+        found = row[row >= 0]
+        assert len(np.unique(found)) == len(found) and np.all(row[len(found):] == -1)
+    recall = true_point_recall(candidates, query.true_point_ids)
     # Measured 0.97 on this map; 32 random candidates out of 4000 points would give ~0.01.
     assert recall >= 0.85, recall
     # More probes find more; the same budget without the margins finds less.
@@ -150,7 +149,7 @@ def test_random_trees_single_probe_matches_a_plain_descent(world):
     to, nearest in Hamming distance first (ties: smaller id), as a plain Python walk finds them."""
     _, query, binarizer, _, trees = world
     query_codes = binarizer.encode(query.descriptors[:40])
-    lists = trees.search(query_codes, None, max_candidates=24, max_leaves_per_tree=1)
+    candidates = trees.search(query_codes, None, max_candidates=24, max_leaves_per_tree=1)
     bits = unpack_bits(query_codes)
     point_bits = unpack_bits(trees.point_codes)
     for i, query_bits in enumerate(bits):
@@ -161,7 +160,7 @@ def test_random_trees_single_probe_matches_a_plain_descent(world):
                 node = trees.node_child[node] + query_bits[trees.node_bit[node]]
             points |= {p for p in trees.leaf_points[trees.node_child[node]] if p >= 0}
         ranked = sorted(points, key=lambda p: (np.count_nonzero(point_bits[p] != query_bits), p))
-        assert lists.for_query(i).tolist() == ranked[:24]
+        assert candidates[i][candidates[i] >= 0].tolist() == ranked[:24]
 
 
 def test_random_trees_index_every_point_in_every_tree(world):
@@ -182,10 +181,8 @@ def test_random_trees_state_round_trip_gives_identical_results(world):
     assert all(isinstance(value, np.ndarray) for value in state.values())
     restored = RandomTreesIndex.from_state({key: value.copy() for key, value in state.items()})
     query_codes, projections = binarizer.encode(query.descriptors), binarizer.project(query.descriptors)
-    expected = trees.search(query_codes, projections, 32, 4)
-    actual = restored.search(query_codes, projections, 32, 4)
-    np.testing.assert_array_equal(actual.offsets, expected.offsets)
-    np.testing.assert_array_equal(actual.point_ids, expected.point_ids)
+    np.testing.assert_array_equal(restored.search(query_codes, projections, 32, 4),
+                                  trees.search(query_codes, projections, 32, 4))
 
 
 def test_random_trees_reject_bad_queries(world):
@@ -208,11 +205,11 @@ def test_faiss_baseline_works_through_the_same_interface(world, itq_binarizer, k
     codes = binarizer.encode(synthetic_map.observation_descriptors)
     index = FaissBinaryIndex.build(codes, synthetic_map.observation_point_ids, kind=kind)
     query_codes = binarizer.encode(query.descriptors)
-    lists = index.search(query_codes, binarizer.project(query.descriptors), max_candidates=32)
-    assert isinstance(lists, CandidateLists) and lists.counts().max() <= 32
-    assert true_point_recall(lists, query.true_point_ids) >= 0.75  # measured 0.95 (ivf), 0.98 (hnsw)
+    candidates = index.search(query_codes, binarizer.project(query.descriptors), max_candidates=32)
+    assert candidates.shape == (NUM_QUERIES, 32) and candidates.dtype == np.int64
+    assert true_point_recall(candidates, query.true_point_ids) >= 0.75  # measured 0.95 (ivf), 0.98 (hnsw)
     restored = FaissBinaryIndex.from_state(index.state())
-    np.testing.assert_array_equal(restored.search(query_codes, None, 32).point_ids, lists.point_ids)
+    np.testing.assert_array_equal(restored.search(query_codes, None, 32), candidates)
 
 
 def test_global_index_returns_nearest_keyframes_best_first(world):

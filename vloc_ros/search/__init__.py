@@ -4,14 +4,12 @@ parallel merge (see docs/architecture.md, "Search"). Every index is plain numpy 
 
 from .binary import Binarizer
 from .candidates import CandidateSearch, Correspondences
-from .csr import CandidateLists
 from .faiss_binary import FaissBinaryIndex
 from .global_index import GlobalIndex
 from .random_trees import RandomTreesIndex
 
 __all__ = [
     "Binarizer",
-    "CandidateLists",
     "CandidateSearch",
     "Correspondences",
     "FaissBinaryIndex",

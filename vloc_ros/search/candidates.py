@@ -29,7 +29,7 @@ import torch
 
 from ..backends.nearest_neighbours import TorchNearestNeighbours
 from .binary import Binarizer, pack_bits
-from .csr import gather_ranges, to_padded
+from .csr import gather_ranges
 from .faiss_binary import FaissBinaryIndex
 from .global_index import GlobalIndex
 from .kernels import ratio_test_matches, top_k_scores
@@ -177,12 +177,11 @@ class CandidateSearch:
         return np.pad(points[columns], ((0, 0), (0, width - found)), constant_values=-1)
 
     def local_candidates(self, queries: np.ndarray) -> np.ndarray:
-        """Local branch: (Q, <= local_max_candidates) point ids, -1 padded."""
+        """Local branch: (Q, local_max_candidates) point ids, -1 padded."""
         projections = self.binarizer.project(queries)
-        lists = self.point_index.search(
+        return self.point_index.search(
             pack_bits(projections > 0), projections, self.config["local_max_candidates"], **self.config["local_search"]
         )
-        return to_padded(lists.query_indices(), lists.point_ids, len(queries), -1)
 
     def _merge(self, queries: np.ndarray, candidates: np.ndarray) -> Correspondences:
         """Union per keypoint, real-descriptor rescoring, ratio test, up to m matches; best first."""

@@ -11,7 +11,6 @@ import faiss
 import numpy as np
 
 from .binary import majority_codes
-from .csr import CandidateLists
 
 DEFAULT_BUILD = {"kind": "ivf", "hnsw_neighbors": 16}
 DEFAULT_SEARCH = {"nprobe": 16, "ef_search": 64}
@@ -73,13 +72,14 @@ class FaissBinaryIndex:
         max_candidates: int = 64,
         nprobe: int = DEFAULT_SEARCH["nprobe"],
         ef_search: int = DEFAULT_SEARCH["ef_search"],
-    ) -> CandidateLists:
-        """Candidate point ids per query (CSR). Projections are accepted for interface parity and unused."""
+    ) -> np.ndarray:
+        """(Q, max_candidates) int64 candidate point ids per query, -1 padded, as
+        ``RandomTreesIndex.search``. Projections are accepted for interface parity and unused."""
         query_codes = np.ascontiguousarray(query_codes, np.uint8)
         if query_codes.ndim != 2 or query_codes.shape[1] * 8 != self.num_bits:
             raise ValueError(f"expected query codes of shape (Q, {self.num_bits // 8}), got {query_codes.shape}")
         if len(query_codes) == 0:
-            return CandidateLists.empty(0)
+            return np.zeros((0, max_candidates), np.int64)
         inner = self.index
         if isinstance(inner, faiss.IndexBinaryIDMap):
             inner = faiss.downcast_IndexBinary(inner.index)
@@ -88,7 +88,7 @@ class FaissBinaryIndex:
         else:
             inner.hnsw.efSearch = max(ef_search, max_candidates)
         _, ids = self.index.search(query_codes, max_candidates)
-        return CandidateLists.from_padded(ids)
+        return ids.astype(np.int64, copy=False)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"faiss_index": faiss.serialize_index_binary(self.index)}

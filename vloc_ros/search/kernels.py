@@ -2,8 +2,8 @@
 
 Both release the GIL, so that the global branch runs in a worker thread beside the local branch.
 They replace numpy formulations that had to materialise, sort or select over whole (Q, C) arrays:
-on 2 cores the global branch's top-k went from 7 ms (``torch.topk``) to about 1.5 ms and the merge
-from 5 ms to about 1 ms for 1024 keypoints.
+for 1024 keypoints on one core the global branch's top-k over ~3.4k points went from 7 ms
+(``torch.topk``) to about 3 ms and the merge from 5 ms to about 1 ms.
 """
 
 from __future__ import annotations

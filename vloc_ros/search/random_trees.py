@@ -35,7 +35,6 @@ import numba
 import numpy as np
 
 from .binary import majority_codes
-from .csr import CandidateLists
 
 DEFAULT_BUILD = {
     "num_trees": 8,
@@ -133,8 +132,8 @@ class RandomTreesIndex:
         query_projections: np.ndarray | None = None,
         max_candidates: int = 64,
         max_leaves_per_tree: int = 4,
-    ) -> CandidateLists:
-        """Candidate point ids per query (CSR), at most ``max_candidates`` each.
+    ) -> np.ndarray:
+        """(Q, max_candidates) int64 candidate point ids per query, nearest first, -1 padded.
 
         Without projections every bit is equally certain and the flips go to the deepest levels.
         """
@@ -143,7 +142,7 @@ class RandomTreesIndex:
             raise ValueError(f"expected query codes of shape (Q, {self.num_bits // 8}), got {query_codes.shape}")
         num_queries = len(query_codes)
         if num_queries == 0:
-            return CandidateLists.empty(0)
+            return np.zeros((0, max_candidates), np.int64)
         # Flip costs as sortable int32 keys (non-negative float32 bits), the low bits freed for the level.
         if query_projections is None:
             bit_keys = np.zeros((num_queries, 0), np.int32)
@@ -156,9 +155,7 @@ class RandomTreesIndex:
         level_keys = np.arange(self.depth, 0, -1, dtype=np.float32).view(np.int32) & ~np.int32(_LEVEL_MASK)
         query_words = codes_to_words(query_codes)
         leaves = _probe_leaves(self._nodes, self.tree_roots, query_words, bit_keys, level_keys, max_leaves_per_tree)
-        return CandidateLists.from_padded(
-            _rank_points(self.leaf_points, self.point_words, query_words, leaves, max_candidates)
-        )
+        return _rank_points(self.leaf_points, self.point_words, query_words, leaves, max_candidates)
 
     def state(self) -> dict[str, np.ndarray]:
         return {
