@@ -24,7 +24,6 @@ from vloc_ros.localizer import Localizer
 from vloc_ros.mapping.builder import build_map, merge_config
 from vloc_ros.mapping.map_format import load_map
 from vloc_ros.mapping.sources import image_folder_frames, load_intrinsics, read_image_rgb
-from vloc_ros.sim import HARD_QUERY, generate
 from vloc_ros.tum import read_tum
 
 import torch  # after vloc_ros, which sets OMP_WAIT_POLICY before torch loads OpenMP  # isort: skip
@@ -33,6 +32,8 @@ import torch  # after vloc_ros, which sets OMP_WAIT_POLICY before torch loads Op
 def prepare(work: Path, frames: int, map_frames: int, hard: bool) -> tuple[Path, Path]:
     world, map_dir = work / "world", work / "map"
     if not world.exists():
+        from vloc_ros.sim import HARD_QUERY, generate  # only to render: needs rosbags and pyrender
+
         generate({"map_frames": map_frames, "query_frames": frames, "bags": {"storages": []},
                   "query": HARD_QUERY if hard else {}}, world)
     if not map_dir.exists():

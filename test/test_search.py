@@ -244,7 +244,8 @@ def test_candidate_search_finds_correct_correspondences(world, mode):
     correct = result.point_ids == query.true_point_ids[result.query_indices]
     assert correct.mean() >= 0.9, correct.mean()  # measured 0.93-0.96
     assert correct_keypoint_recall(result, query.true_point_ids) >= 0.85  # measured 0.97-0.997
-    assert {"branches", "merge", "search"} <= set(result.timings)
+    branches = {"parallel": {"global", "local"}, "global_only": {"global"}, "local_only": {"local"}}[mode]
+    assert set(result.timings) == branches | {"merge", "search"}
     assert len(np.unique(result.query_indices)) == len(result)  # m = 1: one match per keypoint
     assert np.all(result.distances >= 0)
     assert np.all(np.diff(result.distances) >= 0), "best first, for PROSAC"
@@ -270,15 +271,24 @@ def test_parallel_search_is_the_union_of_both_branches(world):
     assert recall["global_only"] < 0.2 < recall["local_only"], recall  # the failed retrieval
 
 
-def test_concurrent_and_sequential_branches_give_the_same_result(world):
+def test_search_threads_share_keypoints_without_changing_the_result(world):
     _, query, _, _, _ = world
     results = []
-    for concurrent in (True, False):
-        search = make_search(world, {"concurrent_branches": concurrent})
+    for threads in (1, 2, 3):
+        search = make_search(world, {"threads": threads})
         results.append(search.search(query.descriptors, query.global_descriptor))
         search.close()
-    np.testing.assert_array_equal(results[0].point_ids, results[1].point_ids)
-    np.testing.assert_array_equal(results[0].query_indices, results[1].query_indices)
+    for result in results[1:]:
+        np.testing.assert_array_equal(result.query_indices, results[0].query_indices)
+        np.testing.assert_array_equal(result.point_ids, results[0].point_ids)
+        np.testing.assert_array_equal(result.distances, results[0].distances)
+    # Fewer keypoints than threads: the empty shares are skipped.
+    search = make_search(world, {"threads": 3})
+    single = search.search(query.descriptors[:1], query.global_descriptor)
+    search.close()
+    assert len(single) <= 3 and np.all(single.query_indices == 0)
+    with pytest.raises(ValueError, match="threads"):
+        make_search(world, {"threads": 0})
 
 
 def test_ratio_test_drops_ambiguous_keypoints(world):

@@ -3,16 +3,38 @@
 Both release the GIL, so that the global branch runs in a worker thread beside the local branch.
 They replace numpy formulations that had to materialise, sort or select over whole (Q, C) arrays:
 for 1024 keypoints on one core the global branch's top-k over ~3.4k points went from 7 ms
-(``torch.topk``) to about 3 ms and the merge from 5 ms to about 1 ms.
+(``torch.topk``) to about 3 ms and the merge from 5 ms to about 1-2 ms.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 # Reordered float sums (vectorised loops), but infinities kept: both kernels start from +-inf.
 _FAST_MATH = {"reassoc", "contract", "nsz"}
+
+
+@intrinsic
+def prefetch(typingctx, array, index):
+    """``prefetch(array, i)``: ask the CPU to start loading the cache line of ``array[i]`` (1-D)
+    without waiting for it (LLVM's prefetch: a read, kept in all cache levels), so that loads whose
+    addresses are known early overlap with the work before them."""
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        values = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, values, [args[1]], wraparound=False)
+        byte_pointer, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        function_type = ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32])
+        function = cgutils.get_or_insert_function(builder.module, function_type, "llvm.prefetch.p0")
+        builder.call(function, [builder.bitcast(pointer, byte_pointer), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FAST_MATH)
@@ -55,7 +77,15 @@ def ratio_test_matches(queries, candidates, point_descriptors, ratio, max_matche
     nearest_ids = np.empty(max_matches + 1, np.int64)
     nearest = np.empty(max_matches + 1, np.float32)  # squared distances, ascending
     count = 0
+    lines = max(1, dim * point_descriptors.itemsize // 64)  # cache lines per descriptor row
     for query in range(num_queries):
+        # The next keypoint's candidate rows, scattered over the map's descriptors (random reads
+        # that miss the cache on a large map): 4.7 -> 3.8 ms at 100k points, 2.3 -> 1.2 at 10k.
+        if query + 1 < num_queries:
+            for point in candidates[query + 1]:
+                if point >= 0:
+                    for line in range(lines):
+                        prefetch(point_descriptors[point], line * 64 // point_descriptors.itemsize)
         descriptor = queries[query]
         nearest[:] = np.inf
         nearest_ids[:] = -1

