@@ -39,7 +39,9 @@ from .pose import estimate_pose, reprojection_residuals
 DEFAULT_VERIFICATION_CONFIG = {
     "enabled": True,
     "min_inlier_ratio": 0.1,
-    "min_spread": 0.25,
+    # At least 5 of the 16 cells. Measured: llff_beer published a pose 5.1 deg off with inliers in
+    # 4 cells (0.25, 56 inliers); right poses there cover 0.56-0.94, on templeRing 0.38-0.81.
+    "min_spread": 0.3,
     # Measured on the repeated-structure sim: right poses 0.0, wrong ones 0.24-0.56.
     "max_second_hypothesis_ratio": 0.15,
     "min_second_hypothesis_inliers": 12,

@@ -90,7 +90,11 @@ def reconstruct(database_path: Path, work_dir: Path, names: list[str], cameras: 
     import pycolmap
 
     quiet_pycolmap()
-    pycolmap.geometric_verification(str(database_path))
+    # A fixed RANSAC seed: COLMAP's default (-1) seeds from the clock, so the same input gave maps
+    # that differed in which matches survived (templeRing: 2959-2964 points from run to run).
+    two_view = pycolmap.TwoViewGeometryOptions()
+    two_view.ransac.random_seed = config.get("seed", 0)
+    pycolmap.geometric_verification(str(database_path), two_view_geometry_options=two_view)
     options = _pipeline_options(config)
     if all(pose is not None for pose in poses):
         # With known poses every point the localizer gets must be well triangulated: at 3 m, 1.5 deg

@@ -91,7 +91,7 @@ PARAMETERS = CAMERA_PARAMETERS + (
                   "low texture. Applied at the next map load.", value_range=(50, 16384)),
     ParameterSpec("search_mode", "parallel", "Correspondence search: local and global descriptors in parallel, "
                   "or one of them alone. Applied at the next map load.", choices=SEARCH_MODES),
-    ParameterSpec("min_inliers", 12, "PnP inliers a pose needs to be published. Applied at the next map load.",
+    ParameterSpec("min_inliers", 20, "PnP inliers a pose needs to be published. Applied at the next map load.",
                   value_range=(4, 100000)),
     ParameterSpec("ransac_max_error_px", 4.0, "RANSAC inlier threshold (pixels). Applied at the next map load.",
                   value_range=(0.1, 100.0)),
