@@ -1,11 +1,10 @@
 """End-to-end localizer latency per stage on rendered 640x480 queries, for each search mode.
 
-    python bench/bench_localizer.py [--threads 2] [--frames 30] [--map-frames 60] [--scene-size 6] [--hard] [--work DIR]
+    python bench/bench_localizer.py [--threads 2] [--frames 30] [--map-frames 60] [--hard] [--work DIR]
 
 Renders the synthetic world (once; reused from --work), builds its metric map, then localizes the
 query run (appearance changes on) and prints p50/p95 per stage, recall and peak memory.
-``--map-frames 60`` gives a map of about 22k points, 300 about 39k (the same place, densely mapped);
-``--scene-size 30 --map-frames 1200`` a larger courtyard (metres across) and more points.
+``--map-frames 60`` gives a map of about 22k points, 300 about 39k (the same place, densely mapped).
 ``--hard`` renders queries farther from the mapping path and under harsher changes
 (``vloc_ros.sim.HARD_QUERY``), where the search modes differ.
 """
@@ -30,12 +29,12 @@ from vloc_ros.tum import read_tum
 import torch  # after vloc_ros, which sets OMP_WAIT_POLICY before torch loads OpenMP  # isort: skip
 
 
-def prepare(work: Path, frames: int, map_frames: int, scene_size: float, hard: bool) -> tuple[Path, Path]:
+def prepare(work: Path, frames: int, map_frames: int, hard: bool) -> tuple[Path, Path]:
     world, map_dir = work / "world", work / "map"
     if not world.exists():
         from vloc_ros.sim import HARD_QUERY, generate  # only to render: needs rosbags and pyrender
 
-        generate({"map_frames": map_frames, "query_frames": frames, "scene_size": scene_size, "bags": {"storages": []},
+        generate({"map_frames": map_frames, "query_frames": frames, "bags": {"storages": []},
                   "query": HARD_QUERY if hard else {}}, world)
     if not map_dir.exists():
         started = time.perf_counter()
@@ -51,17 +50,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--map-frames", type=int, default=60)
-    parser.add_argument("--scene-size", type=float, default=6.0, help="courtyard size, metres across")
     parser.add_argument("--config", type=json.loads, default={}, help="localizer config overrides, as JSON")
     parser.add_argument("--modes", nargs="+", default=["parallel", "global_only", "local_only"])
     parser.add_argument("--hard", action="store_true", help="harder queries (vloc_ros.sim.HARD_QUERY)")
     parser.add_argument("--work", type=Path, default=None, help="default bench_out/localizer[-<map frames>][-hard]")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    suffix = (("" if args.map_frames == 60 else f"-{args.map_frames}")
-              + ("" if args.scene_size == 6.0 else f"-{args.scene_size:g}m") + ("-hard" if args.hard else ""))
+    suffix = ("" if args.map_frames == 60 else f"-{args.map_frames}") + ("-hard" if args.hard else "")
     world, map_dir = prepare(args.work or Path(f"bench_out/localizer{suffix}"), args.frames, args.map_frames,
-                             args.scene_size, args.hard)
+                             args.hard)
     localization_map = load_map(map_dir)
     camera = load_intrinsics(world / "camera.yaml")
     _, truth = read_tum(world / "query_poses.tum")
