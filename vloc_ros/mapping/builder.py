@@ -39,7 +39,8 @@ DEFAULT_BUILD_CONFIG = {
     "global_descriptor": {"name": "vlad", "num_clusters": 32, "seed": 0},
     "binarizer": {"method": "pca", "num_bits": 64, "seed": 0},  # best random-tree recall (bench_search)
     "local_index": {"type": "random_trees", "seed": 0},
-    "reconstruction": {"seed": 0, "min_num_matches": 15, "min_triangulation_angle_deg": 3.0},
+    # num_threads None: all cores, except one for structure from motion (reproducible maps).
+    "reconstruction": {"seed": 0, "min_num_matches": 15, "min_triangulation_angle_deg": 3.0, "num_threads": None},
     "min_registered_images": 3,
     "map_frame": "map",
 }
