@@ -246,6 +246,9 @@ def test_candidate_search_finds_correct_correspondences(world, mode):
     assert correct_keypoint_recall(result, query.true_point_ids) >= 0.85  # measured 0.97-0.997
     branches = {"parallel": {"global", "local"}, "global_only": {"global"}, "local_only": {"local"}}[mode]
     assert set(result.timings) == branches | {"merge", "search"}
+    # Retrieval happens once, for the search and for verification, whichever the mode.
+    top_k = search.global_index.top_k(query.global_descriptor, search.config["global_top_k"])[0]
+    np.testing.assert_array_equal(result.retrieved_keyframes, top_k)
     assert len(np.unique(result.query_indices)) == len(result)  # m = 1: one match per keypoint
     assert np.all(result.distances >= 0)
     assert np.all(np.diff(result.distances) >= 0), "best first, for PROSAC"

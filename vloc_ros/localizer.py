@@ -165,10 +165,9 @@ class Localizer:
         verification = self.config["verification"]
         if verification["enabled"]:
             started = time.perf_counter()
-            retrieved, _ = self.search.global_index.top_k(query_global, self.search.config["global_top_k"])
+            retrieved = [self.map.keyframes[k].world_from_camera for k in correspondences.retrieved_keyframes]
             facts = gather_evidence(estimate, correspondences.query_indices, undistorted, points3d, camera.pinhole(),
-                                    [self.map.keyframes[k].world_from_camera for k in retrieved],
-                                    self.config["pose"], verification)
+                                    retrieved, self.config["pose"], verification)
             reason, confidence = decide(facts, verification)
             evidence = facts.to_dict()
             timings["verify"] = time.perf_counter() - started

@@ -64,7 +64,7 @@ def write_database(path: Path, names: list[str], cameras: list[Camera], features
             database.write_matches(i + 1, j + 1, pair_matches.astype(np.uint32))
 
 
-def _pipeline_options(config: dict):
+def _pipeline_options(config: dict, default_threads: int):
     import pycolmap
 
     options = pycolmap.IncrementalPipelineOptions()
@@ -72,7 +72,7 @@ def _pipeline_options(config: dict):
     options.ba_refine_principal_point = False
     options.ba_refine_extra_params = False
     options.extract_colors = False
-    options.num_threads = -1 if config.get("num_threads") is None else config["num_threads"]
+    options.num_threads = default_threads if config.get("num_threads") is None else config["num_threads"]
     options.random_seed = config.get("seed", 0)
     options.min_num_matches = config.get("min_num_matches", 15)
     options.mapper.abs_pose_refine_focal_length = False
@@ -95,8 +95,12 @@ def reconstruct(database_path: Path, work_dir: Path, names: list[str], cameras: 
     two_view = pycolmap.TwoViewGeometryOptions()
     two_view.ransac.random_seed = config.get("seed", 0)
     pycolmap.geometric_verification(str(database_path), two_view_geometry_options=two_view)
-    options = _pipeline_options(config)
-    if all(pose is not None for pose in poses):
+    known_poses = all(pose is not None for pose in poses)
+    # Triangulation from known poses gives the same points for the same input on all cores (-1);
+    # COLMAP's incremental mapping only on one (llff_beer: 2257 and 2311 points from two runs on all
+    # cores, 2195 twice on one; 57 -> 62 s).
+    options = _pipeline_options(config, default_threads=-1 if known_poses else 1)
+    if known_poses:
         # With known poses every point the localizer gets must be well triangulated: at 3 m, 1.5 deg
         # (COLMAP's default, right for incremental SfM, where fewer points register fewer images) and
         # 1 px of noise leave ~0.2 m of depth error; 3 deg halves it.
@@ -117,11 +121,6 @@ def reconstruct(database_path: Path, work_dir: Path, names: list[str], cameras: 
                                            options=options)
     output = work_dir / "incremental"
     output.mkdir(parents=True, exist_ok=True)
-    if config.get("num_threads") is None:
-        # COLMAP's incremental mapping gives the same model for the same input only on one thread
-        # (llff_beer: 2257 and 2311 points from two runs on all cores, 2195 twice on one; 57 -> 62 s).
-        # Triangulation from known poses is reproducible on all cores.
-        options.num_threads = 1
     models = pycolmap.incremental_mapping(str(database_path), str(work_dir), str(output), options,
                                           next_image_callback=on_image_registered)
     if not models:

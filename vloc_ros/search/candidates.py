@@ -38,7 +38,8 @@ from .global_index import GlobalIndex
 from .kernels import ratio_test_matches, top_k_scores
 from .random_trees import RandomTreesIndex
 
-MODES = ("parallel", "global_only", "local_only")
+BRANCHES = {"parallel": ("global", "local"), "global_only": ("global",), "local_only": ("local",)}  # by mode
+MODES = tuple(BRANCHES)
 DEFAULT_CONFIG = {
     "mode": "parallel",
     "threads": 2,  # threads sharing the keypoints (each runs both branches and the merge on its share)
@@ -59,6 +60,8 @@ class Correspondences:
     query_indices: np.ndarray  # (N,) int64, keypoint rows of the query
     point_ids: np.ndarray  # (N,) int64, map point ids
     distances: np.ndarray  # (N,) float32, L2 distance between the descriptors
+    # Keyframes the query's global descriptor retrieved, best first (verification uses them too).
+    retrieved_keyframes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     # Seconds: "search" (wall time of the whole search) and the CPU time of each stage summed over
     # the search threads, "global", "local" and "merge" (their work: with 2 threads the wall time is
     # about half the sum; unlike wall times they hardly grow when other processes share the cores).
@@ -68,8 +71,8 @@ class Correspondences:
         return len(self.query_indices)
 
     @classmethod
-    def empty(cls, timings: dict[str, float] | None = None) -> Correspondences:
-        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), timings or {})
+    def empty(cls) -> Correspondences:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
 
 
 class CandidateSearch:
@@ -139,11 +142,11 @@ class CandidateSearch:
         if len(queries) == 0:
             return Correspondences.empty()
         mode = self.config["mode"]
-        subset = None
-        if mode != "local_only":
-            if query_global_descriptor is None:
-                raise ValueError(f"mode {mode!r} needs the query's global descriptor")
-            subset = self._retrieved_points(query_global_descriptor)
+        if query_global_descriptor is None and "global" in BRANCHES[mode]:
+            raise ValueError(f"mode {mode!r} needs the query's global descriptor")
+        keyframes = (np.zeros(0, np.int64) if query_global_descriptor is None
+                     else self.retrieve_keyframes(query_global_descriptor))  # fmt: skip
+        subset = self._retrieved_points(keyframes) if "global" in BRANCHES[mode] else None
         bounds = np.linspace(0, len(queries), self.config["threads"] + 1).astype(int)
         shares = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
         futures = [self._pool.submit(self._search_share, queries[a:b], subset, i % 2 == 1)
@@ -155,18 +158,25 @@ class CandidateSearch:
         point_ids, distances = (np.concatenate([part[i] for part in parts]) for i in (1, 2))
         best_first = np.argsort(distances, kind="stable")  # for PROSAC
         timings["search"] = time.perf_counter() - start
-        return Correspondences(query_indices[best_first], point_ids[best_first], distances[best_first], timings)
+        return Correspondences(query_indices[best_first], point_ids[best_first], distances[best_first], keyframes,
+                               timings)
 
     def global_candidates(self, queries: np.ndarray, global_descriptor: np.ndarray) -> np.ndarray:
         """Global branch: (Q, global_candidates_per_keypoint) point ids, -1 where there are fewer points."""
-        return self._global_rows(queries, self._retrieved_points(global_descriptor))
+        return self._global_rows(queries, self._retrieved_points(self.retrieve_keyframes(global_descriptor)))
 
-    def _retrieved_points(self, global_descriptor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The global branch's candidate set, shared by the search threads: the points the retrieved
-        keyframes see, with their descriptors and half squared norms."""
+    def retrieve_keyframes(self, global_descriptor: np.ndarray) -> np.ndarray:
+        """The ``global_top_k`` keyframes nearest to the query's global descriptor, best first."""
         keyframes, _ = self.global_index.top_k(global_descriptor, self.config["global_top_k"])
-        keyframes = keyframes[keyframes >= 0]
+        return keyframes[keyframes >= 0]
+
+    def _retrieved_points(self, keyframes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The global branch's candidate set, shared by the search threads: the points the retrieved
+        keyframes see, with (for the CPU search; the GPU holds its own table) their descriptors and
+        half squared norms."""
         points = np.unique(gather_ranges(self.keyframe_point_offsets, self.keyframe_point_ids, keyframes)[0])
+        if self.gpu_nearest_neighbours is not None:
+            return points, None, None
         return points, self.point_descriptors[points], self._half_sq_norms[points]
 
     def _global_rows(self, queries: np.ndarray, subset: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
@@ -198,15 +208,16 @@ class CandidateSearch:
         one after the other here, and on the sim map the alternation took the search from 18.5 to
         14.8 ms (p50; 23 ms with a thread per branch).
         """
-        branches = {"global": lambda: self._global_rows(queries, subset), "local": lambda: self.local_candidates(queries)}
-        wanted = {"parallel": ("global", "local"), "global_only": ("global",), "local_only": ("local",)}
+        branches = BRANCHES[self.config["mode"]]
         candidates, cpu_seconds = {}, {}
-        for branch in sorted(wanted[self.config["mode"]], reverse=local_first):
+        for branch in reversed(branches) if local_first else branches:
             clock = time.thread_time()
-            candidates[branch] = branches[branch]()
+            candidates[branch] = (self._global_rows(queries, subset) if branch == "global"
+                                  else self.local_candidates(queries))  # fmt: skip
             cpu_seconds[branch] = time.thread_time() - clock
         clock = time.thread_time()
-        matches = self._merge(queries, np.concatenate([candidates[b] for b in sorted(candidates)], axis=1))
+        # Columns in the same order whichever branch ran first: equal distances then tie the same way.
+        matches = self._merge(queries, np.concatenate([candidates[b] for b in branches], axis=1))
         cpu_seconds["merge"] = time.thread_time() - clock
         return *matches, cpu_seconds
 
