@@ -13,6 +13,8 @@ BLAS and OpenMP are pinned to 1 thread; "total" is the search with its default 2
 share the keypoints (each runs both branches and the merge on its half), so it uses 2 cores, like
 the robot's budget; "total 1 thread" runs everything in the calling thread. Stages are CPU time,
 summed over the threads: on a machine shared with other work they grow much less than wall times.
+All sizes are built first and then take turns query by query, so that a machine whose speed drifts
+over minutes slows every size alike and the scaling ratios stay fair.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # Before numpy and faiss load their thread pools.
@@ -90,7 +93,23 @@ def binarization_rows(synthetic_map, queries, tree_recall: bool) -> list[list]:
     return rows
 
 
-def bench_size(num_points: int, num_queries: int, repeats: int, faiss_kind: str):
+@dataclass
+class SizeBench:
+    """One map size: its synthetic map, the searches under test and what they measured."""
+
+    synthetic_map: synthetic.SyntheticMap
+    global_index: GlobalIndex
+    searches: dict[str, CandidateSearch]
+    build: dict
+    stage_times: dict[str, list[float]] = field(default_factory=lambda: {
+        name: [] for name in ("global cpu", "local trees cpu", "local faiss cpu", "merge cpu", "total",
+                              "total 1 thread", "total faiss")})  # fmt: skip
+    recall: dict[str, list[float]] = field(default_factory=lambda: {
+        name: [] for name in ("real NN", "global", "trees", "faiss", "union", "final precision", "final recall",
+                              "retrieval failed: final recall")})  # fmt: skip
+
+
+def prepare_size(num_points: int, faiss_kind: str) -> SizeBench:
     synthetic_map, generate_seconds = timed(synthetic.make_map, num_points, 0)
     print(
         f"\n=== {num_points} points, {len(synthetic_map.observation_point_ids)} observations, "
@@ -129,54 +148,47 @@ def bench_size(num_points: int, num_queries: int, repeats: int, faiss_kind: str)
             common["point_descriptors"].nbytes / 1e6, searches["trees"].point_descriptors.nbytes / 1e6
         ),
     }
+    synthetic_map.observation_descriptors = None  # indexed now; 1.3 GB at 1M points
+    return SizeBench(synthetic_map, global_index, searches, build)
 
-    stage_times = {
-        name: []
-        for name in ("global cpu", "local trees cpu", "local faiss cpu", "merge cpu", "total", "total 1 thread",
-                     "total faiss")
-    }  # fmt: skip
-    recall = {
-        name: []
-        for name in ("real NN", "global", "trees", "faiss", "union", "final precision", "final recall",
-                     "retrieval failed: final recall")
-    }  # fmt: skip
-    for repeat in range(repeats + 1):
-        queries = synthetic.make_query(synthetic_map, num_queries, seed=100 + repeat)
-        results = {name: search.search(queries.descriptors, queries.global_descriptor)
-                   for name, search in searches.items()}  # fmt: skip
-        if repeat == 0:
-            continue  # warm-up
-        timings = results["trees"].timings
-        for stage, key in (("global cpu", "global"), ("local trees cpu", "local"), ("merge cpu", "merge")):
-            stage_times[stage].append(timings[key])
-        stage_times["local faiss cpu"].append(results["faiss"].timings["local"])
-        stage_times["total"].append(timings["search"])
-        stage_times["total 1 thread"].append(results["trees_1_thread"].timings["search"])
-        stage_times["total faiss"].append(results["faiss"].timings["search"])
-        if repeat <= 5:  # recall does not need many frames
-            search = searches["trees"]
-            global_candidates = search.global_candidates(queries.descriptors, queries.global_descriptor)
-            tree_candidates = search.local_candidates(queries.descriptors)
-            _, real_nn = faiss.knn(queries.descriptors, synthetic_map.point_descriptors, 1)
-            recall["real NN"].append(found_fraction(real_nn, queries.true_point_ids))
-            recall["global"].append(found_fraction(global_candidates, queries.true_point_ids))
-            recall["trees"].append(found_fraction(tree_candidates, queries.true_point_ids))
-            faiss_candidates = searches["faiss"].local_candidates(queries.descriptors)
-            recall["faiss"].append(found_fraction(faiss_candidates, queries.true_point_ids))
-            union = np.hstack([global_candidates, tree_candidates])
-            recall["union"].append(found_fraction(union, queries.true_point_ids))
-            result = results["trees"]
-            correct = result.point_ids == queries.true_point_ids[result.query_indices]
-            recall["final precision"].append(float(correct.mean()))
-            recall["final recall"].append(_keypoint_recall(result, queries.true_point_ids))
-            # The global descriptor of the farthest keyframe: retrieval fails, the local branch remains.
-            num_keyframes = len(global_index.keyframe_descriptors)
-            far = (queries.keyframe + num_keyframes // 2) % num_keyframes
-            failed = search.search(queries.descriptors, global_index.keyframe_descriptors[far])
-            recall["retrieval failed: final recall"].append(_keypoint_recall(failed, queries.true_point_ids))
-    for search in searches.values():
-        search.close()
-    return build, stage_times, {name: float(np.mean(values)) for name, values in recall.items()}
+
+def measure(bench: SizeBench, repeat: int, num_queries: int) -> None:
+    """One query frame (``repeat`` 0 is the warm-up) through every search of ``bench``."""
+    queries = synthetic.make_query(bench.synthetic_map, num_queries, seed=100 + repeat)
+    results = {name: search.search(queries.descriptors, queries.global_descriptor)
+               for name, search in bench.searches.items()}  # fmt: skip
+    if repeat == 0:
+        return
+    stage_times, recall = bench.stage_times, bench.recall
+    timings = results["trees"].timings
+    for stage, key in (("global cpu", "global"), ("local trees cpu", "local"), ("merge cpu", "merge")):
+        stage_times[stage].append(timings[key])
+    stage_times["local faiss cpu"].append(results["faiss"].timings["local"])
+    stage_times["total"].append(timings["search"])
+    stage_times["total 1 thread"].append(results["trees_1_thread"].timings["search"])
+    stage_times["total faiss"].append(results["faiss"].timings["search"])
+    if repeat > 5:  # recall does not need many frames
+        return
+    search, synthetic_map = bench.searches["trees"], bench.synthetic_map
+    global_candidates = search.global_candidates(queries.descriptors, queries.global_descriptor)
+    tree_candidates = search.local_candidates(queries.descriptors)
+    _, real_nn = faiss.knn(queries.descriptors, synthetic_map.point_descriptors, 1)
+    recall["real NN"].append(found_fraction(real_nn, queries.true_point_ids))
+    recall["global"].append(found_fraction(global_candidates, queries.true_point_ids))
+    recall["trees"].append(found_fraction(tree_candidates, queries.true_point_ids))
+    faiss_candidates = bench.searches["faiss"].local_candidates(queries.descriptors)
+    recall["faiss"].append(found_fraction(faiss_candidates, queries.true_point_ids))
+    union = np.hstack([global_candidates, tree_candidates])
+    recall["union"].append(found_fraction(union, queries.true_point_ids))
+    result = results["trees"]
+    correct = result.point_ids == queries.true_point_ids[result.query_indices]
+    recall["final precision"].append(float(correct.mean()))
+    recall["final recall"].append(_keypoint_recall(result, queries.true_point_ids))
+    # The global descriptor of the farthest keyframe: retrieval fails, the local branch remains.
+    num_keyframes = len(bench.global_index.keyframe_descriptors)
+    far = (queries.keyframe + num_keyframes // 2) % num_keyframes
+    failed = search.search(queries.descriptors, bench.global_index.keyframe_descriptors[far])
+    recall["retrieval failed: final recall"].append(_keypoint_recall(failed, queries.true_point_ids))
 
 
 def _keypoint_recall(result, true_point_ids) -> float:
@@ -208,21 +220,26 @@ def main() -> None:
         )
         del synthetic_map
 
-    builds, latencies, recalls = [], [], []
-    for num_points in args.sizes:
-        build, stage_times, recall = bench_size(num_points, args.queries, args.repeats, args.faiss_kind)
-        builds.append(list(build.values()))
-        for stage, values in stage_times.items():
+    benches = [prepare_size(num_points, args.faiss_kind) for num_points in args.sizes]
+    print_table("build and memory", list(benches[0].build), [list(bench.build.values()) for bench in benches])
+    # Sizes take turns frame by frame: this machine's speed drifts over minutes, which would
+    # otherwise land on one size and skew the scaling ratio.
+    for repeat in range(args.repeats + 1):
+        for bench in benches:
+            measure(bench, repeat, args.queries)
+    latencies = []
+    for bench in benches:
+        for search in bench.searches.values():
+            search.close()
+        for stage, values in bench.stage_times.items():
             p50, p95 = 1e3 * np.percentile(values, [50, 95])
-            latencies.append([num_points, stage, float(p50), float(p95)])
-        recalls.append([num_points] + list(recall.values()))
-        print_table("build and memory", list(build), builds)
-        print_table(f"latency for {args.queries} query keypoints, ms", ["points", "stage", "p50", "p95"], latencies)
-        print_table(
-            "recall of the true point (true keypoints): exact real NN, among candidates, final correspondences",
-            ["points"] + list(recall),
-            recalls,
-        )
+            latencies.append([bench.build["points"], stage, float(p50), float(p95)])
+    print_table(f"latency for {args.queries} query keypoints, ms", ["points", "stage", "p50", "p95"], latencies)
+    print_table(
+        "recall of the true point (true keypoints): exact real NN, among candidates, final correspondences",
+        ["points"] + list(benches[0].recall),
+        [[bench.build["points"]] + [float(np.mean(values)) for values in bench.recall.values()] for bench in benches],
+    )
     print(f"\nload average at end: {os.getloadavg()}")
 
 
