@@ -48,8 +48,8 @@ def map_frames_of(world: Path, place: int) -> list:
     if place == 0:
         return frames
     shift = Rigid3(np.eye(3), np.array([PLACE_SPACING_M * place, 0.0, 0.0]))
-    return [dataclasses.replace(frame, name=f"place{place}/{frame.name}", world_from_camera=shift @ frame.world_from_camera)
-            for frame in frames]
+    return [dataclasses.replace(frame, name=f"place{place}/{frame.name}",
+                                world_from_camera=shift @ frame.world_from_camera) for frame in frames]
 
 
 def prepare(work: Path, frames: int, map_frames: int, places: int, hard: bool) -> tuple[Path, Path]:
