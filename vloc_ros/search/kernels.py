@@ -1,6 +1,6 @@
 """Compiled (numba) per-keypoint loops of the candidate search, for the CPU.
 
-Both release the GIL, so that the global branch runs in a worker thread beside the local branch.
+They release the GIL, so that the search threads, which share the keypoints, run side by side.
 They replace numpy formulations that had to materialise, sort or select over whole (Q, C) arrays:
 for 1024 keypoints on one core the global branch's top-k over ~3.4k points went from 7 ms
 (``torch.topk``) to about 3 ms and the merge from 5 ms to about 1-2 ms.

@@ -15,7 +15,7 @@ The distinct points of the probed leaves are ranked by the Hamming distance betw
 code and the point's code (the majority of its observations), and the nearest
 ``max_candidates`` are returned; Hamming ranking keeps far more true points than vote counting.
 
-The search is compiled (numba; it releases the GIL, so the global branch runs beside it): a descent
+The search is compiled (numba; it releases the GIL, so the search threads run side by side): a descent
 of all trees in lockstep per query (independent loads, so a large map's cache misses overlap),
 then a counting sort of the probed points by Hamming distance. For 1024 keypoints on the 21.6k-point
 sim map it takes 8-10 ms of CPU against 16 ms for the earlier vectorised numpy; at 100k synthetic
