@@ -14,7 +14,7 @@ from collections import defaultdict
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -64,16 +64,18 @@ class Collector:
 
 
 class RosGraph:
-    """One rclpy context; its MultiThreadedExecutor spins on a background thread as ``main`` would."""
+    """One rclpy context; its SingleThreadedExecutor spins on a background thread, as the nodes' ``main``
+    functions spin theirs."""
 
     def __init__(self):
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.node = self.add(rclpy.create_node("vloc_test_driver", namespace=NAMESPACE, context=self.context))
         self.diagnostics: dict[str, dict[str, str]] = {}  # hardware_id -> latest values (+ "_level", "_message")
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self._publishers: dict[str, object] = {}
+        self._collectors: list[Collector] = []
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
 
@@ -115,7 +117,15 @@ class RosGraph:
         return self.diagnostic(node)
 
     def collect(self, msg_type, topic: str, qos=10) -> Collector:
-        return Collector(self.node, msg_type, topic, qos)
+        collector = Collector(self.node, msg_type, topic, qos)
+        self._collectors.append(collector)
+        return collector
+
+    def close_collectors(self) -> None:
+        """Stops every collector so far (what they received stays readable)."""
+        for collector in self._collectors:
+            self.node.destroy_subscription(collector.subscription)
+        self._collectors.clear()
 
     def call(self, srv_type, name: str, request=None, timeout: float = 120.0):
         client = self.node.create_client(srv_type, name)

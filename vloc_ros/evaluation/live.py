@@ -141,7 +141,7 @@ def evaluate_live(bag, output_dir, config: dict | None = None, map_path=None, no
     parameters); otherwise ``config["node"]`` must be running. Returns (records, metrics, report dir).
     """
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
 
     config = {**DEFAULT_LIVE_CONFIG, **(config or {})}
     topic_types = bag_topic_types(bag)
@@ -159,7 +159,7 @@ def evaluate_live(bag, output_dir, config: dict | None = None, map_path=None, no
 
     context = rclpy.Context()
     rclpy.init(context=context)
-    executor = MultiThreadedExecutor(context=context)
+    executor = SingleThreadedExecutor(context=context)  # as the node's own main (see localizer_node)
     nodes = []
     try:
         node_name = config["node"]

@@ -35,7 +35,7 @@ RELIABLE_CAMERA_QOS = QoSProfile(depth=qos_profile_sensor_data.depth, reliabilit
 
 
 class CameraInput:
-    def __init__(self, node, counters: Counters, on_frame, callback_group=None):
+    def __init__(self, node, counters: Counters, on_frame):
         """Subscribes as ``node``'s CAMERA_PARAMETERS say; ``on_frame(header, image, camera, camera_frame)``
         gets each accepted frame (``camera_frame``: the parameter, else the header's frame_id)."""
         self.camera: Camera | None = None  # from the latest valid CameraInfo
@@ -48,13 +48,11 @@ class CameraInput:
         qos = qos_profile_sensor_data if image_qos == "sensor_data" else RELIABLE_CAMERA_QOS
         # CameraInfo first: executors serve ready subscriptions in creation order, so a CameraInfo
         # and its image arriving together are taken in that order.
-        node.create_subscription(CameraInfo, camera_info_topic, self._on_camera_info, qos,
-                                 callback_group=callback_group)
+        node.create_subscription(CameraInfo, camera_info_topic, self._on_camera_info, qos)
         if transport == "compressed":
-            node.create_subscription(CompressedImage, f"{image_topic}/compressed", self._on_image, qos,
-                                     callback_group=callback_group)
+            node.create_subscription(CompressedImage, f"{image_topic}/compressed", self._on_image, qos)
         else:
-            node.create_subscription(Image, image_topic, self._on_image, qos, callback_group=callback_group)
+            node.create_subscription(Image, image_topic, self._on_image, qos)
 
     def reject(self, reason: str, detail: str) -> None:
         self._counters.add(f"rejected_{reason}")

@@ -61,11 +61,11 @@ def diagnostic_status(name: str, hardware_id: str, level: bytes, message: str, v
 class DiagnosticsPublisher:
     """Publishes what ``collect()`` returns on /diagnostics every ``period`` seconds (~1 Hz by convention)."""
 
-    def __init__(self, node, collect, period: float = 1.0, callback_group=None):
+    def __init__(self, node, collect, period: float = 1.0):
         self._node = node
         self._collect = collect
         self._publisher = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._timer = node.create_timer(period, self.publish, callback_group=callback_group)
+        self._timer = node.create_timer(period, self.publish)
 
     def publish(self) -> None:
         header = Header(stamp=self._node.get_clock().now().to_msg())
