@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 from .features import create_extractor
 from .geometry import Camera, Rigid3
 from .mapping.builder import LOCAL_INDEX_TYPES, merge_config
-from .mapping.map_format import LocalizationMap, MapError
+from .mapping.map_format import REBUILD, LocalizationMap, MapError
 from .pose import DEFAULT_POSE_CONFIG, estimate_pose
 from .retrieval import VladDescriptor
 from .search import Binarizer, CandidateSearch, GlobalIndex
@@ -97,23 +97,47 @@ def check_extractor_matches_map(extractor, manifest: dict) -> None:
                                    f"{expected.get(key)!r}; localize with the map's extractor or rebuild the map")
 
 
+def _restore(states: dict, component: str, from_state):
+    """``from_state(states[component])``. A state that passed load_map's checks can still be unusable
+    (e.g. node links out of range): that is the map's fault, a MapError naming the component."""
+    try:
+        return from_state(states[component])
+    except (ValueError, KeyError, IndexError) as error:
+        raise MapError(f"map state/{component} is unusable ({type(error).__name__}: {error}); {REBUILD}") from error
+
+
 class Localizer:
     def __init__(self, localization_map: LocalizationMap, config: dict | None = None, extractor=None):
         self.map = localization_map
         self.config = merge_config(DEFAULT_LOCALIZER_CONFIG, config)
         if self.config["blas_threads"] is not None:
             threadpool_limits(self.config["blas_threads"], user_api="blas")
+        # The manifest's schema is load_map's to check (map_format.MANIFEST_SCHEMA); from here on
+        # it holds the keys and types the builder writes.
         manifest = localization_map.manifest
-        self.extractor = extractor or create_extractor({**manifest["extractor"]["config"], **self.config["inference"]})
+        if extractor is None:
+            inference = self.config["inference"]
+            try:
+                extractor = create_extractor({**manifest["extractor"]["config"], **inference})
+            except ValueError as error:
+                raise MapError(f"cannot make the query extractor from the map's extractor.config with the inference "
+                               f"options {inference}: {error}; fix those options, or rebuild the map if its "
+                               f"extractor.config is damaged") from error
+        self.extractor = extractor
         check_extractor_matches_map(self.extractor, manifest)
         states = localization_map.states
-        self.global_descriptor = VladDescriptor.from_state(states["global_descriptor"])
+        self.global_descriptor = _restore(states, "global_descriptor", VladDescriptor.from_state)
+        point_index = _restore(states, "local_index", LOCAL_INDEX_TYPES[manifest["local_index"]["type"]].from_state)
+        binarizer = _restore(states, "binarizer", Binarizer.from_state)
+        if point_index.num_bits != binarizer.num_bits:
+            raise MapError(f"map state/local_index indexes {point_index.num_bits}-bit codes but state/binarizer "
+                           f"makes {binarizer.num_bits}-bit codes; {REBUILD}")
         arrays = localization_map.arrays
         self.search = CandidateSearch(
             self.config["search"],
             point_descriptors=arrays["point_descriptors"],
-            point_index=LOCAL_INDEX_TYPES[manifest["local_index"]["type"]].from_state(states["local_index"]),
-            binarizer=Binarizer.from_state(states["binarizer"]),
+            point_index=point_index,
+            binarizer=binarizer,
             global_index=GlobalIndex(arrays["keyframe_global_descriptors"]),
             keyframe_points=(arrays["keyframe_points_offsets"], arrays["keyframe_points"]))
 

@@ -46,7 +46,8 @@ DEFAULT_BUILD_CONFIG = {
 }
 
 
-# The local branch's index over binary codes: the paper's random trees, or faiss as a baseline.
+# The local branch's index over binary codes: the paper's random trees, or faiss as a baseline. The map
+# format declares the same names with each one's state (map_format.LOCAL_INDEX_STATES) to check maps by.
 LOCAL_INDEX_TYPES = {"random_trees": RandomTreesIndex, "faiss_binary": FaissBinaryIndex}
 
 

@@ -11,8 +11,11 @@ Layout (format version 1, documented in docs/map_format.md)::
       sparse/              the COLMAP model the map was built from
 
 Writing goes to a sibling temp directory that is renamed into place, so a map directory is
-either complete or absent. Loading checks the format version and every checksum before numpy
-reads anything, and raises ``MapError`` with a message a user can act on.
+either complete or absent. Loading checks the format version, the manifest's schema
+(MANIFEST_SCHEMA) and every checksum before numpy reads anything, reads only the files the
+manifest lists, then checks the arrays (ARRAY_SPECS), the learned components' states
+(STATE_SPECS, LOCAL_INDEX_STATES) and that the manifest describes those arrays: a damaged map is a
+``MapError`` with a message a user can act on, never an error inside the localizer.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -45,9 +48,46 @@ ARRAY_SPECS = {
     "keyframe_global_descriptors": ("float32", ("K", "G")),
 }
 
+# component -> key -> (dtype kind, shape): the state arrays that the component's from_state reads.
+# Shape symbols as in ARRAY_SPECS, plus B code bits (8 C); other symbols are the component's own
+# (V visual words, N nodes, T trees, L leaves, S leaf size, F serialized bytes).
+STATE_SPECS = {
+    "binarizer": {"mean": ("f", ("D",)), "rotation": ("f", ("D", "B")), "method": ("U", ())},
+    "global_descriptor": {"centroids": ("f", ("V", "D"))},
+}
+# The local index types a map may name (manifest local_index.type) and the state of each.
+# builder.LOCAL_INDEX_TYPES maps the same names to classes; the names live here so that loading a
+# map needs no search code.
+LOCAL_INDEX_STATES = {
+    "random_trees": {"node_bit": ("i", ("N",)), "node_child": ("i", ("N",)), "tree_roots": ("i", ("T",)),
+                     "leaf_points": ("i", ("L", "S")), "point_codes": ("u", ("P", "C")), "depth": ("i", ())},
+    "faiss_binary": {"faiss_index": ("u", ("F",))},
+}
+_KIND_NAMES = {"f": "float", "i": "signed integer", "u": "unsigned integer", "U": "string"}
+
+# The manifest keys that a map needs and their JSON types, as builder._assemble writes them; other
+# keys are allowed. A dict is an object with required keys of its own, a tuple the allowed values.
+MANIFEST_SCHEMA = {
+    "created": str,
+    "vloc_ros_version": str,
+    "map_frame": str,
+    "units": ("m", "arbitrary"),
+    "extractor": {"name": str, "weights_sha256": str, "descriptor_dim": int, "config": dict},
+    "global_descriptor": {"name": str, "dim": int},
+    "binarizer": {"method": str, "num_bits": int, "code_bytes": int},
+    "local_index": {"type": tuple(LOCAL_INDEX_STATES)},
+    "counts": {"keyframes": int, "points": int, "observations": int, "mean_track_length": float,
+               "mean_reprojection_error_px": float, "images_given": int},
+    "build": dict,
+    "files": dict,  # relative path -> sha256, checked entry by entry by load_map
+}
+KEYFRAME_SCHEMA = {"name": str, "camera": dict, "world_from_camera": {"translation": list, "quaternion_xyzw": list}}
+
+REBUILD = "rebuild the map with `vloc build-map`"
+
 
 class MapError(Exception):
-    """A map that cannot be used: missing, corrupt, truncated, or from another format version."""
+    """A map that cannot be used: missing, corrupt, truncated, malformed, or from another format version."""
 
 
 @dataclass
@@ -90,35 +130,73 @@ def _keyframe_to_json(keyframe: Keyframe) -> dict:
                                   "quaternion_xyzw": pose.quaternion_xyzw.tolist()}}
 
 
-def _keyframe_from_json(data: dict) -> Keyframe:
+def _keyframe_from_json(data, source: str) -> Keyframe:
+    _check_schema(data, KEYFRAME_SCHEMA, source)
     pose = data["world_from_camera"]
-    return Keyframe(data["name"], Camera.from_dict(data["camera"]),
-                    Rigid3.from_quaternion(pose["quaternion_xyzw"], pose["translation"]))
+    try:
+        return Keyframe(data["name"], Camera.from_dict(data["camera"]),
+                        Rigid3.from_quaternion(pose["quaternion_xyzw"], pose["translation"]))
+    except (ValueError, TypeError) as error:
+        raise MapError(f"{source} is malformed ({error}); {REBUILD}") from None
 
 
-def validate_arrays(arrays: dict[str, np.ndarray], num_keyframes: int) -> None:
-    """Check dtypes, shapes and CSR consistency; raise MapError naming the first problem."""
+def _json_type_name(value) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "an object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _check_schema(value, schema: dict, source: str, prefix: str = "") -> None:
+    """Raise MapError naming the first key of ``schema`` that ``value`` (JSON read from ``source``)
+    lacks, or holds with another type or value."""
+    if not isinstance(value, dict):
+        where = f"{prefix[:-1]} in {source}" if prefix else source
+        raise MapError(f"{where} is {_json_type_name(value)}, expected an object; {REBUILD}")
+    for key, expected in schema.items():
+        path = prefix + key
+        if key not in value:
+            raise MapError(f"{source} lacks {path}; {REBUILD}")
+        item = value[key]
+        if isinstance(expected, dict):
+            _check_schema(item, expected, source, path + ".")
+        elif isinstance(expected, tuple):
+            if item not in expected:
+                raise MapError(f"{path} in {source} is {item!r}, expected one of "
+                               f"{', '.join(map(repr, expected))}; {REBUILD}")
+        # JSON true/false parse as bool, a subclass of int; a JSON number may parse as int where float is expected.
+        elif isinstance(item, bool) or not isinstance(item, (int, float) if expected is float else expected):
+            raise MapError(f"{path} in {source} is {_json_type_name(item)}, expected "
+                           f"{_json_type_name(expected())}; {REBUILD}")
+
+
+def _check_shape(label: str, array: np.ndarray, shape: tuple, sizes: dict[str, int]) -> None:
+    """Raise MapError unless ``array`` has ``shape``. A symbol met for the first time takes its size
+    from ``array`` into ``sizes``; "X+1" is one more than X."""
+    if array.ndim != len(shape):
+        raise MapError(f"{label} has {array.ndim} dimensions, expected {len(shape)}")
+    for axis, symbol in enumerate(shape):
+        if isinstance(symbol, int):
+            expected = symbol
+        else:
+            symbol, extra = (symbol[:-2], 1) if symbol.endswith("+1") else (symbol, 0)
+            expected = sizes.setdefault(symbol, array.shape[axis] - extra) + extra
+        if array.shape[axis] != expected:
+            raise MapError(f"{label} has shape {array.shape}; axis {axis} should be {expected}")
+
+
+def validate_arrays(arrays: dict[str, np.ndarray], num_keyframes: int) -> dict[str, int]:
+    """Check dtypes, shapes and CSR consistency; raise MapError naming the first problem.
+
+    Returns the sizes of ARRAY_SPECS' symbols (P, K, D, C, G, PK, KP)."""
     missing = sorted(set(ARRAY_SPECS) - set(arrays))
     if missing:
         raise MapError(f"map arrays missing: {', '.join(missing)}")
-    sizes = {"K": num_keyframes, "K+1": num_keyframes + 1}
+    sizes = {"K": num_keyframes}
     for name, (dtype, shape) in ARRAY_SPECS.items():
         array = arrays[name]
         if array.dtype != np.dtype(dtype):
             raise MapError(f"array {name} has dtype {array.dtype}, expected {dtype}")
-        if array.ndim != len(shape):
-            raise MapError(f"array {name} has {array.ndim} dimensions, expected {len(shape)}")
-        for axis, symbol in enumerate(shape):
-            if isinstance(symbol, int):
-                expected = symbol
-            else:
-                if symbol == "P+1":
-                    symbol, extra = "P", 1
-                else:
-                    extra = 0
-                expected = sizes.setdefault(symbol, array.shape[axis] - extra) + extra
-            if array.shape[axis] != expected:
-                raise MapError(f"array {name} has shape {array.shape}; axis {axis} should be {expected}")
+        _check_shape(f"array {name}", array, shape, sizes)
     for prefix, values, bound in (("point_keyframes", arrays["point_keyframes"], num_keyframes),
                                   ("keyframe_points", arrays["keyframe_points"], sizes["P"])):
         offsets = arrays[prefix + "_offsets"]
@@ -128,6 +206,38 @@ def validate_arrays(arrays: dict[str, np.ndarray], num_keyframes: int) -> None:
             raise MapError(f"{prefix} holds ids outside [0, {bound})")
     if not np.all(np.isfinite(arrays["points_xyz"])):
         raise MapError("points_xyz holds non-finite coordinates")
+    return sizes
+
+
+def validate_states(states: dict[str, dict[str, np.ndarray]], local_index_type: str, sizes: dict[str, int]) -> None:
+    """Check that the components the localizer restores hold the arrays their from_state reads, with
+    STATE_SPECS' (LOCAL_INDEX_STATES') dtype kinds and shapes; ``sizes`` as validate_arrays returns.
+    Raise MapError naming the first problem."""
+    for component, spec in _state_specs(local_index_type).items():
+        component_sizes = {**sizes, "B": 8 * sizes["C"]}
+        for key, (kind, shape) in spec.items():
+            label = f"state/{component}/{key}.npy"
+            array = states.get(component, {}).get(key)
+            if array is None:
+                raise MapError(f"{label} is missing")
+            if array.dtype.kind != kind:
+                raise MapError(f"{label} has dtype {array.dtype}, expected a {_KIND_NAMES[kind]} dtype")
+            _check_shape(label, array, shape, component_sizes)
+    centroids = states["global_descriptor"]["centroids"]
+    if centroids.size != sizes["G"]:
+        raise MapError(f"state/global_descriptor/centroids.npy has shape {centroids.shape}, which gives "
+                       f"{centroids.size}-dimensional global descriptors, but the keyframes' have {sizes['G']}")
+
+
+def _check_manifest_describes_arrays(manifest: dict, sizes: dict[str, int]) -> None:
+    """The manifest's sizes must be the arrays' (``sizes``): else it was edited or belongs to another map."""
+    described = {"counts.keyframes": sizes["K"], "counts.points": sizes["P"], "extractor.descriptor_dim": sizes["D"],
+                 "binarizer.code_bytes": sizes["C"], "binarizer.num_bits": 8 * sizes["C"],
+                 "global_descriptor.dim": sizes["G"]}
+    for path, actual in described.items():
+        section, key = path.split(".")
+        if manifest[section][key] != actual:
+            raise MapError(f"manifest.json says {path} is {manifest[section][key]}, but the map's arrays have {actual}")
 
 
 def save_map(localization_map: LocalizationMap, out_dir, overwrite: bool = False) -> Path:
@@ -173,6 +283,7 @@ def save_map(localization_map: LocalizationMap, out_dir, overwrite: bool = False
 
 
 def read_manifest(map_dir) -> dict:
+    """The manifest of the map at ``map_dir``, checked against MANIFEST_SCHEMA."""
     map_dir = Path(map_dir)
     manifest_path = map_dir / "manifest.json"
     if not map_dir.is_dir():
@@ -187,33 +298,78 @@ def read_manifest(map_dir) -> dict:
         raise MapError(f"{map_dir} is not a vloc_ros map (manifest format is {manifest.get('format')!r})"
                        if isinstance(manifest, dict) else f"{manifest_path} is not a JSON object")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        age = "older" if isinstance(version, int) and version < FORMAT_VERSION else "newer or unknown"
+    if type(version) is not int or version != FORMAT_VERSION:
+        age = "older" if type(version) is int and version < FORMAT_VERSION else "newer or unknown"
         raise MapError(f"{map_dir} has map format version {version} ({age}); this vloc_ros reads version "
                        f"{FORMAT_VERSION}. Rebuild the map with `vloc build-map`.")
+    _check_schema(manifest, MANIFEST_SCHEMA, str(manifest_path))
     return manifest
+
+
+def _state_specs(local_index_type: str) -> dict[str, dict[str, tuple]]:
+    return {**STATE_SPECS, "local_index": LOCAL_INDEX_STATES[local_index_type]}
+
+
+def _read_keyframes(map_dir: Path) -> list[Keyframe]:
+    path = map_dir / "keyframes.json"
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise MapError(f"{path} is unreadable ({error}); {REBUILD}") from None
+    if not isinstance(entries, list) or not entries:
+        raise MapError(f"{path} holds {_json_type_name(entries)}{' (empty)' if entries == [] else ''}, "
+                       f"expected a list of keyframes; {REBUILD}")
+    return [_keyframe_from_json(entry, f"{path} entry {index}") for index, entry in enumerate(entries)]
+
+
+def _load_array(map_dir: Path, relative: str) -> np.ndarray:
+    try:
+        return np.load(map_dir / relative, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise MapError(f"map file {relative} in {map_dir} is not a readable .npy array ({error}); {REBUILD}") from None
 
 
 def load_map(map_dir, verify_checksums: bool = True) -> LocalizationMap:
     """Load and validate a map; every failure is a MapError with the reason."""
     map_dir = Path(map_dir)
     manifest = read_manifest(map_dir)
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        raise MapError(f"{map_dir}/manifest.json lists no files")
+    files = manifest["files"]
+    if not files:
+        raise MapError(f"{map_dir}/manifest.json lists no files; {REBUILD}")
+    for relative, digest in files.items():
+        path = PurePosixPath(relative)
+        if not isinstance(digest, str) or path.is_absolute() or ".." in path.parts:
+            raise MapError(f"files in {map_dir}/manifest.json has the entry {relative!r}: {digest!r}, expected a "
+                           f"path inside the map and its sha256; {REBUILD}")
+    required = ["keyframes.json", *(f"arrays/{name}.npy" for name in ARRAY_SPECS),
+                *(f"state/{component}/{key}.npy"
+                  for component, spec in _state_specs(manifest["local_index"]["type"]).items() for key in spec)]
+    unlisted = [relative for relative in required if relative not in files]
+    if unlisted:
+        raise MapError(f"the map at {map_dir} is incomplete: manifest.json does not list {', '.join(unlisted)}; "
+                       f"{REBUILD}")
     for relative, digest in files.items():
         path = map_dir / relative
         if not path.is_file():
-            raise MapError(f"map file {relative} is missing from {map_dir}")
+            raise MapError(f"map file {relative} is missing from {map_dir}; {REBUILD}")
         if verify_checksums and file_sha256(path) != digest:
-            raise MapError(f"map file {relative} in {map_dir} is corrupt or truncated (checksum mismatch)")
+            raise MapError(f"map file {relative} in {map_dir} is corrupt or truncated (checksum mismatch); {REBUILD}")
+    keyframes = _read_keyframes(map_dir)
+    # Only the listed (checksummed) files: a stray file in the directory is not part of the map.
+    arrays: dict[str, np.ndarray] = {}
+    states: dict[str, dict[str, np.ndarray]] = {}
+    for relative in sorted(files):
+        path = PurePosixPath(relative)
+        if path.suffix == ".npy" and len(path.parts) == 2 and path.parts[0] == "arrays":
+            arrays[path.stem] = _load_array(map_dir, relative)
+        elif path.suffix == ".npy" and len(path.parts) == 3 and path.parts[0] == "state":
+            states.setdefault(path.parts[1], {})[path.stem] = _load_array(map_dir, relative)
     try:
-        keyframes = [_keyframe_from_json(k) for k in json.loads((map_dir / "keyframes.json").read_text())]
-        arrays = {p.stem: np.load(p, allow_pickle=False) for p in sorted((map_dir / "arrays").glob("*.npy"))}
-        states: dict[str, dict[str, np.ndarray]] = {}
-        for path in sorted((map_dir / "state").glob("*/*.npy")):
-            states.setdefault(path.parent.name, {})[path.stem] = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as error:
-        raise MapError(f"cannot read map {map_dir}: {error}") from None
-    validate_arrays(arrays, len(keyframes))
+        sizes = validate_arrays(arrays, len(keyframes))
+        if sizes["P"] == 0:
+            raise MapError("it has no 3D points")
+        validate_states(states, manifest["local_index"]["type"], sizes)
+        _check_manifest_describes_arrays(manifest, sizes)
+    except MapError as error:
+        raise MapError(f"the map at {map_dir} is damaged: {error}; {REBUILD}") from None
     return LocalizationMap(manifest, keyframes, arrays, states, map_dir)

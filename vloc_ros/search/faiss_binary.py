@@ -95,4 +95,9 @@ class FaissBinaryIndex:
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> FaissBinaryIndex:
-        return cls(faiss.deserialize_index_binary(np.asarray(state["faiss_index"], np.uint8)))
+        """The index that ``state()`` was taken from; ValueError if the bytes are not a faiss binary index."""
+        try:
+            index = faiss.deserialize_index_binary(np.asarray(state["faiss_index"], np.uint8))
+        except RuntimeError as error:  # faiss's C++ exceptions arrive as RuntimeError
+            raise ValueError(f"faiss_index is not a serialized faiss binary index ({error})") from None
+        return cls(index)

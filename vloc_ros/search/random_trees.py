@@ -171,10 +171,43 @@ class RandomTreesIndex:
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> RandomTreesIndex:
-        return cls(
+        """The index that ``state()`` was taken from. A state read from disk may be damaged, and the
+        compiled search does not check bounds, so its links are checked here: ValueError if one leads
+        outside the arrays, or a tree is deeper than ``depth``."""
+        index = cls(
             state["node_bit"], state["node_child"], state["tree_roots"], state["leaf_points"],
             state["point_codes"], int(state["depth"]),
         )  # fmt: skip
+        index._check_links()
+        return index
+
+    def _check_links(self) -> None:
+        num_nodes, num_leaves, num_points = len(self.node_bit), len(self.leaf_points), len(self.point_codes)
+        if len(self.node_child) != num_nodes:
+            raise ValueError(f"node_child has {len(self.node_child)} entries for {num_nodes} nodes")
+        if not 0 <= self.depth <= _LEVEL_MASK:
+            raise ValueError(f"depth {self.depth} is outside [0, {_LEVEL_MASK}]")
+        inner = self.node_bit >= 0
+        checks = (
+            ("tree_roots", self.tree_roots, 0, num_nodes),
+            ("node_bit", self.node_bit, -1, self.num_bits),
+            ("node_child of inner nodes", self.node_child[inner], 0, num_nodes - 1),  # children are (c, c + 1)
+            ("node_child of leaves", self.node_child[~inner], 0, num_leaves),
+            ("leaf_points", self.leaf_points, -1, num_points),
+        )
+        for name, values, low, high in checks:
+            if values.size and (values.min() < low or values.max() >= high):
+                raise ValueError(f"{name} holds values outside [{low}, {high})")
+        # Every descent from a root must reach a leaf within depth levels (the search stops there).
+        frontier = self.tree_roots
+        for _ in range(self.depth + 1):
+            frontier = frontier[inner[frontier]]
+            if len(frontier) == 0:
+                return
+            if len(frontier) > num_nodes:
+                raise ValueError("the nodes do not form trees (a node is reached twice)")
+            frontier = np.concatenate([self.node_child[frontier], self.node_child[frontier] + 1])
+        raise ValueError(f"a tree is deeper than depth {self.depth}")
 
 
 def codes_to_words(codes: np.ndarray) -> np.ndarray:
