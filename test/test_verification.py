@@ -115,6 +115,7 @@ def evidence(**changes) -> Evidence:
     ({"second_hypothesis_ratio": 0.4}, "ambiguous"),
     ({"retrieval_agreement": False}, "retrieved keyframe"),
     ({"relative_position_sigma": 0.1}, "position sigma"),
+    ({"focal_scale": 0.5, "focal_scale_z": -40.0, "focal_scale_cost_drop": 500.0}, "calibration mismatch"),
 ])
 def test_each_rule_rejects_with_its_reason(changes, reason):
     found, confidence = decide(evidence(**changes), DEFAULT_VERIFICATION_CONFIG)

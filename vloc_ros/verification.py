@@ -21,6 +21,15 @@ wrong poses with hundreds of inliers, so the inlier count alone cannot decide. T
    ``max_view_distance`` x the median inlier depth).
 5. ``relative_position_sigma`` = largest position standard deviation / median inlier depth
    <= ``max_relative_position_sigma``: the covariance itself says the pose is well constrained.
+6. ``focal_scale``: a valid but wrong CameraInfo (focal length off) still gives a PnP pose, one
+   moved along the optical axis until the matches fit nearly as well: confidently wrong.
+   ``focal_scale_fit`` refits the pose together with a focal length scale to the matches. When
+   they call for a focal length more than ``max_focal_scale_error`` off the camera's, the log
+   scale is at least ``min_focal_scale_z`` standard deviations of its estimate from 0, and the
+   refit explains all matches better than the camera does (``focal_scale_cost_drop`` >=
+   ``min_focal_scale_cost_drop``), the pose is rejected with a reason that starts "calibration
+   mismatch", before the other tests: a wrong calibration fails them too, but it is the cause.
+   A shifted principal point is not tested: one view hardly tells it from a small rotation.
 
 All thresholds are ratios, so one configuration serves a 10 cm object and a 100 m street.
 ``confidence`` in [0, 1] is the product of how far each ratio clears its bound (1 = comfortably);
@@ -32,6 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from .geometry import Camera, Rigid3, rotation_error_deg
 from .pose import estimate_pose, reprojection_residuals
@@ -56,9 +66,26 @@ DEFAULT_VERIFICATION_CONFIG = {
     "max_view_angle_deg": 60.0,
     "max_view_distance": 2.0,
     "max_relative_position_sigma": 0.02,
+    # The focal fit's rounds re-select the matches within these multiples of the RANSAC threshold:
+    # wide at first, because the matches a wrong focal length pushed out are the evidence against it.
+    "focal_fit_thresholds": [4.0, 2.0, 1.0],
+    "focal_fit_iterations": 3,  # Gauss-Newton steps per round (the dolly parameterization needs 2-3)
+    # Matches per round at most (an even spread): the cost stays flat in the number of matches.
+    "focal_fit_max_points": 256,
+    # Right calibration: published poses refit to 0.89-1.08 (sim, 7-Scenes), on templeRing up to 1.45 (a
+    # 10 cm object barely pins the focal length); a focal length off x1.2 refits to 0.83-0.87 (sim).
+    "max_focal_scale_error": 0.15,
+    # How firmly the matches hold the refit scale. Right calibration, beyond the scale bound: |z| <= 4.8 on
+    # published poses, 5-10 on 7-Scenes views of 28-56 inliers; focal length x2 or x0.5: median 66-70.
+    "min_focal_scale_z": 4.0,
+    # ...and whether the refit explains all matches better (its MSAC-style cost drop, in residual
+    # variances): a right pose's second optimum does not (-22 to +3); x2 or x0.5: median 300-440.
+    "min_focal_scale_cost_drop": 4.0,
 }
 
 GRID_CELLS = 4
+# The start of the rejection reason of rule 6, for callers that count or report it.
+CALIBRATION_MISMATCH = "calibration mismatch"
 
 
 @dataclass
@@ -70,6 +97,9 @@ class Evidence:
     retrieval_agreement: bool
     relative_position_sigma: float
     median_depth: float
+    focal_scale: float = 1.0  # the focal length the matches call for / the camera's
+    focal_scale_z: float = 0.0  # log(focal_scale) / its standard deviation
+    focal_scale_cost_drop: float = 0.0  # the focal fit's truncated cost below the camera's, in variances
 
     def to_dict(self) -> dict:
         return {key: (round(value, 4) if isinstance(value, float) else value) for key, value in self.__dict__.items()}
@@ -114,6 +144,124 @@ def retrieval_agrees(estimate: Rigid3, retrieved: list[Rigid3], median_depth: fl
     return False
 
 
+def _focal_fit_system(state, focal: np.ndarray, world: np.ndarray, observed: np.ndarray, dolly: float):
+    """(squared residual sum, residuals, Jacobian) of ``state`` = (camera_from_world rotation,
+    translation, focal scale) on ``observed`` pixels relative to the principal point; an infinite
+    sum when a point falls behind the camera."""
+    rotation, translation, scale = state
+    local = world @ rotation.T + translation
+    if local[:, 2].min() <= 0:
+        return np.inf, None, None
+    inverse_depth = 1.0 / local[:, 2]
+    u, v = local[:, 0] * inverse_depth, local[:, 1] * inverse_depth
+    fx, fy = scale * focal
+    count = len(u)
+    residuals = np.empty(2 * count)
+    residuals[:count] = fx * u - observed[:, 0]
+    residuals[count:] = fy * v - observed[:, 1]
+    # Columns: rotation and translation increments in the camera frame, then the log focal scale
+    # with its dolly: the camera moves (e^s - 1) x ``dolly`` (the median depth) along its axis.
+    jacobian = np.zeros((2 * count, 7))
+    x_rows, y_rows = jacobian[:count], jacobian[count:]
+    uv = u * v
+    x_rows[:, 0] = -fx * uv
+    x_rows[:, 1] = fx * (1 + u * u)
+    x_rows[:, 2] = -fx * v
+    x_rows[:, 3] = fx * inverse_depth
+    x_rows[:, 5] = -fx * u * inverse_depth
+    y_rows[:, 0] = -fy * (1 + v * v)
+    y_rows[:, 1] = fy * uv
+    y_rows[:, 2] = fy * u
+    y_rows[:, 4] = fy * inverse_depth
+    y_rows[:, 5] = -fy * v * inverse_depth
+    shrink = 1 - dolly * inverse_depth
+    x_rows[:, 6] = fx * u * shrink
+    y_rows[:, 6] = fy * v * shrink
+    return float(residuals @ residuals), residuals, jacobian
+
+
+def _squared_errors(state, focal: np.ndarray, points3d: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """(N,) squared reprojection errors of ``state`` (inf behind the camera)."""
+    rotation, translation, scale = state
+    local = points3d @ rotation.T + translation
+    in_front = local[:, 2] > 0
+    pixels = scale * focal * local[:, :2] / np.where(in_front, local[:, 2], 1.0)[:, None]
+    return np.where(in_front, np.sum((pixels - observed) ** 2, axis=1), np.inf)
+
+
+@dataclass
+class FocalFit:
+    scale: float  # the focal length the correspondences call for / the camera's (1: no evidence)
+    z: float  # log(scale) / its standard deviation
+    cost_drop: float  # how much lower the refit's truncated reprojection cost is, in residual variances
+
+
+def focal_scale_fit(world_from_camera: Rigid3, inliers: np.ndarray, points2d, points3d, camera: Camera,
+                    threshold_px: float, config: dict) -> FocalFit:
+    """The scale of the focal length (fx and fy alike, principal point fixed) that with a refitted
+    pose best explains the correspondences ``points2d`` (undistorted pixels) <-> ``points3d``.
+
+    Least squares from the PnP pose on its ``inliers``, then in rounds on the correspondences
+    within ``config["focal_fit_thresholds"]`` x ``threshold_px`` of the last fit. A focal length
+    error is nearly undone by moving the camera along its optical axis (exactly so for a scene at
+    one depth): a long, narrow valley where damped steps crawl. So the focal scale moves the
+    camera with it ("dolly"), keeping the image scale at the median depth, and Gauss-Newton
+    converges in 2-3 steps. ``z`` is local to the fit's optimum; ``cost_drop`` compares it with
+    the PnP pose on every correspondence (squared errors capped at ``threshold_px``, as MSAC
+    scores), so an optimum that explains the matches no better than the camera's focal length
+    does is no evidence against it.
+    """
+    no_evidence = FocalFit(1.0, 0.0, 0.0)
+    focal = np.array([camera.fx, camera.fy])
+    observed = np.asarray(points2d, dtype=np.float64) - [camera.cx, camera.cy]
+    points3d = np.asarray(points3d, dtype=np.float64)
+    rotation = world_from_camera.rotation.T
+    state = (rotation, -rotation @ world_from_camera.translation, 1.0)
+    given_cost = np.minimum(_squared_errors(state, focal, points3d, observed), threshold_px**2).sum()
+    selected = inliers
+    for limit in [*config["focal_fit_thresholds"], None]:
+        indices = np.flatnonzero(selected)
+        if len(indices) < 8:
+            return no_evidence
+        indices = indices[np.linspace(0, len(indices) - 1, min(len(indices), config["focal_fit_max_points"]))
+                          .astype(int)]
+        world, targets = points3d[indices], observed[indices]
+        dolly = float(np.median(world @ state[0][2] + state[1][2]))
+        cost, residuals, jacobian = _focal_fit_system(state, focal, world, targets, dolly)
+        if jacobian is None:
+            return no_evidence
+        for _ in range(config["focal_fit_iterations"]):
+            try:
+                step = np.linalg.solve(jacobian.T @ jacobian, -jacobian.T @ residuals)
+            except np.linalg.LinAlgError:
+                return no_evidence
+            step[6] = np.clip(step[6], -1.0, 1.0)
+            previous_cost = cost
+            for _ in range(4):  # halve a step that does not lower the cost
+                increment = Rotation.from_rotvec(step[:3]).as_matrix()
+                candidate = (increment @ state[0],
+                             increment @ state[1] + step[3:6] + [0.0, 0.0, (np.exp(step[6]) - 1.0) * dolly],
+                             state[2] * float(np.exp(step[6])))
+                system = _focal_fit_system(candidate, focal, world, targets, dolly)
+                if system[0] < cost:
+                    state, (cost, residuals, jacobian) = candidate, system
+                    break
+                step *= 0.5
+            if cost > (1 - 1e-4) * previous_cost:  # converged
+                break
+        errors = _squared_errors(state, focal, points3d, observed)
+        if limit is not None:
+            selected = errors < (limit * threshold_px) ** 2
+    variance = cost / max(len(residuals) - 7, 1)
+    try:
+        sigma = float(np.sqrt(variance * np.linalg.inv(jacobian.T @ jacobian)[6, 6]))
+    except np.linalg.LinAlgError:
+        return no_evidence
+    refit_cost = np.minimum(errors, threshold_px**2).sum()
+    return FocalFit(state[2], float(np.log(state[2]) / max(sigma, 1e-12)),
+                    float((given_cost - refit_cost) / max(variance, 1e-12)))
+
+
 def gather_evidence(estimate, query_indices, points2d, points3d, camera: Camera, retrieved: list[Rigid3],
                     pose_config: dict, config: dict) -> Evidence:
     """Evidence about ``estimate`` (a PoseEstimate) fitted to the correspondences ``points2d`` (undistorted
@@ -126,6 +274,7 @@ def gather_evidence(estimate, query_indices, points2d, points3d, camera: Camera,
     # Correspondences the first pose explains: its inliers and every other candidate of the same
     # keypoints (those keypoints are spoken for).
     explained = np.isin(query_indices, query_indices[inliers])
+    focal_fit = focal_scale_fit(pose, inliers, points2d, points3d, camera, pose_config["ransac_max_error_px"], config)
     return Evidence(
         num_inliers=int(inliers.sum()),
         inlier_ratio=float(inliers.sum() / len(inliers)),
@@ -134,7 +283,10 @@ def gather_evidence(estimate, query_indices, points2d, points3d, camera: Camera,
                                                         pose_config, median_depth, config),
         retrieval_agreement=retrieval_agrees(pose, retrieved, median_depth, config),
         relative_position_sigma=sigma / max(median_depth, 1e-9),
-        median_depth=median_depth)
+        median_depth=median_depth,
+        focal_scale=focal_fit.scale,
+        focal_scale_z=focal_fit.z,
+        focal_scale_cost_drop=focal_fit.cost_drop)
 
 
 def decide(evidence: Evidence, config: dict) -> tuple[str, float]:
@@ -147,6 +299,13 @@ def decide(evidence: Evidence, config: dict) -> tuple[str, float]:
         "position sigma": config["max_relative_position_sigma"] / max(evidence.relative_position_sigma, 1e-12),
     }
     confidence = float(np.prod([min(1.0, margin / 2.0) for margin in margins.values()]))
+    # First: a wrong calibration fails the other tests too (the pose is far from every retrieved
+    # keyframe, a second pose turns up), but it is the cause to report.
+    if (abs(np.log(evidence.focal_scale)) > np.log1p(config["max_focal_scale_error"])
+            and abs(evidence.focal_scale_z) >= config["min_focal_scale_z"]
+            and evidence.focal_scale_cost_drop >= config["min_focal_scale_cost_drop"]):
+        return (f"{CALIBRATION_MISMATCH}: the matches call for a focal length {evidence.focal_scale:.2f} x the "
+                f"camera's ({abs(evidence.focal_scale_z):.0f} sigma); check the CameraInfo"), 0.0
     if not evidence.retrieval_agreement:
         return "no retrieved keyframe views the scene from near the estimated pose", 0.0
     failed = [name for name, margin in margins.items() if margin < 1.0]
