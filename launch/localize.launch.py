@@ -5,18 +5,30 @@
 Parameters come from params_file (default: the installed config/localizer.yaml); ``map`` and
 ``camera`` override map_path and the camera topics (<camera>/image_raw, <camera>/camera_info)
 when given.
+The processes it starts use the installed config/fastdds.xml unless the environment configures Fast
+DDS already.
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from vloc_ros.nodes.dds import profile_setting
+
 PACKAGE = "vloc_ros"
+
+
+def dds_profile():
+    """The shipped Fast DDS profile for the processes this file starts, unless the environment configures
+    Fast DDS already: without it, raw images from a camera driver in another process are mostly lost
+    (see config/fastdds.xml)."""
+    setting = profile_setting()
+    return [] if setting is None else [SetEnvironmentVariable(*setting)]
 
 
 def localizer(context):
@@ -35,6 +47,7 @@ def localizer(context):
 def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
     return LaunchDescription([
+        *dds_profile(),
         DeclareLaunchArgument("map", default_value="", description="map directory (overrides map_path)"),
         DeclareLaunchArgument("camera", default_value="",
                               description="camera namespace, e.g. /camera: subscribes <camera>/image_raw and "
