@@ -248,6 +248,8 @@ def run(observer: Observer, node: subprocess.Popen, frames, tf_static, args) -> 
             mb = read_rss_mb(node.pid)
             if mb is not None:
                 rss.append((now - start, mb))
+            print(f"  {now - start:4.0f} / {duration:.0f} s: {index} frames published, {len(observer.poses)} poses, "
+                  f"node RSS {fmt(mb, ' MB', 0)}", flush=True)
             next_rss += RSS_PERIOD_S
         due = start + index * period
         if due > now:

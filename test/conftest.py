@@ -47,6 +47,45 @@ def sim_map(sim_dataset, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def sim_queries(sim_dataset):
+    """(camera, [(image, world_from_camera)]) of the synthetic query run (appearance changes on)."""
+    from vloc_ros.mapping.sources import load_intrinsics, read_image_rgb
+    from vloc_ros.tum import read_tum
+
+    camera = load_intrinsics(sim_dataset / "camera.yaml")
+    _, truth = read_tum(sim_dataset / "query_poses.tum")
+    images = [read_image_rgb(p) for p in sorted((sim_dataset / "images" / "query").glob("*.png"))]
+    return camera, list(zip(images, truth))
+
+
+@pytest.fixture(scope="module")
+def graph():
+    """A real rclpy graph for a module's node tests (test/ros_harness.py)."""
+    from ros_harness import RosGraph
+
+    graph = RosGraph()
+    yield graph
+    graph.close()
+
+
+@pytest.fixture(autouse=True)
+def collectors_stop_with_their_test(request):
+    """Else a test's collectors keep hoarding node output (debug images: 0.9 MB each) into later tests,
+    whose memory checks would count it."""
+    yield
+    if "graph" in request.fixturenames:
+        request.getfixturevalue("graph").close_collectors()
+
+
+@pytest.fixture(scope="session")
+def query(sim_dataset):
+    """The sim query bag as rclpy messages per frame (ros_harness.BagFrames)."""
+    from ros_harness import BagFrames
+
+    return BagFrames(sim_dataset / "bags" / "query_mcap")
+
+
 def read_temple_ring(dataset: Path) -> dict:
     """Middlebury templeRing views present on disk: name -> (Camera, world_from_camera).
 

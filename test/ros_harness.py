@@ -137,6 +137,16 @@ class RosGraph:
         finally:
             self.node.destroy_client(client)
 
+    def set_parameter(self, node_name: str, name: str, value) -> None:
+        """Sets a parameter of the node ``node_name`` (in any process) through its service, as
+        `ros2 param set` does."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        result = self.call(SetParameters, f"{node_name}/set_parameters", request, timeout=20.0).results[0]
+        assert result.successful, f"{node_name}: {name} := {value!r} refused: {result.reason}"
+
     # ------------------------------------------------------------------ publishing
 
     def publish(self, topic: str, msg) -> None:

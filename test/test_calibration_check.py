@@ -10,9 +10,7 @@ from scipy.spatial.transform import Rotation
 from vloc_ros.geometry import Camera, Rigid3, pose_error
 from vloc_ros.localizer import Localizer
 from vloc_ros.mapping.map_format import load_map
-from vloc_ros.mapping.sources import load_intrinsics, read_image_rgb
 from vloc_ros.pose import estimate_pose
-from vloc_ros.tum import read_tum
 from vloc_ros.verification import DEFAULT_VERIFICATION_CONFIG, Evidence, decide, focal_scale_fit
 
 MISMATCH = "verification: calibration mismatch"
@@ -74,14 +72,6 @@ def test_calibration_mismatch_needs_scale_significance_and_a_better_fit():
     # hardly pin down, a second optimum that explains the matches no better than the camera does.
     for weak in (dict(focal_scale=1.1), dict(focal_scale_z=-3.0), dict(focal_scale_cost_drop=-20.0)):
         assert decide(evidence(**{**wrong, **weak}), config)[0] == ""
-
-
-@pytest.fixture(scope="module")
-def sim_queries(sim_dataset):
-    camera = load_intrinsics(sim_dataset / "camera.yaml")
-    _, truth = read_tum(sim_dataset / "query_poses.tum")
-    images = [read_image_rgb(p) for p in sorted((sim_dataset / "images" / "query").glob("*.png"))]
-    return camera, list(zip(images, truth))
 
 
 @pytest.mark.parametrize("focal_factor", [2.0, 0.5])

@@ -21,15 +21,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def sim_queries(sim_dataset):
-    """(camera, [(image, world_from_camera)]) of the synthetic query run (appearance changes on)."""
-    camera = load_intrinsics(sim_dataset / "camera.yaml")
-    _, truth = read_tum(sim_dataset / "query_poses.tum")
-    images = [read_image_rgb(p) for p in sorted((sim_dataset / "images" / "query").glob("*.png"))]
-    return camera, list(zip(images, truth))
-
-
-@pytest.fixture(scope="module")
 def far_off_world(tmp_path_factory):
     """(map, camera, [(image, world_from_camera)]): a 60-image map and 30 queries up to 0.6 m and 45 deg
     off the mapping path under harsh light, blur and occluders (``HARD_QUERY``; bench_localizer --hard)."""

@@ -17,7 +17,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
-from ros_harness import LATCHED, NAMESPACE, BagFrames, RosGraph, read_rss_mb, stamp_ns, wait_until
+from ros_harness import LATCHED, NAMESPACE, read_rss_mb, stamp_ns, wait_until
 from vloc_ros.geometry import Rigid3, pose_error
 from vloc_ros.nodes import ros_compat as rc
 from vloc_ros.nodes.localizer_node import LocalizerNode
@@ -27,26 +27,6 @@ from vloc_ros.tum import read_tum
 POSE_TIMEOUT = 15.0  # one localization on two busy cores, with margin
 IMAGE, CAMERA_INFO = "/camera/image_raw", "/camera/camera_info"
 FRAME_TOPICS = ("/tf", CAMERA_INFO, IMAGE)
-
-
-@pytest.fixture(scope="module")
-def graph():
-    graph = RosGraph()
-    yield graph
-    graph.close()
-
-
-@pytest.fixture(autouse=True)
-def collectors_stop_with_their_test(graph):
-    """Else they keep hoarding the node's output (debug images: 0.9 MB each) into later tests, whose
-    memory check would count it."""
-    yield
-    graph.close_collectors()
-
-
-@pytest.fixture(scope="module")
-def query(sim_dataset):
-    return BagFrames(sim_dataset / "bags" / "query_mcap")
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +182,7 @@ def test_compressed_transport_and_bad_inputs(graph, query, sim_map):
 
         graph.publish(f"{namespace}{CAMERA_INFO}", query.frames[0][CAMERA_INFO])
         time.sleep(0.3)
-        garbage = CompressedImage(format="jpeg", data=b"definitely not a jpeg" * 20)
+        garbage = CompressedImage(format="jpeg", data=b"\xff\xd8\xff" + b"definitely not a jpeg" * 20)
         small = rc.numpy_to_compressed(np.zeros((240, 320, 3), np.uint8), "jpeg")
         for msg in (garbage, small):
             msg.header.stamp.sec, msg.header.frame_id = 43, "camera_optical_frame"

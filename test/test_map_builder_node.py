@@ -7,13 +7,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pytest
 from geometry_msgs.msg import PoseStamped
-from rcl_interfaces.srv import SetParameters
-from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 
-from ros_harness import NAMESPACE, BagFrames, RosGraph, wait_until
+from ros_harness import NAMESPACE, BagFrames, wait_until
 from vloc_ros.geometry import Camera, Rigid3, pose_error
 from vloc_ros.mapping.map_format import load_map
 from vloc_ros.nodes import ros_compat as rc
@@ -49,13 +46,6 @@ def test_keyframe_buffer_survives_an_interrupted_write(tmp_path):
             np.testing.assert_allclose(frame.world_from_camera.matrix, pose.matrix, atol=1e-12)
     recovered.clear()
     assert len(recovered) == 0 and not any(tmp_path.iterdir())
-
-
-@pytest.fixture(scope="module")
-def graph():
-    graph = RosGraph()
-    yield graph
-    graph.close()
 
 
 def test_record_build_reload_and_localize(graph, sim_dataset, tmp_path):
@@ -96,9 +86,7 @@ def test_record_build_reload_and_localize(graph, sim_dataset, tmp_path):
     localizer = graph.start(LocalizerNode, "relocalizer")
     try:
         poses = graph.collect(PoseStamped, f"{localizer.get_fully_qualified_name()}/pose")
-        request = SetParameters.Request(parameters=[Parameter("map_path", value=str(output)).to_parameter_msg()])
-        result = graph.call(SetParameters, f"{localizer.get_fully_qualified_name()}/set_parameters", request)
-        assert result.results[0].successful
+        graph.set_parameter(localizer.get_fully_qualified_name(), "map_path", str(output))
         reloaded = graph.call(Trigger, f"{localizer.get_fully_qualified_name()}/reload_map")
         assert reloaded.success, reloaded.message
 

@@ -210,6 +210,62 @@ def test_fallback_tf_buffer_two_link_chain(ros):
         buffer.lookup("map", f"nowhere_{SUFFIX}", 1.5)
 
 
+@pytest.mark.parametrize("poison", [
+    {"rotation": (0.0, 0.0, 0.0, 0.0)},
+    {"rotation": (float("nan"), 0.0, 0.0, 1.0)},
+    {"rotation": (0.0, 0.0, 0.5, 0.5)},
+    {"translation": (float("nan"), 0.0, 0.0)},
+    {"translation": (0.0, float("inf"), 0.0)},
+    {"child": "odom"},
+    {"child": ""},
+])
+@pytest.mark.parametrize("static", [False, True])
+def test_fallback_tf_buffer_refuses_poison(poison, static):
+    """A poisoned transform is refused with a reason; the good ones of the same message are kept."""
+    from geometry_msgs.msg import TransformStamped
+
+    buffer = rc.FallbackTfBuffer()
+    good = rc.rigid_to_transform_stamped(Rigid3(translation=(1.0, 2.0, 3.0)), "odom", "base", stamp=1.0)
+    bad = TransformStamped(header=good.header, child_frame_id=poison.get("child", "camera"))
+    bad.transform.translation.x, bad.transform.translation.y, bad.transform.translation.z = \
+        poison.get("translation", (0.0, 0.0, 0.0))
+    q = bad.transform.rotation
+    q.x, q.y, q.z, q.w = poison.get("rotation", (0.0, 0.0, 0.0, 1.0))
+    with pytest.raises(rc.InvalidMessage, match="1 of 2 transforms refused") as raised:
+        buffer._on_message(TFMessage(transforms=[bad, good]), static)
+    assert raised.value.reason == "invalid_tf"
+    np.testing.assert_allclose(buffer.lookup("odom", "base", 1.0).translation, (1.0, 2.0, 3.0))
+    assert not buffer.can_transform("odom", "camera")
+
+
+def test_input_guard_counts_instead_of_raising(ros):
+    """A rejection is counted by its reason, a bug as callback_errors; neither leaves the callback."""
+    from vloc_ros.nodes.diagnostics import Counters
+    from vloc_ros.nodes.input_guard import InputGuard
+
+    _, node, _ = ros
+    counters = Counters()
+    guard = InputGuard(node, counters)
+
+    def reject(msg):
+        raise rc.InvalidMessage("refused", "invalid_tf")
+
+    guard.guarded(reject, "/tf")(None)
+    guard.guarded(lambda msg: 1 / 0, "/tf")(None)
+    guard.guarded(lambda msg: None, "/tf")(None)
+    assert counters.snapshot() == {"rejected_invalid_tf": 1, "callback_errors": 1}
+
+
+def test_pose_to_rigid_refuses_what_is_not_a_pose():
+    pose = Pose()
+    pose.orientation.w = 1.0
+    np.testing.assert_allclose(rc.pose_to_rigid(pose).matrix, np.eye(4))
+    pose.position.z = float("inf")
+    with pytest.raises(rc.InvalidMessage) as raised:
+        rc.pose_to_rigid(pose)
+    assert raised.value.reason == "invalid_pose"
+
+
 # ----------------------------------------------------------------------------- conversions
 
 
@@ -255,19 +311,29 @@ def test_mono16_scaling_endianness_and_padding():
         np.testing.assert_array_equal(rc.image_to_numpy(msg), expected)
 
 
-@pytest.mark.parametrize("make_bad, reason", [
-    (lambda m: setattr(m, "encoding", "yuv422"), "unsupported image encoding 'yuv422'"),
-    (lambda m: setattr(m, "encoding", "32FC1"), "unsupported image encoding"),
-    (lambda m: (setattr(m, "width", 0), setattr(m, "step", 0), setattr(m, "data", b"")), "empty image"),
-    (lambda m: setattr(m, "data", bytes(m.data)[:-1]), "data has"),
-    (lambda m: setattr(m, "step", 10), "step 10 is smaller"),
+@pytest.mark.parametrize("make_bad, reason, message", [
+    (lambda m: setattr(m, "encoding", "yuv422"), "unsupported_encoding", "unsupported image encoding 'yuv422'"),
+    (lambda m: setattr(m, "encoding", "32FC1"), "unsupported_encoding", "unsupported image encoding"),
+    (lambda m: (setattr(m, "width", 0), setattr(m, "step", 0), setattr(m, "data", b"")), "empty_image", "empty image"),
+    (lambda m: setattr(m, "data", bytes(m.data)[:-1]), "malformed_image", "data has"),
+    (lambda m: setattr(m, "step", 10), "malformed_image", "step 10 is smaller"),
+    (lambda m: setattr(m, "height", 5), "camera_info_size_mismatch", "image is 5x5 but its CameraInfo says 5x4"),
 ])
-def test_bad_images_raise(make_bad, reason):
+def test_bad_images_raise(make_bad, reason, message):
     msg = rc.numpy_to_image(random_image(4, height=4, width=5))
     make_bad(msg)
-    with pytest.raises(rc.UnsupportedImage, match=reason):
+    with pytest.raises(rc.InvalidMessage, match=message) as raised:
+        rc.image_to_numpy(msg, expected_size=(5, 4))
+    assert raised.value.reason == reason
+
+
+def test_image_size_is_checked_before_the_data():
+    """A header claiming a huge image is refused on its numbers, whatever data it carries."""
+    msg = Image(height=65535, width=65535, encoding="rgb8", step=3 * 65535)
+    msg.data = bytes(16)
+    with pytest.raises(rc.InvalidMessage, match="exceeds the limit") as raised:
         rc.image_to_numpy(msg)
-    assert issubclass(rc.UnsupportedImage, ValueError)
+    assert raised.value.reason == "image_too_large"
 
 
 def test_compressed_round_trip():
@@ -283,16 +349,76 @@ def test_compressed_round_trip():
     assert np.abs(out.astype(int) - rgb[..., ::-1]).mean() > 20.0
 
 
-def test_bad_compressed_raises():
-    for data in (b"", b"definitely not an image" * 10, b"\xff\xd8\xff\xe0" + bytes(100)):
-        msg = CompressedImage(format="jpeg")
-        msg.data = data
-        with pytest.raises(rc.UnsupportedImage):
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A PNG signature and a valid IHDR chunk for ``width x height`` RGB, then no image data."""
+    import struct
+    import zlib
+
+    chunk = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + bytes(100)
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A small valid JPEG whose SOF0 marker is edited to claim ``width x height``."""
+    import struct
+
+    data = bytearray(rc.numpy_to_compressed(smooth_image(), "jpeg").data)
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def bit_flipped(data: bytes, flips: int, seed: int) -> bytes:
+    """``data`` with ``flips`` random bits flipped past its first 700 bytes (the headers stay readable)."""
+    rng = np.random.default_rng(seed)
+    damaged = bytearray(data)
+    for position in rng.integers(700, len(data) - 2, flips):
+        damaged[position] ^= 1 << int(rng.integers(8))
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "empty_image"),
+    (b"definitely not an image" * 10, "unsupported_encoding"),
+    (b"\xff\xd8\xff\xe0" + bytes(100), "undecodable_image"),
+    (png_header_claiming(65535, 65535), "image_too_large"),
+    (png_header_claiming(640, 480), "undecodable_image"),
+    (jpeg_claiming(65000, 65000), "image_too_large"),
+    (jpeg_claiming(30000, 30000), "image_too_large"),
+])
+def test_bad_compressed_raises(data, reason):
+    msg = CompressedImage(format="jpeg")
+    msg.data = data
+    with pytest.raises(rc.InvalidMessage) as raised:
+        rc.compressed_to_numpy(msg)
+    assert raised.value.reason == reason
+
+
+def test_compressed_size_mismatch_and_compressed_depth():
+    msg = rc.numpy_to_compressed(smooth_image(), "png")
+    height, width = smooth_image().shape[:2]
+    with pytest.raises(rc.InvalidMessage) as raised:
+        rc.compressed_to_numpy(msg, expected_size=(width + 1, height))
+    assert raised.value.reason == "camera_info_size_mismatch"
+    msg.format = "16UC1; compressedDepth png"
+    with pytest.raises(rc.InvalidMessage, match="compressedDepth"):
+        rc.compressed_to_numpy(msg)
+
+
+@pytest.mark.parametrize("format", ["jpeg", "png"])
+def test_corrupt_compressed_images_are_refused(format):
+    """Strict decoding: bit flips in the compressed data are an error, not a damaged picture."""
+    data = rc.numpy_to_compressed(smooth_image(480, 640), format).data
+    msg = CompressedImage(format=format)
+    refused = 0
+    for seed in range(20):
+        msg.data = bit_flipped(data, 30, seed)
+        try:
             rc.compressed_to_numpy(msg)
-    depth = rc.numpy_to_compressed(smooth_image(), "png")
-    depth.format = "16UC1; compressedDepth png"
-    with pytest.raises(rc.UnsupportedImage, match="compressedDepth"):
-        rc.compressed_to_numpy(depth)
+        except rc.InvalidMessage as error:
+            assert error.reason == "undecodable_image"
+            refused += 1
+    assert refused >= 19
 
 
 def test_camera_info_round_trip():
@@ -314,12 +440,16 @@ def test_camera_info_errors():
                                                                  setattr(m, "d", [0.1, 0.0, 0.0, 0.0])),
         "no image size": lambda m: setattr(m, "width", 0),
         "binning": lambda m: setattr(m, "binning_x", 2),
+        "not finite": lambda m: setattr(m, "k", [float("nan")] + list(m.k)[1:]),
+        "positive focal": lambda m: setattr(m, "k", [-50.0] + list(m.k)[1:]),
+        "exceeds the limit": lambda m: (setattr(m, "width", 65535), setattr(m, "height", 65535)),
     }
     for reason, mutate in cases.items():
         msg = through_wire(good)
         mutate(msg)
-        with pytest.raises(ValueError, match=reason):
+        with pytest.raises(rc.InvalidMessage, match=reason) as raised:
             rc.camera_info_to_camera(msg)
+        assert raised.value.reason == "invalid_camera_info"
     # Rational polynomial with k4..k6 = 0 is plumb_bob; with k4 != 0 it is refused.
     msg = through_wire(good)
     msg.distortion_model, msg.d = "rational_polynomial", [0.1, 0.01, 0.0, 0.0, 0.001, 0.0, 0.0, 0.0]

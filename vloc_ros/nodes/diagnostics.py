@@ -73,7 +73,7 @@ class DiagnosticsPublisher:
 
 
 class ThrottledLogger:
-    """Warnings at most once per ``period`` seconds per key.
+    """Warnings and errors at most once per ``period`` seconds per key.
 
     rclpy throttles per call site, so two reasons logged through one call would hide each other.
     """
@@ -84,7 +84,16 @@ class ThrottledLogger:
         self._last: dict[str, float] = {}
 
     def warning(self, key: str, message: str) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, -float("inf")) >= self._period:
-            self._last[key] = now
+        if self._due(key):
             self._logger.warning(message)
+
+    def error(self, key: str, message: str) -> None:
+        if self._due(key):
+            self._logger.error(message)
+
+    def _due(self, key: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(key, -float("inf")) < self._period:
+            return False
+        self._last[key] = now
+        return True

@@ -7,9 +7,11 @@ Subscribes (sensor-data QoS, or reliable with ``image_qos``)
   ``camera_info_topic`` (sensor_msgs/CameraInfo: K and plumb_bob distortion; the localizer
   undistorts the keypoints itself, so give it the raw image and its calibration)
   /tf, /tf_static (camera extrinsic and odometry)
-  Input that cannot be used is counted on /diagnostics as ``rejected_<reason>`` and logged:
-  unsupported_encoding, empty_image, malformed_image, undecodable_image, no_camera_info,
-  invalid_camera_info, camera_info_size_mismatch, missing_frame_id, no_map.
+  Every message passes ``InputGuard``: what cannot be used is counted on /diagnostics as
+  ``rejected_<reason>`` and logged, never raised: unsupported_encoding, empty_image,
+  malformed_image, image_too_large, undecodable_image (corrupt JPEG/PNG), no_camera_info,
+  invalid_camera_info, camera_info_size_mismatch (checked before decoding), missing_frame_id,
+  invalid_tf (non-finite transforms, quaternions that are not unit), no_map.
 Publishes
   ``~/pose`` (PoseStamped, map frame, stamped with the image stamp): the pose of ``base_frame``
       when TF knows ``base_frame`` -> camera frame, else the pose of the camera optical frame
@@ -28,6 +30,10 @@ Services (std_srvs/Trigger)
 Motion prior: when TF has ``odom_frame`` -> camera at the image stamp, a pose whose implied
 map -> odom jumps against the previous ones is held back (counted ``held_back``) until the next
 frames confirm it (``vloc_ros.verification.MotionGate``).
+
+Calibration: a pose whose matches call for another focal length than the CameraInfo's is not
+published (``vloc_ros.verification``, counted ``calibration_mismatch``); when that is the verdict
+for half of the last 10 frames, /diagnostics reports ERROR "suspected calibration mismatch".
 
 Latest frame wins: the image callback only checks and stores the newest frame; one worker thread
 localizes whatever is newest when it is free, so a slow frame never queues stale ones behind it.
@@ -52,6 +58,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import traceback
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,21 +78,23 @@ from vloc_ros.backends import BACKENDS, BackendUnavailableError
 from vloc_ros.geometry import Camera, Rigid3
 from vloc_ros.localizer import Localizer
 from vloc_ros.mapping.map_format import MapError, load_map
-from vloc_ros.verification import MotionGate, inflate_covariance
+from vloc_ros.verification import CALIBRATION_MISMATCH, MotionGate, inflate_covariance
 
 from .camera_input import CAMERA_PARAMETERS, CameraInput
 from .diagnostics import (ERROR, OK, WARN, Counters, DiagnosticsPublisher, LatencyWindow, ThrottledLogger,
                           diagnostic_status)
 from .entry import run_node
 from .frame_gate import LatestFrameGate
+from .input_guard import InputGuard
 from .parameters import ParameterSpec, declare_parameters
-from .ros_compat import (TfLookupError, covariance_of_attached_frame, make_tf_broadcaster, make_tf_buffer,
-                         numpy_to_image, rigid_to_pose, rigid_to_transform_stamped)
+from .ros_compat import (InvalidMessage, TfLookupError, covariance_of_attached_frame, make_tf_broadcaster,
+                         make_tf_buffer, numpy_to_image, rigid_to_pose, rigid_to_transform_stamped)
 from .visualization import draw_keypoints, points_to_cloud
 
 NODE_NAME = "vloc_localizer"
 SEARCH_MODES = ("parallel", "global_only", "local_only")
 PUBLISH_TF_MODES = ("map_to_odom", "map_to_base", "map_to_camera", "none")
+CALIBRATION_WINDOW = 10  # frames over which calibration mismatches are judged
 # Why a map cannot be served: the map itself, or the inference backend asked for cannot run here.
 LOAD_ERRORS = (MapError, BackendUnavailableError)
 
@@ -151,13 +161,17 @@ class LocalizerNode(Node):
         self._processing = LatencyWindow()  # Localizer.localize alone
         self._gate: LatestFrameGate[Frame] = LatestFrameGate()
         self._motion_gate = MotionGate()
+        # Whether each of the last frames processed was rejected for a calibration mismatch: one frame
+        # can be a fluke (a right pose's second optimum), most of them is the CameraInfo.
+        self._calibration_mismatches: deque[bool] = deque(maxlen=CALIBRATION_WINDOW)
         self._map: LoadedMap | None = None
         self._status = (WARN, "waiting for images")
         self._last_inliers = 0
         self._pose_frame = ""
         self._log = ThrottledLogger(self.get_logger())
 
-        self._tf_buffer = make_tf_buffer(self)
+        self._guard = InputGuard(self, self._counters)
+        self._tf_buffer = make_tf_buffer(self, subscribe=self._guard.subscribe)
         self._tf_broadcaster = make_tf_broadcaster(self)
         self._pose_publisher = self.create_publisher(PoseStamped, "~/pose", 10)
         self._pose_covariance_publisher = self.create_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", 10)
@@ -168,7 +182,7 @@ class LocalizerNode(Node):
         self._debug_image_publisher = (self.create_publisher(Image, "~/debug_image", qos_profile_sensor_data)
                                        if param("publish_debug_image") else None)
 
-        self._input = CameraInput(self, self._counters, self._on_frame)
+        self._input = CameraInput(self, self._guard, self._on_frame)
         self._map_loading = False  # a ~/reload_map is loading (on its thread)
         self.create_service(Trigger, "~/relocalize", self._on_relocalize)
         # Reentrant: the callback holds its group until the map has loaded; in the default group it
@@ -179,7 +193,8 @@ class LocalizerNode(Node):
 
         try:
             self._use_map(self._load_map(param("map_path")))
-        except LOAD_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - whatever fails, the node stays up and says why
+            self._log_load_failure(error)
             self._status = (ERROR, f"no map: {error}")
             self.get_logger().error(f"running without a map ({error}); fix map_path or backend with `ros2 param "
                                     f"set`, then call {self.get_fully_qualified_name()}/reload_map")
@@ -193,7 +208,7 @@ class LocalizerNode(Node):
 
     def _on_frame(self, header: Header, image: np.ndarray, camera: Camera, camera_frame: str) -> None:
         if self._map is None:
-            return self._input.reject("no_map", "image rejected: no map loaded (set map_path, call ~/reload_map)")
+            raise InvalidMessage("no map loaded (set map_path, call ~/reload_map)", "no_map")
         if self._gate.put(Frame(image, camera, header, camera_frame, time.monotonic())):
             self._counters.add("frames_dropped")
 
@@ -220,9 +235,17 @@ class LocalizerNode(Node):
         self._processing.add(result.timings["total"])
         self._counters.add("frames_processed")
         self._last_inliers = result.num_inliers
+        mismatch = CALIBRATION_MISMATCH in result.reason
+        self._calibration_mismatches.append(mismatch)
         if not result.ok:
             self._counters.add("not_localized")
-            self._status = (WARN, f"not localized: {result.reason}")
+            if mismatch:
+                self._counters.add("calibration_mismatch")
+            if sum(self._calibration_mismatches) >= CALIBRATION_WINDOW // 2:
+                self._status = (ERROR, f"suspected calibration mismatch in {sum(self._calibration_mismatches)} of "
+                                       f"the last {len(self._calibration_mismatches)} frames: {result.reason}")
+            else:
+                self._status = (WARN, f"not localized: {result.reason}")
             return
         if self._stopping.is_set():
             return
@@ -350,7 +373,8 @@ class LocalizerNode(Node):
         self._map_loading = True
         try:
             loaded = await self._on_thread(self._load_map, path)
-        except LOAD_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - whatever fails, the old map keeps serving
+            self._log_load_failure(error)
             serving = self._map.path if self._map else "no map"
             response.success, response.message = False, f"map {path!r} not loaded ({error}); still serving {serving}"
             self.get_logger().error(response.message)
@@ -360,6 +384,14 @@ class LocalizerNode(Node):
         self._use_map(loaded)
         response.success, response.message = True, f"serving map {path} ({loaded.num_points} points)"
         return response
+
+    def _log_load_failure(self, error: Exception) -> None:
+        """A map or backend that cannot serve is the user's to fix (the message says how); anything
+        else is a bug in loading, logged with its traceback."""
+        self._counters.add("map_load_failures")
+        if not isinstance(error, LOAD_ERRORS):
+            self.get_logger().error("loading the map failed unexpectedly:\n" + "".join(
+                traceback.format_exception(error)))
 
     def _on_thread(self, function, *args) -> Future:
         """``function(*args)`` on a thread of its own, as a Future that callbacks of this node's executor
@@ -395,6 +427,9 @@ class LocalizerNode(Node):
 
 
 def main(args=None) -> int:
+    from .dds import use_shipped_profile
+
+    use_shipped_profile()  # before rclpy.init: Fast DDS reads its profile when the first participant is made
     rclpy.init(args=args)
     return run_node(LocalizerNode, NODE_NAME, SingleThreadedExecutor())
 

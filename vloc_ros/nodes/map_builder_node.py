@@ -44,9 +44,10 @@ from vloc_ros.mapping.builder import DEFAULT_BUILD_CONFIG, build_map
 from .camera_input import CAMERA_PARAMETERS, CameraInput
 from .diagnostics import ERROR, OK, WARN, Counters, DiagnosticsPublisher, diagnostic_status
 from .entry import run_node
+from .input_guard import InputGuard
 from .keyframe_buffer import KeyframeBuffer
 from .parameters import ParameterSpec, declare_parameters
-from .ros_compat import TfLookupError, make_tf_buffer, pose_to_rigid, stamp_to_ns
+from .ros_compat import InvalidMessage, TfLookupError, make_tf_buffer, pose_to_rigid, stamp_to_ns
 
 NODE_NAME = "vloc_map_builder"
 POSE_TYPES = {"pose_stamped": PoseStamped, "odometry": Odometry}
@@ -110,11 +111,12 @@ class MapBuilderNode(Node):
         self._poses: deque[tuple[float, Rigid3]] = deque(maxlen=2000)  # (stamp s, world_from_pose_frame)
         self._waiting: Candidate | None = None
         self._build = BuildState()
-        self._tf_buffer = make_tf_buffer(self)
+        self._guard = InputGuard(self, self._counters)
+        self._tf_buffer = make_tf_buffer(self, subscribe=self._guard.subscribe)
 
-        self._input = CameraInput(self, self._counters, self._on_frame)
+        self._input = CameraInput(self, self._guard, self._on_frame)
         if self._uses_poses:
-            self.create_subscription(POSE_TYPES[param("pose_type")], param("pose_topic"), self._on_pose, 100)
+            self._guard.subscribe(POSE_TYPES[param("pose_type")], param("pose_topic"), self._on_pose, 100)
         self.create_service(Trigger, "~/build", self._on_build)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self._diagnostics = DiagnosticsPublisher(self, self._diagnostic_statuses)
@@ -129,8 +131,8 @@ class MapBuilderNode(Node):
     def _on_pose(self, msg) -> None:
         if isinstance(msg, Odometry):
             if msg.child_frame_id and msg.child_frame_id != self._pose_frame:
-                return self._input.reject("pose_frame_mismatch", f"Odometry of '{msg.child_frame_id}' rejected: "
-                                                                 f"pose_frame is '{self._pose_frame}'")
+                raise InvalidMessage(f"Odometry of '{msg.child_frame_id}': pose_frame is '{self._pose_frame}'",
+                                     "pose_frame_mismatch")
             pose = msg.pose.pose
         else:
             pose = msg.pose
@@ -148,8 +150,8 @@ class MapBuilderNode(Node):
             return self._record(candidate, None)
         if not self._poses or self._poses[-1][0] < stamp_ns * 1e-9:
             if self._waiting is not None:  # its pose never came while the camera moved on
-                self._input.reject("no_pose", f"frame at {self._waiting.stamp_ns * 1e-9:.3f} s skipped: no pose "
-                                              "arrived for its stamp")
+                self._guard.reject("no_pose", f"frame at {self._waiting.stamp_ns * 1e-9:.3f} s skipped: no pose "
+                                             "arrived for its stamp")
             self._waiting = candidate
             return
         self._record_with_pose(candidate)
@@ -159,13 +161,13 @@ class MapBuilderNode(Node):
         stamps, poses = zip(*self._poses)
         world_from_pose_frame = interpolate_poses(stamps, list(poses), [stamp], self._pose_max_gap)[0]
         if world_from_pose_frame is None:
-            return self._input.reject("no_pose", f"frame at {stamp:.3f} s skipped: no poses within "
-                                                 f"{self._pose_max_gap} s around it")
+            return self._guard.reject("no_pose", f"frame at {stamp:.3f} s skipped: no poses within "
+                                                f"{self._pose_max_gap} s around it")
         try:
             pose_frame_from_camera = self._tf_buffer.lookup(self._pose_frame, candidate.camera_frame, stamp)
         except TfLookupError as error:
-            return self._input.reject("no_camera_extrinsic", f"frame skipped: no TF {self._pose_frame} -> "
-                                                             f"{candidate.camera_frame}: {error}")
+            return self._guard.reject("no_camera_extrinsic", f"frame skipped: no TF {self._pose_frame} -> "
+                                                            f"{candidate.camera_frame}: {error}")
         world_from_camera = world_from_pose_frame @ pose_frame_from_camera
         last = self._last_keyframe[1] if self._last_keyframe else None
         if last is not None:
@@ -179,7 +181,7 @@ class MapBuilderNode(Node):
         try:
             self._buffer.add(candidate.stamp_ns, candidate.image, candidate.camera, world_from_camera)
         except OSError as error:
-            return self._input.reject("buffer_write_failed", f"keyframe not recorded: {error}")
+            return self._guard.reject("buffer_write_failed", f"keyframe not recorded: {error}")
         self._last_keyframe = (candidate.stamp_ns, world_from_camera)
         self._counters.add("keyframes_recorded")
 
@@ -280,6 +282,9 @@ class MapBuilderNode(Node):
 
 
 def main(args=None) -> int:
+    from .dds import use_shipped_profile
+
+    use_shipped_profile()  # before rclpy.init: Fast DDS reads its profile when the first participant is made
     rclpy.init(args=args)
     return run_node(MapBuilderNode, NODE_NAME, SingleThreadedExecutor())
 

@@ -1,8 +1,11 @@
 """Small ROS 2 helpers for the nodes: message <-> numpy / geometry conversions and TF.
 
+- Incoming messages are validated where they are converted: anything that cannot be used raises
+  :class:`InvalidMessage` (a ``ValueError``) with a short ``reason`` key that the nodes count.
 - Images: ``image_to_numpy`` / ``numpy_to_image`` and ``compressed_to_numpy`` / ``numpy_to_compressed``
   give and take the core's images (``uint8`` ``HxWx3`` RGB or ``HxW`` gray) without cv_bridge.
-  Anything that cannot be read raises :class:`UnsupportedImage` (a ``ValueError``) with the reason.
+  Sizes are checked against the expected ones before any pixel is decoded, and compressed images
+  are decoded strictly: a corrupt JPEG or PNG is rejected, not turned into a plausible picture.
 - Cameras: ``camera_info_to_camera`` / ``camera_to_camera_info`` (K + plumb_bob D).
 - Poses: ``rigid_to_pose`` / ``pose_to_rigid``, ``rigid_to_transform_stamped`` / ``transform_to_rigid``.
   A TF transform with parent ``a`` and child ``b`` is ``a_from_b`` (see ``vloc_ros.geometry``).
@@ -15,6 +18,7 @@
 from __future__ import annotations
 
 import bisect
+import struct
 import threading
 
 import numpy as np
@@ -56,14 +60,16 @@ def _header(stamp, frame_id):
 # ----------------------------------------------------------------------------- images
 
 
-class UnsupportedImage(ValueError):
-    """An image message that cannot be turned into a core image; the message says why.
+class InvalidMessage(ValueError):
+    """An incoming message that cannot be used; the message says why.
 
-    ``reason`` is a short key for counting rejections: ``unsupported_encoding``, ``empty_image``,
-    ``malformed_image`` (sizes and data disagree) or ``undecodable_image`` (compressed bytes).
+    ``reason`` is a short key for counting rejections. Images: ``unsupported_encoding``,
+    ``empty_image``, ``malformed_image`` (sizes and data disagree), ``image_too_large``,
+    ``image_size_mismatch`` (not the size its CameraInfo says), ``undecodable_image`` (corrupt or
+    truncated compressed bytes); ``invalid_camera_info``; ``invalid_tf``; ``invalid_pose``.
     """
 
-    def __init__(self, message: str, reason: str = "unsupported_image"):
+    def __init__(self, message: str, reason: str):
         super().__init__(message)
         self.reason = reason
 
@@ -83,27 +89,46 @@ def _mono16_to_8(values: np.ndarray) -> np.ndarray:
     return np.round(values.astype(np.float32) / 257.0).astype(np.uint8)
 
 
-def image_to_numpy(msg) -> np.ndarray:
+# Larger than any camera a robot localizes with (4096 x 4096): images and CameraInfos claiming more
+# are refused before anything is allocated for them.
+DEFAULT_MAX_IMAGE_PIXELS = 1 << 24
+
+
+def check_image_size(width: int, height: int, expected_size: tuple[int, int] | None = None,
+                     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+    """Raise :class:`InvalidMessage` unless ``width x height`` is non-empty, ``expected_size``
+    (``(width, height)``, when given) and at most ``max_pixels``."""
+    if width <= 0 or height <= 0:
+        raise InvalidMessage(f"empty image ({width}x{height})", "empty_image")
+    if expected_size is not None and (width, height) != tuple(expected_size):
+        raise InvalidMessage(f"image is {width}x{height} but its CameraInfo says {expected_size[0]}x{expected_size[1]}",
+                             "camera_info_size_mismatch")
+    if width * height > max_pixels:
+        raise InvalidMessage(f"image of {width}x{height} exceeds the limit of {max_pixels} pixels", "image_too_large")
+
+
+def image_to_numpy(msg, expected_size: tuple[int, int] | None = None,
+                   max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """``sensor_msgs/Image`` -> ``uint8`` ``HxWx3`` RGB (colour encodings) or ``HxW`` gray (mono8/mono16).
 
     mono16 is scaled to 8 bits over its full range (``value / 257``). Alpha channels are dropped.
+    The size is checked (``check_image_size``) before the data is touched.
     """
     encoding = str(msg.encoding).strip().lower()
     if encoding not in IMAGE_ENCODINGS:
-        raise UnsupportedImage(f"unsupported image encoding '{msg.encoding}'; supported: {', '.join(IMAGE_ENCODINGS)}",
-                               "unsupported_encoding")
+        raise InvalidMessage(f"unsupported image encoding '{msg.encoding}'; supported: {', '.join(IMAGE_ENCODINGS)}",
+                             "unsupported_encoding")
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise UnsupportedImage(f"empty image ({width}x{height})", "empty_image")
+    check_image_size(width, height, expected_size, max_pixels)
     channels, depth = IMAGE_ENCODINGS[encoding]
     row_bytes = width * channels * depth
     if step < row_bytes:
-        raise UnsupportedImage(f"step {step} is smaller than width*bytes per pixel = {row_bytes} "
-                               f"({encoding}, width {width})", "malformed_image")
+        raise InvalidMessage(f"step {step} is smaller than width*bytes per pixel = {row_bytes} "
+                             f"({encoding}, width {width})", "malformed_image")
     data = _buffer(msg.data)
     if data.size != step * height:
-        raise UnsupportedImage(f"data has {data.size} bytes but step*height = {step}*{height} = {step * height}",
-                               "malformed_image")
+        raise InvalidMessage(f"data has {data.size} bytes but step*height = {step}*{height} = {step * height}",
+                             "malformed_image")
     rows = data.reshape(height, step)[:, :row_bytes]
     if depth == 2:
         dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
@@ -131,11 +156,11 @@ def numpy_to_image(array, encoding: str | None = None, stamp=None, frame_id: str
         encoding = "mono8" if array.ndim == 2 else "rgb8"
     encoding = encoding.lower()
     if encoding not in IMAGE_ENCODINGS:
-        raise UnsupportedImage(f"unsupported image encoding '{encoding}'; supported: {', '.join(IMAGE_ENCODINGS)}",
-                               "unsupported_encoding")
+        raise InvalidMessage(f"unsupported image encoding '{encoding}'; supported: {', '.join(IMAGE_ENCODINGS)}",
+                             "unsupported_encoding")
     channels, depth = IMAGE_ENCODINGS[encoding]
     if array.size == 0:
-        raise UnsupportedImage(f"empty image (shape {array.shape})", "empty_image")
+        raise InvalidMessage(f"empty image (shape {array.shape})", "empty_image")
     if channels == 1:
         if array.ndim != 2:
             raise ValueError(f"{encoding} needs an HxW gray image, got shape {array.shape}")
@@ -170,28 +195,72 @@ def numpy_to_image(array, encoding: str | None = None, stamp=None, frame_id: str
     return msg
 
 
-def compressed_to_numpy(msg) -> np.ndarray:
-    """``sensor_msgs/CompressedImage`` (jpeg, png) -> ``uint8`` RGB or gray, decoded with OpenCV."""
-    import cv2
+JPEG_MAGIC, PNG_MAGIC = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
 
+
+def compressed_to_numpy(msg, expected_size: tuple[int, int] | None = None,
+                        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """``sensor_msgs/CompressedImage`` (JPEG or PNG, told apart by their bytes) -> ``uint8`` RGB or gray.
+
+    The size in the header is checked (``check_image_size``) before decoding, so a few hundred
+    bytes claiming 65535 x 65535 cost nothing. JPEG is decoded by libjpeg-turbo (simplejpeg) in strict
+    mode, which turns libjpeg's corrupt-data warnings into errors: OpenCV and Pillow decode a
+    bit-flipped JPEG silently into a damaged image that can still give a confident pose. PNG is
+    decoded by Pillow, which checks every chunk's CRC.
+    """
     if "compresseddepth" in str(msg.format).replace(" ", "").lower():
-        raise UnsupportedImage(f"compressedDepth images are not supported (format '{msg.format}')", "unsupported_encoding")
+        raise InvalidMessage(f"compressedDepth images are not supported (format '{msg.format}')",
+                             "unsupported_encoding")
     data = _buffer(msg.data)
     if data.size == 0:
-        raise UnsupportedImage("compressed image has no data", "empty_image")
-    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if decoded is None or decoded.size == 0:
-        raise UnsupportedImage(f"could not decode {data.size} bytes as an image (format '{msg.format}')",
-                               "undecodable_image")
-    if decoded.dtype == np.uint16:
-        decoded = _mono16_to_8(decoded)
-    elif decoded.dtype != np.uint8:
-        raise UnsupportedImage(f"decoded image has unsupported depth {decoded.dtype}", "unsupported_encoding")
-    if decoded.ndim == 2:
-        return decoded
-    if decoded.shape[2] == 1:
-        return np.ascontiguousarray(decoded[..., 0])
-    return np.ascontiguousarray(decoded[..., 2::-1])  # BGR / BGRA -> RGB
+        raise InvalidMessage("compressed image has no data", "empty_image")
+    head = data[:8].tobytes()
+    if head.startswith(JPEG_MAGIC):
+        return _decode_jpeg(data, expected_size, max_pixels)
+    if head.startswith(PNG_MAGIC):
+        return _decode_png(data, expected_size, max_pixels)
+    raise InvalidMessage(f"compressed image is neither JPEG nor PNG (format '{msg.format}', first bytes {head!r})",
+                         "unsupported_encoding")
+
+
+def _decode_jpeg(data: np.ndarray, expected_size, max_pixels: int) -> np.ndarray:
+    import simplejpeg
+
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError as error:
+        raise InvalidMessage(f"unreadable JPEG header: {error}", "undecodable_image") from None
+    check_image_size(width, height, expected_size, max_pixels)
+    gray = colorspace == "Gray"
+    try:
+        pixels = simplejpeg.decode_jpeg(data, colorspace="GRAY" if gray else "RGB", strict=True)
+    except ValueError as error:
+        raise InvalidMessage(f"corrupt JPEG ({data.size} bytes): {error}", "undecodable_image") from None
+    return np.ascontiguousarray(pixels[..., 0]) if gray else pixels
+
+
+def _decode_png(data: np.ndarray, expected_size, max_pixels: int) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    # The size is read from IHDR by hand: Pillow's own decompression-bomb check would refuse a
+    # huge image with an unhelpful "cannot identify image file" before ours could name the size.
+    header = data[:24].tobytes()
+    if len(header) < 24 or header[12:16] != b"IHDR":
+        raise InvalidMessage(f"PNG without an IHDR chunk ({data.size} bytes)", "undecodable_image")
+    width, height = struct.unpack(">II", header[16:24])
+    check_image_size(width, height, expected_size, max_pixels)
+    encoded = data.tobytes()
+    try:
+        with Image.open(io.BytesIO(encoded), formats=["PNG"]) as png:
+            png.verify()  # every chunk's CRC: decoding alone does not check the image data's
+        with Image.open(io.BytesIO(encoded), formats=["PNG"]) as png:
+            if png.mode.startswith("I;16"):
+                return _mono16_to_8(np.asarray(png, dtype=np.uint16))
+            return np.asarray(png if png.mode == "L" else png.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise InvalidMessage(f"corrupt PNG ({data.size} bytes): {error}", "undecodable_image") from None
 
 
 def numpy_to_compressed(array, format: str = "jpeg", stamp=None, frame_id: str = "", quality: int = 90):
@@ -224,16 +293,26 @@ def numpy_to_compressed(array, format: str = "jpeg", stamp=None, frame_id: str =
 # ----------------------------------------------------------------------------- cameras
 
 
-def camera_info_to_camera(msg, rectified: bool = False) -> Camera:
+def camera_info_to_camera(msg, rectified: bool = False, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Camera:
     """``sensor_msgs/CameraInfo`` -> :class:`Camera` from K and plumb_bob D.
 
     ``rectified=True`` takes the intrinsics of P and no distortion (for ``image_rect`` topics).
-    Raises ``ValueError`` for what a Camera cannot represent: no calibration (zero K), skew, a
-    distortion model other than plumb_bob (or rational_polynomial with k4..k6 = 0), binning or ROI.
+    Raises :class:`InvalidMessage` (``invalid_camera_info``) for what a Camera cannot represent: no
+    calibration (zero K), non-finite values, skew, a distortion model other than plumb_bob (or
+    rational_polynomial with k4..k6 = 0), binning, ROI, or more than ``max_pixels`` pixels.
     """
+    try:
+        return _camera_info_to_camera(msg, rectified, max_pixels)
+    except ValueError as error:
+        raise InvalidMessage(f"CameraInfo rejected: {error}", "invalid_camera_info") from None
+
+
+def _camera_info_to_camera(msg, rectified: bool, max_pixels: int) -> Camera:
     width, height = int(msg.width), int(msg.height)
     if width <= 0 or height <= 0:
         raise ValueError(f"CameraInfo has no image size ({width}x{height})")
+    if width * height > max_pixels:
+        raise ValueError(f"CameraInfo size {width}x{height} exceeds the limit of {max_pixels} pixels")
     if int(msg.binning_x) > 1 or int(msg.binning_y) > 1:
         raise ValueError(f"CameraInfo binning {msg.binning_x}x{msg.binning_y} is not supported")
     roi = msg.roi
@@ -259,6 +338,9 @@ def camera_info_to_camera(msg, rectified: bool = False) -> Camera:
         else:
             raise ValueError(f"unsupported distortion model '{msg.distortion_model}' with {len(d)} coefficients; "
                              "vloc_ros handles plumb_bob (k1 k2 p1 p2 k3), or rational_polynomial with k4=k5=k6=0")
+    if not (np.all(np.isfinite(K)) and np.all(np.isfinite(distortion))) or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise ValueError(f"CameraInfo intrinsics are not finite with positive focal lengths: K {K.tolist()}, "
+                         f"D {list(distortion)}")
     if abs(K[0, 1]) > 1e-9 * max(abs(K[0, 0]), 1.0) or np.any(K[2] != (0.0, 0.0, 1.0)) or K[1, 0] != 0.0:
         raise ValueError(f"CameraInfo intrinsics are not a zero-skew pinhole matrix: {K.tolist()}")
     return Camera.from_K(width, height, K, distortion)
@@ -287,9 +369,21 @@ def rigid_to_pose(rigid: Rigid3):
                 orientation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])))
 
 
+def _rigid_from_message(rotation, translation, reason: str) -> Rigid3:
+    """A quaternion and a point/vector message -> Rigid3, refused as tf2 refuses a transform: any
+    non-finite value, or a quaternion whose squared norm is off 1 by more than 0.01."""
+    q = np.array([rotation.x, rotation.y, rotation.z, rotation.w], dtype=np.float64)
+    t = np.array([translation.x, translation.y, translation.z], dtype=np.float64)
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(t))) or abs(q @ q - 1.0) > 0.01:
+        raise InvalidMessage(f"not a rigid transform (finite translation, unit quaternion): translation "
+                             f"{t.tolist()}, quaternion xyzw {q.tolist()}", reason)
+    return Rigid3.from_quaternion(q, t)
+
+
 def pose_to_rigid(pose) -> Rigid3:
-    p, q = pose.position, pose.orientation
-    return Rigid3.from_quaternion((q.x, q.y, q.z, q.w), (p.x, p.y, p.z))
+    """``geometry_msgs/Pose`` -> ``Rigid3``; :class:`InvalidMessage` (``invalid_pose``) for a non-finite
+    pose or a quaternion that is not unit."""
+    return _rigid_from_message(pose.orientation, pose.position, "invalid_pose")
 
 
 def covariance_of_attached_frame(covariance, lever_arm) -> np.ndarray:
@@ -323,10 +417,10 @@ def rigid_to_transform_stamped(parent_from_child: Rigid3, parent_frame: str, chi
 
 
 def transform_to_rigid(transform) -> Rigid3:
-    """``geometry_msgs/Transform`` or ``TransformStamped`` -> ``Rigid3`` (``parent_from_child``)."""
+    """``geometry_msgs/Transform`` or ``TransformStamped`` -> ``Rigid3`` (``parent_from_child``);
+    :class:`InvalidMessage` (``invalid_tf``) for a non-finite transform or a quaternion that is not unit."""
     transform = getattr(transform, "transform", transform)
-    t, q = transform.translation, transform.rotation
-    return Rigid3.from_quaternion((q.x, q.y, q.z, q.w), (t.x, t.y, t.z))
+    return _rigid_from_message(transform.rotation, transform.translation, "invalid_tf")
 
 
 # ----------------------------------------------------------------------------- TF
@@ -416,7 +510,10 @@ class FallbackTfBuffer(TfBufferBase):
     """
 
     def __init__(self, node=None, cache_time: float = 10.0, max_age: float = 0.5,
-                 tf_topic: str = "/tf", tf_static_topic: str = "/tf_static"):
+                 tf_topic: str = "/tf", tf_static_topic: str = "/tf_static", subscribe=None):
+        """``subscribe(msg_type, topic, callback, qos)`` makes the subscriptions (default: the node's
+        ``create_subscription``); a node passes its ``InputGuard.subscribe`` so that a message with
+        invalid transforms is a counted rejection."""
         self.cache_ns = int(cache_time * 1e9)
         self.max_age_ns = int(max_age * 1e9)
         self._lock = threading.Lock()
@@ -427,19 +524,34 @@ class FallbackTfBuffer(TfBufferBase):
         if node is not None:
             from tf2_msgs.msg import TFMessage
 
+            subscribe = subscribe or node.create_subscription
             self._subscriptions = [
-                node.create_subscription(TFMessage, tf_topic, lambda m: self._on_message(m, False), _tf_qos(False, 100)),
-                node.create_subscription(TFMessage, tf_static_topic, lambda m: self._on_message(m, True), _tf_qos(True, 100)),
+                subscribe(TFMessage, tf_topic, lambda m: self._on_message(m, False), _tf_qos(False, 100)),
+                subscribe(TFMessage, tf_static_topic, lambda m: self._on_message(m, True), _tf_qos(True, 100)),
             ]
 
     def _on_message(self, msg, static: bool) -> None:
+        """Keeps the message's valid transforms, as tf2 does, and then refuses the invalid ones."""
+        invalid = []
         for transform in msg.transforms:
-            self.set_transform(transform, static)
+            try:
+                self.set_transform(transform, static)
+            except InvalidMessage as error:
+                invalid.append(error)
+        if invalid:
+            raise InvalidMessage(f"{len(invalid)} of {len(msg.transforms)} transforms refused, e.g. {invalid[0]}",
+                                 "invalid_tf")
 
     def set_transform(self, transform, static: bool = False) -> None:
-        """Add one ``TransformStamped`` (what the subscriptions do for each received transform)."""
+        """Add one ``TransformStamped`` (what the subscriptions do for each received transform).
+
+        Refuses (:class:`InvalidMessage`, ``invalid_tf``) what tf2 refuses: an empty frame id, a
+        frame as its own parent, a non-finite transform or a quaternion that is not unit."""
         parent = transform.header.frame_id.lstrip("/")
         child = transform.child_frame_id.lstrip("/")
+        if not parent or not child or parent == child:
+            raise InvalidMessage(f"transform '{parent}' -> '{child}' needs two distinct, non-empty frame ids",
+                                 "invalid_tf")
         value = transform_to_rigid(transform)
         with self._lock:
             if self._parent.get(child) != parent:  # new frame or re-parented: forget its history
@@ -551,9 +663,10 @@ class Tf2RosBuffer(TfBufferBase):
         return frames.get(frame.lstrip("/"), {}).get("parent")
 
 
-def make_tf_buffer(node, cache_time: float = 10.0, max_age: float = 0.5):
+def make_tf_buffer(node, cache_time: float = 10.0, max_age: float = 0.5, subscribe=None):
     """A buffer with ``lookup(parent, child, stamp) -> Rigid3``, ``can_transform`` and ``parent_of(frame)``:
-    tf2_ros where it imports, else the fallback."""
+    tf2_ros where it imports (it validates transforms itself), else the fallback, subscribing through
+    ``subscribe`` (see :class:`FallbackTfBuffer`)."""
     if _have_tf2_ros():
         return Tf2RosBuffer(node, cache_time)
-    return FallbackTfBuffer(node, cache_time, max_age)
+    return FallbackTfBuffer(node, cache_time, max_age, subscribe=subscribe)
