@@ -393,7 +393,11 @@ def test_damaged_maps_on_live_reload(attack, graph, node, sim_map, tmp_path):
 
 
 def test_damaged_maps_at_start_up(graph, query, sim_map, tmp_path):
-    """A node started on a damaged map stays up, says why on /diagnostics, and serves once fixed."""
+    """A node started on a damaged map, into a latched /tf_static that carries a poisoned transform
+    (what a restarted node gets), stays up, says why on /diagnostics, and serves once fixed."""
+    static = clone(query.tf_static)
+    static.transforms.append(poisoned(0, *POISONED_TRANSFORMS["zero quaternion"], "base_link", "poisoned_frame"))
+    graph.publish("/tf_static", static)
     nodes = [NodeProcess(f"damaged_{damage}", tmp_path, map_path=damaged_map(sim_map, tmp_path / damage, damage))
              for damage in DAMAGES]
     try:
@@ -401,6 +405,7 @@ def test_damaged_maps_at_start_up(graph, query, sim_map, tmp_path):
             assert wait_until(lambda: graph.diagnostics.get(node.name, {}).get("_level") == b"\x02", 60.0), \
                 f"{node.name} never reported ERROR:\n{node.log()[-3000:]}"
             assert graph.diagnostics[node.name]["_message"].startswith("no map"), graph.diagnostics[node.name]
+            assert wait_until(lambda: int(graph.diagnostics[node.name].get("rejected_invalid_tf", 0)) >= 1, 5.0)
             node.assert_healthy()
         fixed = nodes[0]
         graph.set_parameter(fixed.name, "map_path", str(sim_map))
@@ -412,3 +417,4 @@ def test_damaged_maps_at_start_up(graph, query, sim_map, tmp_path):
     finally:
         for node in nodes:
             node.stop()
+        graph.publish("/tf_static", query.tf_static)
