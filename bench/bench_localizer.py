@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vloc_ros.config import merge_config
 from vloc_ros.geometry import Rigid3, pose_error
 from vloc_ros.localizer import Localizer
-from vloc_ros.mapping.builder import build_map, merge_config
+from vloc_ros.mapping.builder import build_map
 from vloc_ros.mapping.map_format import load_map
 from vloc_ros.mapping.sources import image_folder_frames, load_intrinsics, read_image_rgb
 from vloc_ros.tum import read_tum

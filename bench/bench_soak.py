@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vloc_ros.evaluation.live import read_bag_messages
 from vloc_ros.mapping.builder import build_map
 from vloc_ros.mapping.sources import image_folder_frames
+from vloc_ros.nodes.live_evaluation import read_bag_messages
 
 NODE = "vloc_localizer"
 TOPICS = ("/camera/camera_info", "/tf", "/camera/image_raw")  # per frame, in publishing order

@@ -18,7 +18,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from vloc_ros.evaluation.live import read_bag_messages
+from vloc_ros.nodes.live_evaluation import read_bag_messages
 
 NAMESPACE = f"/vloc_test_{os.getpid()}"
 # Node parameters for camera topics relative to the node's namespace.

@@ -18,13 +18,12 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from scipy.spatial.transform import Rotation
 
+from vloc_ros.bag_source import BagSource, MissingTopicError, image_from_message
 from vloc_ros.evaluation.alignment import align, align_records, apply_alignment
-from vloc_ros.evaluation.bag_source import BagSource, MissingTopicError, image_from_message
-from vloc_ros.evaluation.ground_truth import interpolate_poses
 from vloc_ros.evaluation.metrics import compute_metrics
 from vloc_ros.evaluation.records import FrameRecord
 from vloc_ros.evaluation.report import format_table, write_report
-from vloc_ros.geometry import Rigid3, pose_error
+from vloc_ros.geometry import Rigid3, interpolate_poses, pose_error
 from vloc_ros.tum import read_tum
 
 
@@ -37,10 +36,13 @@ def offset_pose(truth: Rigid3, translation_offset: float, rotation_offset_deg: f
     direction = rng.normal(size=3)
     axis = rng.normal(size=3)
     rotation = Rotation.from_rotvec(np.radians(rotation_offset_deg) * axis / np.linalg.norm(axis)).as_matrix()
-    return Rigid3(truth.rotation @ rotation, truth.translation + translation_offset * direction / np.linalg.norm(direction))
+    return Rigid3(
+        truth.rotation @ rotation, truth.translation + translation_offset * direction / np.linalg.norm(direction)
+    )
 
 
 # ---------------------------------------------------------------- alignment
+
 
 @pytest.mark.parametrize("noise", [0.0, 0.01])
 def test_umeyama_recovers_a_known_sim3(noise):
@@ -75,8 +77,10 @@ def test_apply_alignment_maps_whole_poses_and_align_records_removes_a_sim3_offse
     world_from_map, scale = random_rigid(rng), 0.4
     map_from_world = world_from_map.inverse()
     # The same cameras in a map frame that is rotated, shifted and scaled by 1/scale.
-    in_map = [Rigid3(map_from_world.rotation @ p.rotation, map_from_world.transform(p.translation[None])[0] / scale)
-              for p in truths]
+    in_map = [
+        Rigid3(map_from_world.rotation @ p.rotation, map_from_world.transform(p.translation[None])[0] / scale)
+        for p in truths
+    ]
     aligned = apply_alignment(in_map, *align([p.translation for p in in_map], [p.translation for p in truths], True))
     for estimate, truth in zip(aligned, truths):
         assert np.allclose(estimate.matrix, truth.matrix, atol=1e-9)
@@ -92,10 +96,12 @@ def test_apply_alignment_maps_whole_poses_and_align_records_removes_a_sim3_offse
 
 # ---------------------------------------------------------------- ground truth interpolation
 
+
 def test_interpolation_is_exact_for_linear_motion_and_none_across_gaps():
     def pose_at(t):  # constant velocity and constant angular velocity about a fixed axis
-        return Rigid3(Rotation.from_rotvec(0.3 * t * np.array([0.0, 0.6, 0.8])).as_matrix(),
-                      [1.0 + 2.0 * t, -0.5 * t, 0.25 * t])
+        return Rigid3(
+            Rotation.from_rotvec(0.3 * t * np.array([0.0, 0.6, 0.8])).as_matrix(), [1.0 + 2.0 * t, -0.5 * t, 0.25 * t]
+        )
 
     stamps = np.concatenate([np.arange(0.0, 1.01, 0.1), np.arange(1.6, 2.01, 0.1)])  # a 0.6 s hole
     order = np.random.default_rng(0).permutation(len(stamps))  # unsorted input is fine
@@ -114,18 +120,28 @@ def test_interpolation_is_exact_for_linear_motion_and_none_across_gaps():
 
 # ---------------------------------------------------------------- metrics
 
+
 def known_records() -> list[FrameRecord]:
     """10 frames with constructed errors: 2 not localized, 1 localized without ground truth."""
     rng = np.random.default_rng(7)
     # (translation offset, rotation offset deg) for localized frames with ground truth.
-    offsets = {0: (0.01, 0.5), 1: (0.01, 0.5), 2: (0.1, 1.5), 3: (0.3, 3.0), 4: (1.0, 8.0),
-               5: (0.3, 6.0), 9: (0.04, 0.9)}
+    offsets = {
+        0: (0.01, 0.5),
+        1: (0.01, 0.5),
+        2: (0.1, 1.5),
+        3: (0.3, 3.0),
+        4: (1.0, 8.0),
+        5: (0.3, 6.0),
+        9: (0.04, 0.9),
+    }
     records = []
     for i in range(10):
         truth = random_rigid(rng)
         timings = {"features": 0.004 * (i + 1), "search": 0.004 * (i + 1), "pose": 0.002 * (i + 1)}
         if i in offsets:
-            records.append(FrameRecord(100.0 + 0.1 * i, offset_pose(truth, *offsets[i], rng), "", 50 + i, timings, truth))
+            records.append(
+                FrameRecord(100.0 + 0.1 * i, offset_pose(truth, *offsets[i], rng), "", 50 + i, timings, truth)
+            )
         elif i in (6, 7):
             reason = "too_few_inliers" if i == 6 else "no_candidates"
             records.append(FrameRecord(100.0 + 0.1 * i, None, reason, 3, timings, truth))
@@ -136,9 +152,15 @@ def known_records() -> list[FrameRecord]:
 
 def test_metrics_on_known_errors_are_exact():
     metrics = compute_metrics(known_records())
-    assert metrics["counts"] == {"frames": 10, "evaluated": 9, "unevaluated": 1, "localized": 8,
-                                 "localized_evaluated": 7, "wrong_poses": 2,
-                                 "not_localized_by_reason": {"too_few_inliers": 1, "no_candidates": 1}}
+    assert metrics["counts"] == {
+        "frames": 10,
+        "evaluated": 9,
+        "unevaluated": 1,
+        "localized": 8,
+        "localized_evaluated": 7,
+        "wrong_poses": 2,
+        "not_localized_by_reason": {"too_few_inliers": 1, "no_candidates": 1},
+    }
     assert metrics["localized_rate"] == pytest.approx(7 / 9)
     assert [level["recall"] for level in metrics["recall"]] == pytest.approx([3 / 9, 4 / 9, 5 / 9, 7 / 9])
     assert metrics["wrong_pose_rate"] == pytest.approx(2 / 7)
@@ -155,7 +177,9 @@ def test_metrics_on_known_errors_are_exact():
     assert metrics["latency_ms"]["total"]["p99"] == pytest.approx(99.1)
     assert metrics["latency_ms"]["pose"]["p50"] == pytest.approx(11.0)
     # A tighter wrong-pose bound is configurable.
-    assert compute_metrics(known_records(), {"wrong_pose_bound": (0.05, 1.0)})["wrong_pose_rate"] == pytest.approx(4 / 7)
+    assert compute_metrics(known_records(), {"wrong_pose_bound": (0.05, 1.0)})["wrong_pose_rate"] == pytest.approx(
+        4 / 7
+    )
 
 
 def test_metrics_without_any_ground_truth_are_undefined_not_zero():
@@ -168,6 +192,7 @@ def test_metrics_without_any_ground_truth_are_undefined_not_zero():
 
 
 # ---------------------------------------------------------------- report
+
 
 def test_report_writes_readable_files_and_replaces_atomically(tmp_path):
     records = known_records()
@@ -219,8 +244,9 @@ DISTORTION = (0.1, -0.05, 0.001, 0.002, 0.01)
 
 
 def body_pose(t: float) -> Rigid3:  # odom_from_base_link
-    return Rigid3(Rotation.from_euler("zyx", [0.3 * t, 0.05 * np.sin(t), 0.02]).as_matrix(),
-                  [t - 100.0, 0.5 * np.sin(t), 0.1])
+    return Rigid3(
+        Rotation.from_euler("zyx", [0.3 * t, 0.05 * np.sin(t), 0.02]).as_matrix(), [t - 100.0, 0.5 * np.sin(t), 0.1]
+    )
 
 
 def map_from_odom(t: float) -> Rigid3:  # slow drift, linear in time so interpolation is exact
@@ -247,16 +273,20 @@ def jpeg_source() -> np.ndarray:
 def header(t: float, frame: str):
     sec = int(np.floor(t))
     return TYPESTORE.types["std_msgs/msg/Header"](
-        TYPESTORE.types["builtin_interfaces/msg/Time"](sec, int(round((t - sec) * 1e9))), frame)
+        TYPESTORE.types["builtin_interfaces/msg/Time"](sec, int(round((t - sec) * 1e9))), frame
+    )
 
 
 def transform(t: float, parent: str, child: str, pose: Rigid3):
     types = TYPESTORE.types
     q = pose.quaternion_xyzw
     return types["geometry_msgs/msg/TransformStamped"](
-        header(t, parent), child,
-        types["geometry_msgs/msg/Transform"](types["geometry_msgs/msg/Vector3"](*pose.translation),
-                                             types["geometry_msgs/msg/Quaternion"](*q)))
+        header(t, parent),
+        child,
+        types["geometry_msgs/msg/Transform"](
+            types["geometry_msgs/msg/Vector3"](*pose.translation), types["geometry_msgs/msg/Quaternion"](*q)
+        ),
+    )
 
 
 def raw_image_message(t: float, pixels: np.ndarray, encoding: str, channels: int, padding: int):
@@ -264,8 +294,9 @@ def raw_image_message(t: float, pixels: np.ndarray, encoding: str, channels: int
     step = width * channels + padding
     rows = np.full((height, step), 0xAB, np.uint8)  # padding bytes that must not leak into pixels
     rows[:, : width * channels] = pixels.reshape(height, -1)
-    return TYPESTORE.types["sensor_msgs/msg/Image"](header(t, "camera_optical"), height, width, encoding, 0, step,
-                                                    rows.ravel())
+    return TYPESTORE.types["sensor_msgs/msg/Image"](
+        header(t, "camera_optical"), height, width, encoding, 0, step, rows.ravel()
+    )
 
 
 def write_test_bag(path: Path, storage: StoragePlugin) -> None:
@@ -279,35 +310,65 @@ def write_test_bag(path: Path, storage: StoragePlugin) -> None:
         messages.append((t + lag, "/camera/image_raw", raw_image_message(t, image_pixels(i), "rgb8", 3, 8)))
     ok, jpeg = cv2.imencode(".jpg", jpeg_source()[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
     for i in range(3):
-        messages.append((IMAGE_START + 0.3 * i + lag, "/camera/image_raw/compressed",
-                         types["sensor_msgs/msg/CompressedImage"](header(IMAGE_START + 0.3 * i, "camera_optical"),
-                                                                  "jpeg", jpeg.ravel())))
+        messages.append(
+            (
+                IMAGE_START + 0.3 * i + lag,
+                "/camera/image_raw/compressed",
+                types["sensor_msgs/msg/CompressedImage"](
+                    header(IMAGE_START + 0.3 * i, "camera_optical"), "jpeg", jpeg.ravel()
+                ),
+            )
+        )
     roi = types["sensor_msgs/msg/RegionOfInterest"](0, 0, 0, 0, False)
-    info = types["sensor_msgs/msg/CameraInfo"](header(IMAGE_START, "camera_optical"), HEIGHT, WIDTH, "plumb_bob",
-                                               np.array(DISTORTION), K.ravel(), np.eye(3).ravel(),
-                                               np.zeros(12), 0, 0, roi)
+    info = types["sensor_msgs/msg/CameraInfo"](
+        header(IMAGE_START, "camera_optical"),
+        HEIGHT,
+        WIDTH,
+        "plumb_bob",
+        np.array(DISTORTION),
+        K.ravel(),
+        np.eye(3).ravel(),
+        np.zeros(12),
+        0,
+        0,
+        roi,
+    )
     messages.append((IMAGE_START + lag, "/camera/camera_info", info))
     for i in range(21):
         t = IMAGE_START + 0.1 * i
         pose = body_pose(t)
         q = pose.quaternion_xyzw
-        ros_pose = types["geometry_msgs/msg/Pose"](types["geometry_msgs/msg/Point"](*pose.translation),
-                                                  types["geometry_msgs/msg/Quaternion"](*q))
+        ros_pose = types["geometry_msgs/msg/Pose"](
+            types["geometry_msgs/msg/Point"](*pose.translation), types["geometry_msgs/msg/Quaternion"](*q)
+        )
         messages.append((t + lag, "/gt/pose", types["geometry_msgs/msg/PoseStamped"](header(t, "odom"), ros_pose)))
         messages.append((t + lag, "/tf", types["tf2_msgs/msg/TFMessage"]([transform(t, "odom", "base_link", pose)])))
     for t in np.arange(IMAGE_START - 0.5, IMAGE_START + 2.6, 0.5):
-        messages.append((t + lag, "/tf", types["tf2_msgs/msg/TFMessage"]([transform(t, "/map", "odom", map_from_odom(t))])))
-    messages.append((IMAGE_START - 1.0, "/tf_static", types["tf2_msgs/msg/TFMessage"]([
-        transform(0.0, "base_link", "camera_link", BASE_FROM_CAMERA_LINK),
-        transform(0.0, "camera_link", "camera_optical", CAMERA_LINK_FROM_OPTICAL)])))
+        messages.append(
+            (t + lag, "/tf", types["tf2_msgs/msg/TFMessage"]([transform(t, "/map", "odom", map_from_odom(t))]))
+        )
+    messages.append(
+        (
+            IMAGE_START - 1.0,
+            "/tf_static",
+            types["tf2_msgs/msg/TFMessage"](
+                [
+                    transform(0.0, "base_link", "camera_link", BASE_FROM_CAMERA_LINK),
+                    transform(0.0, "camera_link", "camera_optical", CAMERA_LINK_FROM_OPTICAL),
+                ]
+            ),
+        )
+    )
 
     msgtypes = {topic: message.__msgtype__ for _, topic, message in messages}
     with Writer(path, version=9, storage_plugin=storage) as writer:
-        connections = {topic: writer.add_connection(topic, msgtype, typestore=TYPESTORE)
-                       for topic, msgtype in msgtypes.items()}
+        connections = {
+            topic: writer.add_connection(topic, msgtype, typestore=TYPESTORE) for topic, msgtype in msgtypes.items()
+        }
         for receive_time, topic, message in sorted(messages, key=lambda m: m[0]):
-            writer.write(connections[topic], int(round(receive_time * 1e9)),
-                         TYPESTORE.serialize_cdr(message, msgtypes[topic]))
+            writer.write(
+                connections[topic], int(round(receive_time * 1e9)), TYPESTORE.serialize_cdr(message, msgtypes[topic])
+            )
 
 
 @pytest.fixture(scope="module")
@@ -350,8 +411,9 @@ def test_bag_ground_truth_from_pose_and_tf_chain_with_static_extrinsic(test_bag)
         for t, pose in zip(stamps, poses):
             assert np.allclose(pose.matrix, body_pose(t).matrix, atol=1e-9)
 
-        stamps, poses = source.ground_truth({"topic": "/tf", "parent_frame": "map", "child_frame": "base_link",
-                                             "camera_frame": "camera_optical"})
+        stamps, poses = source.ground_truth(
+            {"topic": "/tf", "parent_frame": "map", "child_frame": "base_link", "camera_frame": "camera_optical"}
+        )
         assert np.allclose(stamps, IMAGE_START + 0.1 * np.arange(21), atol=1e-9)
         for t, pose in zip(stamps, poses):
             expected = map_from_odom(t) @ body_pose(t) @ BASE_FROM_CAMERA_LINK @ CAMERA_LINK_FROM_OPTICAL
@@ -393,12 +455,15 @@ def test_truncated_mcap_is_read_up_to_the_damage(bags, tmp_path):
             assert stop.error
 
 
-@pytest.mark.parametrize("encoding, channels, to_bytes", [
-    ("bgr8", 3, lambda rgb: rgb[..., ::-1]),
-    ("rgba8", 4, lambda rgb: np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])),
-    ("bgra8", 4, lambda rgb: np.dstack([rgb[..., ::-1], np.full(rgb.shape[:2], 7, np.uint8)])),
-    ("mono8", 1, lambda rgb: rgb[..., :1]),
-])
+@pytest.mark.parametrize(
+    "encoding, channels, to_bytes",
+    [
+        ("bgr8", 3, lambda rgb: rgb[..., ::-1]),
+        ("rgba8", 4, lambda rgb: np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])),
+        ("bgra8", 4, lambda rgb: np.dstack([rgb[..., ::-1], np.full(rgb.shape[:2], 7, np.uint8)])),
+        ("mono8", 1, lambda rgb: rgb[..., :1]),
+    ],
+)
 def test_raw_image_encodings_with_row_padding(encoding, channels, to_bytes):
     rgb = np.random.default_rng(1).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
     image = image_from_message(raw_image_message(1.0, to_bytes(rgb), encoding, channels, padding=3))

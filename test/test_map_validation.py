@@ -13,11 +13,10 @@ import pytest
 from vloc_ros.geometry import pose_error
 from vloc_ros.hashing import file_sha256
 from vloc_ros.localizer import Localizer
-from vloc_ros.mapping.builder import LOCAL_INDEX_TYPES
 from vloc_ros.mapping.map_format import LOCAL_INDEX_STATES, STATE_SPECS, MapError, load_map
 from vloc_ros.mapping.sources import load_intrinsics, read_image_rgb
 from vloc_ros.retrieval import VladDescriptor
-from vloc_ros.search import Binarizer, FaissBinaryIndex
+from vloc_ros.search import LOCAL_INDEX_TYPES, Binarizer, FaissBinaryIndex
 from vloc_ros.tum import read_tum
 
 

@@ -20,7 +20,9 @@ def register(subparsers) -> None:
                     "frame) of every localized image to a TUM file and one JSON line per image to stdout.")
     parser.add_argument("images", nargs="+", type=Path, help="image files or folders")
     parser.add_argument("--map", type=Path, required=True, help="map directory from `vloc build-map`")
-    parser.add_argument("--intrinsics", type=Path, required=True, help="camera YAML (vloc keys or ROS calibration file)")
+    parser.add_argument(
+        "--intrinsics", type=Path, required=True, help="camera YAML (vloc keys or ROS calibration file)"
+    )
     parser.add_argument("--output", "-o", type=Path, default=Path("poses.tum"), help="TUM file to write")
     parser.add_argument("--mode", choices=["parallel", "global_only", "local_only"], help="candidate search mode")
     parser.set_defaults(func=run)

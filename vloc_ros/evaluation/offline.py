@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..geometry import Rigid3
+from ..bag_source import BagSource
+from ..geometry import Rigid3, interpolate_poses
 from ..tum import read_tum
 from .alignment import align_records
-from .bag_source import BagSource
-from .ground_truth import interpolate_poses
 from .metrics import compute_metrics
 from .records import FrameRecord
 from .report import write_report
@@ -25,6 +24,16 @@ DEFAULT_EVAL_CONFIG = {
     "ground_truth_tum": None,
     "max_gap": 0.25,  # seconds between ground-truth samples bracketing an image
     "alignment": "none",  # none | se3 | sim3: when the map frame is not the ground-truth frame
+}
+# The live evaluation's (vloc_ros.nodes.live_evaluation, `vloc eval --live`) defaults: here, without ROS,
+# so that the `vloc eval` command line shows them.
+DEFAULT_LIVE_CONFIG = {
+    **DEFAULT_EVAL_CONFIG,
+    "node": "/vloc_localizer",  # the localizer node to evaluate (when not started here)
+    "rate": 1.0,                # replay speed: 2.0 = twice the bag's pace
+    "replay_tf": True,          # also replay /tf and /tf_static
+    "wait_s": 30.0,             # for the node's topics to appear
+    "drain_s": 3.0,             # after the last image, for the poses still to come
 }
 
 

@@ -85,52 +85,85 @@ def _metric_rows(metrics: dict) -> list[tuple[str, str]]:
     counts = metrics["counts"]
     wrong_bound = metrics["wrong_pose_bound"]
     rows = [
-        ("frames", f"{counts['frames']} ({counts['evaluated']} evaluated, {counts['unevaluated']} without ground truth)"),
-        ("localized (of evaluated)", f"{_percent(metrics['localized_rate'])} "
-                                     f"({counts['localized_evaluated']}/{counts['evaluated']}; "
-                                     f"{counts['localized']} of all frames)"),
+        (
+            "frames",
+            f"{counts['frames']} ({counts['evaluated']} evaluated, {counts['unevaluated']} without ground truth)",
+        ),
+        (
+            "localized (of evaluated)",
+            f"{_percent(metrics['localized_rate'])} "
+            f"({counts['localized_evaluated']}/{counts['evaluated']}; "
+            f"{counts['localized']} of all frames)",
+        ),
     ]
     for level in metrics["recall"]:
-        rows.append((f"recall @ {level['max_translation']:g} m, {level['max_rotation_deg']:g}°",
-                     _percent(level["recall"])))
+        rows.append(
+            (f"recall @ {level['max_translation']:g} m, {level['max_rotation_deg']:g}°", _percent(level["recall"]))
+        )
     rows += [
-        (f"wrong-pose rate (> {wrong_bound['max_translation']:g} m or > {wrong_bound['max_rotation_deg']:g}°)",
-         f"{_percent(metrics['wrong_pose_rate'])} ({counts['wrong_poses']}/{counts['localized_evaluated']} localized)"),
-        ("translation error median / p90",
-         f"{_number(metrics['translation_error']['median'], '.3f')} / {_number(metrics['translation_error']['p90'], '.3f')} m"),
-        ("rotation error median / p90",
-         f"{_number(metrics['rotation_error_deg']['median'], '.2f')} / {_number(metrics['rotation_error_deg']['p90'], '.2f')}°"),
+        (
+            f"wrong-pose rate (> {wrong_bound['max_translation']:g} m or > {wrong_bound['max_rotation_deg']:g}°)",
+            f"{_percent(metrics['wrong_pose_rate'])} "
+            f"({counts['wrong_poses']}/{counts['localized_evaluated']} localized)",
+        ),
+        (
+            "translation error median / p90",
+            f"{_number(metrics['translation_error']['median'], '.3f')} / "
+            f"{_number(metrics['translation_error']['p90'], '.3f')} m",
+        ),
+        (
+            "rotation error median / p90",
+            f"{_number(metrics['rotation_error_deg']['median'], '.2f')} / "
+            f"{_number(metrics['rotation_error_deg']['p90'], '.2f')}°",
+        ),
         ("APE RMSE (translation)", f"{_number(metrics['ape_translation_rmse'], '.3f')} m"),
-        ("not localized, by reason", ", ".join(f"{reason} {n}" for reason, n in
-                                               sorted(counts["not_localized_by_reason"].items())) or "none"),
+        (
+            "not localized, by reason",
+            ", ".join(f"{reason} {n}" for reason, n in sorted(counts["not_localized_by_reason"].items())) or "none",
+        ),
     ]
     latency = metrics["latency_ms"]
     for stage in sorted(latency, key=lambda s: (s != "total", s)):
         values = latency[stage]
-        rows.append((f"latency {stage} p50 / p95 / p99",
-                     f"{values['p50']:.1f} / {values['p95']:.1f} / {values['p99']:.1f} ms"))
+        rows.append(
+            (f"latency {stage} p50 / p95 / p99", f"{values['p50']:.1f} / {values['p95']:.1f} / {values['p99']:.1f} ms")
+        )
     return rows
 
 
 def _markdown(metrics: dict, description: dict) -> str:
-    lines = ["# Localization evaluation", "",
-             f"Written {datetime.now(timezone.utc).isoformat(timespec='seconds')}.", "",
-             "## What was evaluated", ""]
+    lines = [
+        "# Localization evaluation",
+        "",
+        f"Written {datetime.now(timezone.utc).isoformat(timespec='seconds')}.",
+        "",
+        "## What was evaluated",
+        "",
+    ]
     nested = {key: value for key, value in description.items() if isinstance(value, (dict, list, tuple))}
     lines += [f"- **{key}**: `{value}`" for key, value in description.items() if key not in nested]
     for key, value in nested.items():
         lines += ["", f"**{key}**", "", "```json", json.dumps(value, indent=2, default=str), "```"]
-    lines += ["", "## Metrics", "",
-              "Errors are in map units (metres for a metric map); rates of frames with ground truth.", "",
-              "| metric | value |", "|---|---|"]
+    lines += [
+        "",
+        "## Metrics",
+        "",
+        "Errors are in map units (metres for a metric map); rates of frames with ground truth.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
     lines += [f"| {label} | {value} |" for label, value in _metric_rows(metrics)]
     lines += ["", "## Plots", ""]
     for file, title in PLOTS.items():
         lines += [f"### {title}", "", f"![{title}]({file})", ""]
-    lines += ["## Files", "",
-              "- `report.json`: every metric and every frame (estimate, ground truth, errors, timings)",
-              "- `groundtruth.tum`, `estimate.tum` (localized frames only): "
-              "`evo_ape tum groundtruth.tum estimate.tum`", ""]
+    lines += [
+        "## Files",
+        "",
+        "- `report.json`: every metric and every frame (estimate, ground truth, errors, timings)",
+        "- `groundtruth.tum`, `estimate.tum` (localized frames only): `evo_ape tum groundtruth.tum estimate.tum`",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -152,8 +185,7 @@ def _plot_trajectory(records: list[FrameRecord], metrics: dict) -> Figure:
     truth = np.array([r.ground_truth.translation for r in records if r.evaluated]).reshape(-1, 3)
     scored = [r for r in records if r.localized and r.evaluated]
     unscored = np.array([r.estimate.translation for r in records if r.localized and not r.evaluated]).reshape(-1, 3)
-    missed = np.array([r.ground_truth.translation for r in records
-                       if r.evaluated and not r.localized]).reshape(-1, 3)
+    missed = np.array([r.ground_truth.translation for r in records if r.evaluated and not r.localized]).reshape(-1, 3)
     estimates = np.array([r.estimate.translation for r in scored]).reshape(-1, 3)
     everything = np.concatenate([truth, unscored, missed, estimates])
     if len(everything) == 0:
@@ -165,9 +197,16 @@ def _plot_trajectory(records: list[FrameRecord], metrics: dict) -> Figure:
     ax.plot(truth[:, u], truth[:, v], "-", color="0.35", linewidth=1.2, label="ground truth")
     if len(estimates):
         errors = np.array([r.errors()[0] for r in scored])
-        points = ax.scatter(estimates[:, u], estimates[:, v], c=errors, s=14, cmap="viridis",
-                            norm=Normalize(0.0, metrics["wrong_pose_bound"]["max_translation"]),
-                            label="estimate", zorder=3)
+        points = ax.scatter(
+            estimates[:, u],
+            estimates[:, v],
+            c=errors,
+            s=14,
+            cmap="viridis",
+            norm=Normalize(0.0, metrics["wrong_pose_bound"]["max_translation"]),
+            label="estimate",
+            zorder=3,
+        )
         figure.colorbar(points, ax=ax, extend="max", label="translation error")
     if len(unscored):
         ax.scatter(unscored[:, u], unscored[:, v], s=10, color="0.6", label="estimate, no ground truth")
@@ -195,13 +234,16 @@ def _plot_errors_over_time(records: list[FrameRecord], metrics: dict) -> Figure:
     errors = np.array([r.errors() for r in scored]).reshape(-1, 2)
     missed_times = [r.stamp - start for r in evaluated if not r.localized]
     bound = metrics["wrong_pose_bound"]
-    for ax, column, limit, label in ((translation_ax, 0, bound["max_translation"], "translation error"),
-                                     (rotation_ax, 1, bound["max_rotation_deg"], "rotation error (°)")):
+    for ax, column, limit, label in (
+        (translation_ax, 0, bound["max_translation"], "translation error"),
+        (rotation_ax, 1, bound["max_rotation_deg"], "rotation error (°)"),
+    ):
         ax.plot(times, errors[:, column], ".-", markersize=4, linewidth=0.6, label="localized")
         ax.axhline(limit, color="tab:red", linestyle="--", linewidth=0.8, label="wrong-pose bound")
         if missed_times:
-            ax.plot(missed_times, np.zeros(len(missed_times)), "|", color="tab:red", markersize=12,
-                    label="not localized")
+            ax.plot(
+                missed_times, np.zeros(len(missed_times)), "|", color="tab:red", markersize=12, label="not localized"
+            )
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     translation_ax.legend(loc="upper right", fontsize="small")
@@ -217,8 +259,10 @@ def _plot_error_cdf(records: list[FrameRecord], metrics: dict) -> Figure:
         _no_data(translation_ax, "no frame with ground truth")
         return figure
     errors = np.array([r.errors() for r in evaluated if r.localized]).reshape(-1, 2)
-    for ax, column, key, unit in ((translation_ax, 0, "max_translation", "translation error"),
-                                  (rotation_ax, 1, "max_rotation_deg", "rotation error (°)")):
+    for ax, column, key, unit in (
+        (translation_ax, 0, "max_translation", "translation error"),
+        (rotation_ax, 1, "max_rotation_deg", "rotation error (°)"),
+    ):
         # Share of *evaluated* frames within an error: frames not localized never are, so the
         # curve tops out at the localized rate.
         values = np.sort(np.maximum(errors[:, column], 1e-4))  # log axis: clamp exact zeros
@@ -246,12 +290,22 @@ def _plot_latency(records: list[FrameRecord], metrics: dict) -> Figure:
     bins = np.linspace(0.0, max(totals.max(), 1e-3) * 1.05, 40)
     ax.hist(totals, bins=bins, color="0.8", label="total")
     for stage in stages:
-        ax.hist(np.array([t[stage] for t in timed if stage in t]) * 1e3, bins=bins, histtype="step",
-                linewidth=1.2, label=stage)
+        ax.hist(
+            np.array([t[stage] for t in timed if stage in t]) * 1e3,
+            bins=bins,
+            histtype="step",
+            linewidth=1.2,
+            label=stage,
+        )
     total = metrics["latency_ms"]["total"]
     for percentile, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
-        ax.axvline(total[percentile], color="black", linestyle=style, linewidth=0.9,
-                   label=f"total {percentile} {total[percentile]:.1f} ms")
+        ax.axvline(
+            total[percentile],
+            color="black",
+            linestyle=style,
+            linewidth=0.9,
+            label=f"total {percentile} {total[percentile]:.1f} ms",
+        )
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("frames")
     ax.legend(fontsize="small")

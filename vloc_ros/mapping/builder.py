@@ -22,10 +22,11 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..features import Features, create_extractor
+from ..config import merge_config
 from ..features.matching import create_matcher
 from ..geometry import Rigid3
 from ..retrieval import VladDescriptor
-from ..search import Binarizer, FaissBinaryIndex, RandomTreesIndex
+from ..search import LOCAL_INDEX_TYPES, Binarizer
 from . import pairs as pair_selection
 from .map_format import Keyframe, LocalizationMap, save_map
 from .points import collect_tracks, medoid_descriptors, visibility_arrays
@@ -44,11 +45,6 @@ DEFAULT_BUILD_CONFIG = {
     "min_registered_images": 3,
     "map_frame": "map",
 }
-
-
-# The local branch's index over binary codes: the paper's random trees, or faiss as a baseline. The map
-# format declares the same names with each one's state (map_format.LOCAL_INDEX_STATES) to check maps by.
-LOCAL_INDEX_TYPES = {"random_trees": RandomTreesIndex, "faiss_binary": FaissBinaryIndex}
 
 
 class BuildError(RuntimeError):
@@ -80,22 +76,6 @@ class BuildSummary:
         lines.append("  time per stage:")
         lines += [f"    {stage:<14} {seconds:8.2f} s" for stage, seconds in self.stage_seconds.items()]
         return "\n".join(lines)
-
-
-def merge_config(base: dict, override: dict | None) -> dict:
-    """Recursive dict merge: ``override`` wins, nested dicts merge. A nested dict naming another
-    component (a different ``name``, e.g. another matcher) replaces the default one whole, so
-    options of the default never leak into it."""
-    merged = dict(base)
-    for key, value in (override or {}).items():
-        default = merged.get(key)
-        switches = isinstance(value, dict) and "name" in value and isinstance(default, dict) and \
-            value["name"] != default.get("name")
-        if isinstance(default, dict) and isinstance(value, dict) and not switches:
-            merged[key] = merge_config(default, value)
-        else:
-            merged[key] = value
-    return merged
 
 
 class FeatureCache:

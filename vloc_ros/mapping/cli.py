@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from ..bag_source import BagContentError, BagReadError
 from ..cli import UsageError
-from ..evaluation.bag_source import BagContentError, BagReadError
 from .builder import BuildError, build_map
 from .sources import SourceError, bag_frames, image_folder_frames
 
@@ -22,19 +22,30 @@ def register(subparsers) -> None:
     source.add_argument("--images", type=Path, help="folder of images (searched recursively, sorted by path)")
     source.add_argument("--bag", type=Path, help="ROS 2 bag directory or file (mcap or sqlite3)")
     parser.add_argument("--output", "-o", type=Path, required=True, help="map directory to write (e.g. maps/office)")
-    parser.add_argument("--intrinsics", type=Path, help="camera YAML (vloc keys or a ROS calibration file); default: EXIF")
-    parser.add_argument("--poses-tum", type=Path, help="known world_from_camera poses, one TUM line per image in name order")
-    parser.add_argument("--poses-colmap", type=Path, help="known poses from a COLMAP model directory (matched by image name)")
+    parser.add_argument(
+        "--intrinsics", type=Path, help="camera YAML (vloc keys or a ROS calibration file); default: EXIF"
+    )
+    parser.add_argument(
+        "--poses-tum", type=Path, help="known world_from_camera poses, one TUM line per image in name order"
+    )
+    parser.add_argument(
+        "--poses-colmap", type=Path, help="known poses from a COLMAP model directory (matched by image name)"
+    )
     parser.add_argument("--image-topic", default="/camera/image_raw", help="bag image topic (Image or CompressedImage)")
     parser.add_argument("--camera-info-topic", default="/camera/camera_info")
     parser.add_argument("--pose-topic", help="bag topic with known poses: PoseStamped, Odometry, or /tf")
     parser.add_argument("--pose-parent-frame", default="map", help="with --pose-topic /tf: the world frame")
     parser.add_argument("--pose-child-frame", default="base_link", help="the frame the known poses describe")
-    parser.add_argument("--camera-frame", help="camera optical frame: composes the /tf_static extrinsic "
-                                               "from the pose child frame (omit when poses are camera poses)")
+    parser.add_argument(
+        "--camera-frame",
+        help="camera optical frame: composes the /tf_static extrinsic "
+        "from the pose child frame (omit when poses are camera poses)",
+    )
     parser.add_argument("--every-nth", type=int, default=1, help="use every n-th bag image")
     parser.add_argument("--config", type=Path, help="YAML overriding the build config (extractor, matcher, pairs, ...)")
-    parser.add_argument("--cache", type=Path, help="feature cache directory (default: OUTPUT.cache; lets a killed build resume)")
+    parser.add_argument(
+        "--cache", type=Path, help="feature cache directory (default: OUTPUT.cache; lets a killed build resume)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing map")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
@@ -53,13 +64,27 @@ def run(args: argparse.Namespace) -> int:
             frames = image_folder_frames(args.images, args.intrinsics, args.poses_tum, args.poses_colmap)
             description = f"images {args.images}"
         else:
-            ground_truth = {"topic": args.pose_topic, "parent_frame": args.pose_parent_frame,
-                            "child_frame": args.pose_child_frame,
-                            "camera_frame": args.camera_frame} if args.pose_topic else None
+            ground_truth = (
+                {
+                    "topic": args.pose_topic,
+                    "parent_frame": args.pose_parent_frame,
+                    "child_frame": args.pose_child_frame,
+                    "camera_frame": args.camera_frame,
+                }
+                if args.pose_topic
+                else None
+            )
             frames = bag_frames(args.bag, args.image_topic, args.camera_info_topic, ground_truth, args.every_nth)
             description = f"bag {args.bag} ({args.image_topic})"
-        summary = build_map(frames, args.output, config, cache_dir=args.cache, progress=not args.quiet,
-                            overwrite=args.overwrite, source_description=description)
+        summary = build_map(
+            frames,
+            args.output,
+            config,
+            cache_dir=args.cache,
+            progress=not args.quiet,
+            overwrite=args.overwrite,
+            source_description=description,
+        )
     except (SourceError, BuildError, BagContentError, BagReadError) as error:
         raise UsageError(str(error)) from None
     print(summary.format())

@@ -56,7 +56,7 @@ STATE_SPECS = {
     "global_descriptor": {"centroids": ("f", ("V", "D"))},
 }
 # The local index types a map may name (manifest local_index.type) and the state of each.
-# builder.LOCAL_INDEX_TYPES maps the same names to classes; the names live here so that loading a
+# search.LOCAL_INDEX_TYPES maps the same names to classes; the names live here so that loading a
 # map needs no search code.
 LOCAL_INDEX_STATES = {
     "random_trees": {"node_bit": ("i", ("N",)), "node_child": ("i", ("N",)), "tree_roots": ("i", ("T",)),

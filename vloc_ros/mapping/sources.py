@@ -129,13 +129,20 @@ def image_folder_frames(folder, intrinsics=None, poses_tum=None, poses_colmap=No
     for path, name, pose, stamp in zip(paths, names, poses, stamps):
         frame_camera = camera or intrinsics_from_exif(path)
         if frame_camera is None:
-            raise SourceError(f"no intrinsics for {path}: pass --intrinsics (YAML) or use images with EXIF focal length")
+            raise SourceError(f"no intrinsics for {path}: pass --intrinsics (YAML) or use images with an EXIF "
+                              "focal length")
         frames.append(MapFrame(name, frame_camera, lambda path=path: read_image_rgb(path), pose, stamp))
     return frames
 
 
-def bag_frames(bag_path, image_topic: str, camera_info_topic: str, ground_truth: dict | None = None,
-               every_nth: int = 1, max_gap: float = 0.2) -> Iterator[MapFrame]:
+def bag_frames(
+    bag_path,
+    image_topic: str,
+    camera_info_topic: str,
+    ground_truth: dict | None = None,
+    every_nth: int = 1,
+    max_gap: float = 0.2,
+) -> Iterator[MapFrame]:
     """Frames from a ROS 2 bag: images (raw or compressed) + CameraInfo (+ known poses).
 
     ``ground_truth`` is a ``BagSource.ground_truth`` config (a PoseStamped/Odometry/TF topic, and
@@ -144,8 +151,8 @@ def bag_frames(bag_path, image_topic: str, camera_info_topic: str, ground_truth:
     none (the builder then runs SfM). A generator: each image is decoded once and dropped after
     the builder extracted it.
     """
-    from ..evaluation.bag_source import BagSource
-    from ..evaluation.ground_truth import PoseInterpolator
+    from ..bag_source import BagSource
+    from ..geometry import PoseInterpolator
 
     with BagSource(bag_path) as source:
         camera = source.camera(camera_info_topic)

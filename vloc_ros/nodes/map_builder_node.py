@@ -37,8 +37,7 @@ from rclpy.node import Node
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from vloc_ros.evaluation.ground_truth import interpolate_poses
-from vloc_ros.geometry import Camera, Rigid3, rotation_error_deg
+from vloc_ros.geometry import Camera, Rigid3, interpolate_poses, rotation_error_deg
 from vloc_ros.mapping.builder import DEFAULT_BUILD_CONFIG, build_map
 
 from .camera_input import CAMERA_PARAMETERS, CameraInput

@@ -1,5 +1,5 @@
-"""What an evaluation reads from a ROS 2 bag (mcap or sqlite3, directory or single file) with
-``rosbags``, without a ROS install: images, the camera model and ground-truth poses.
+"""What the evaluation and the map builder read from a ROS 2 bag (mcap or sqlite3, directory or
+single file) with ``rosbags``, without a ROS install: images, the camera model and ground-truth poses.
 
 Image stamps are header stamps (when the camera saw the scene), never bag receive times.
 
@@ -24,8 +24,7 @@ from mcap.stream_reader import StreamReader
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.typesys import Stores, get_typestore
 
-from ..geometry import Camera, Rigid3
-from .ground_truth import interpolate_poses
+from .geometry import Camera, Rigid3, interpolate_poses
 
 logger = logging.getLogger(__name__)
 

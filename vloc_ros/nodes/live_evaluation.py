@@ -17,7 +17,7 @@ publishes the camera's pose, compared with the ground truth composed with the ex
 
 from __future__ import annotations
 
-# rclpy and the message packages are imported where used: `vloc eval` offline must not need ROS.
+# rclpy and the message packages are imported where used: importing this module needs no ROS.
 
 import importlib
 import threading
@@ -27,23 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bag_source import BagSource
+from ..evaluation.alignment import align_records
+from ..evaluation.metrics import LATENCY_PERCENTILES, compute_metrics
+from ..evaluation.offline import DEFAULT_LIVE_CONFIG, ground_truth_at
+from ..evaluation.records import FrameRecord
+from ..evaluation.report import write_report
 from ..geometry import Rigid3
-from ..nodes.ros_compat import pose_to_rigid
-from .alignment import align_records
-from .bag_source import BagSource
-from .metrics import LATENCY_PERCENTILES, compute_metrics
-from .offline import DEFAULT_EVAL_CONFIG, ground_truth_at
-from .records import FrameRecord
-from .report import write_report
+from .ros_compat import pose_to_rigid
 
-DEFAULT_LIVE_CONFIG = {
-    **DEFAULT_EVAL_CONFIG,
-    "node": "/vloc_localizer",  # the localizer node to evaluate (when not started here)
-    "rate": 1.0,                # replay speed: 2.0 = twice the bag's pace
-    "replay_tf": True,          # also replay /tf and /tf_static
-    "wait_s": 30.0,             # for the node's topics to appear
-    "drain_s": 3.0,             # after the last image, for the poses still to come
-}
 TF_TOPICS = ("/tf", "/tf_static")
 # Stamps within this of the wall clock count as this machine's clock (a live camera, not a recording).
 SAME_CLOCK_S = 60.0
@@ -196,7 +188,7 @@ def evaluate_live(bag, output_dir, config: dict | None = None, map_path=None, no
 def _start_localizer(context, map_path, config: dict, node_parameters: dict):
     from rclpy.parameter import Parameter
 
-    from ..nodes.localizer_node import LocalizerNode
+    from .localizer_node import LocalizerNode
 
     image_topic, transport = config["image_topic"], "raw"
     if image_topic.endswith("/compressed"):
