@@ -138,32 +138,6 @@ def test_bad_raw_images_are_counted_not_fatal(graph, query, localizer):
     assert all(m.header.stamp.sec != 42 for m in poses.messages)
 
 
-def test_covariance_of_attached_frame_matches_finite_differences():
-    """The base pose's covariance: the camera's, through the Jacobian of world_from_base w.r.t. the
-    camera pose parameters (position, small world-axis rotation on the left), here by finite differences."""
-    from scipy.spatial.transform import Rotation
-
-    world_from_camera = Rigid3.from_quaternion((0.2, -0.1, 0.4, 0.9), (1.0, 2.0, 0.5))
-    base_from_camera = Rigid3.from_quaternion((-0.5, 0.5, -0.5, 0.5), (0.1, 0.0, 1.2))
-    camera_from_base = base_from_camera.inverse()
-
-    def base_parameters(delta):
-        perturbed = Rigid3(Rotation.from_rotvec(delta[3:]).as_matrix() @ world_from_camera.rotation,
-                           world_from_camera.translation + delta[:3])
-        world_from_base = perturbed @ camera_from_base
-        rotation = Rotation.from_matrix(world_from_base.rotation @ (world_from_camera @ camera_from_base).rotation.T)
-        return np.concatenate([world_from_base.translation, rotation.as_rotvec()])
-
-    step = 1e-6
-    jacobian = np.stack([(base_parameters(step * e) - base_parameters(-step * e)) / (2 * step) for e in np.eye(6)],
-                        axis=1)
-    covariance = np.diag([1e-4, 2e-4, 3e-4, 1e-5, 2e-5, 3e-5])
-    covariance[0, 4] = covariance[4, 0] = 5e-6
-    lever_arm = (world_from_camera @ camera_from_base).translation - world_from_camera.translation
-    np.testing.assert_allclose(rc.covariance_of_attached_frame(covariance, lever_arm),
-                               jacobian @ covariance @ jacobian.T, atol=1e-10)
-
-
 def test_relocalize(graph, localizer):
     response = graph.call(Trigger, topic(localizer, "relocalize"))
     assert response.success and "motion prior cleared" in response.message
@@ -231,6 +205,15 @@ def test_bad_map_then_reload_camera_pose_and_map_to_camera_tf(graph, query, sim_
         assert not busy.result().success and "already loading" in busy.result().message, busy.result().message
         assert loading.result().success, loading.result().message
         graph.node.destroy_client(client)
+
+        # Reloading again swaps in a new localizer; the worker closes the old one (its search threads) once
+        # it is done with it, and localizes with the new one.
+        old = node._map.localizer
+        assert old.search._pool is not None and not old.search._pool._shutdown
+        assert graph.call(Trigger, topic(node, "reload_map")).success
+        assert node._map.localizer is not old
+        assert wait_until(lambda: old.search._pool._shutdown, 5.0), "the replaced localizer was not closed"
+        assert not node._map.localizer.search._pool._shutdown
 
         camera_truth = dict(zip(*read_tum(sim_dataset / "query_poses.tum")))
         index = 5

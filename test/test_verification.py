@@ -131,7 +131,8 @@ def test_confidence_falls_towards_the_bounds_and_covariance_grows():
     assert confidences[0] == 1.0 and confidences[0] > confidences[1] > confidences[2] > 0
     covariance = np.diag([1e-4] * 3 + [1e-6] * 3)
     published = [inflate_covariance(covariance, c) for c in confidences]
-    assert np.all(np.diag(published[2]) > np.diag(published[1])) and np.all(np.diag(published[1]) > np.diag(published[0]))
+    diagonals = [np.diag(matrix) for matrix in published[:3]]
+    assert np.all(diagonals[2] > diagonals[1]) and np.all(diagonals[1] > diagonals[0])
     assert np.allclose(inflate_covariance(covariance, 0.0), covariance / 0.05)
 
 
@@ -154,3 +155,36 @@ def test_motion_gate_holds_a_jump_until_confirmed():
     assert gate.check(jumped @ _pose(0.1), _pose(0.1)) != ""
     assert gate.check(map_from_odom @ _pose(0.2), _pose(0.2)) == ""
     assert gate.check(jumped @ _pose(0.3), _pose(0.3)) != ""
+
+
+def test_motion_gate_reset_waits_for_a_running_check():
+    """The node's worker calls check() while ~/relocalize and map reloads call reset() from the executor:
+    a reset that came mid-check used to leave check comparing against None. Now it waits its turn."""
+    import threading
+
+    gate = MotionGate({"confirm_frames": 3})
+    map_from_odom = _pose(10.0, 30.0)
+    assert gate.check(map_from_odom @ _pose(0.0), _pose(0.0)) == ""
+    entered, release, agrees = threading.Event(), threading.Event(), gate._agrees
+
+    def slow_agrees(*args):
+        entered.set()
+        assert release.wait(5.0)
+        return agrees(*args)
+
+    gate._agrees = slow_agrees
+    results = []
+    checking = threading.Thread(target=lambda: results.append(gate.check(map_from_odom @ _pose(0.1), _pose(0.1))))
+    checking.start()
+    assert entered.wait(5.0)
+    resetting = threading.Thread(target=gate.reset)
+    resetting.start()
+    resetting.join(0.2)
+    assert resetting.is_alive(), "reset() ran while check() was comparing"
+    release.set()
+    checking.join(5.0)
+    resetting.join(5.0)
+    assert results == [""] and not resetting.is_alive()
+    # The reset came after the check: the prior is gone, a jump is accepted as is.
+    gate._agrees = agrees
+    assert gate.check(_pose(14.0, 30.0) @ _pose(0.2), _pose(0.2)) == ""

@@ -14,13 +14,13 @@ from enum import Enum
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from .config import merge_config
 from .features import create_extractor
 from .geometry import Camera, Rigid3
-from .mapping.builder import LOCAL_INDEX_TYPES, merge_config
 from .mapping.map_format import REBUILD, LocalizationMap, MapError
 from .pose import DEFAULT_POSE_CONFIG, estimate_pose
 from .retrieval import VladDescriptor
-from .search import Binarizer, CandidateSearch, GlobalIndex
+from .search import LOCAL_INDEX_TYPES, Binarizer, CandidateSearch, GlobalIndex
 from .verification import DEFAULT_VERIFICATION_CONFIG, decide, gather_evidence
 
 DEFAULT_LOCALIZER_CONFIG = {
@@ -111,7 +111,7 @@ class Localizer:
         self.map = localization_map
         self.config = merge_config(DEFAULT_LOCALIZER_CONFIG, config)
         if self.config["blas_threads"] is not None:
-            threadpool_limits(self.config["blas_threads"], user_api="blas")
+            threadpool_limits(self.config["blas_threads"], user_api="blas")  # process-wide: see "blas_threads"
         # The manifest's schema is load_map's to check (map_format.MANIFEST_SCHEMA); from here on
         # it holds the keys and types the builder writes.
         manifest = localization_map.manifest
@@ -140,6 +140,10 @@ class Localizer:
             binarizer=binarizer,
             global_index=GlobalIndex(arrays["keyframe_global_descriptors"]),
             keyframe_points=(arrays["keyframe_points_offsets"], arrays["keyframe_points"]))
+
+    def close(self) -> None:
+        """Stop the search's threads. Call it once no ``localize`` runs or will run on this localizer."""
+        self.search.close()
 
     def localize(self, image: np.ndarray, camera: Camera) -> LocalizationResult:
         """Localize one image (RGB uint8 HxWx3 or gray HxW) taken by ``camera``.

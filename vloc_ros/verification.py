@@ -38,6 +38,7 @@ the node scales the published covariance by 1 / confidence.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -345,14 +346,21 @@ class MotionGate:
     Odometry drifts slowly, so consecutive right poses imply nearly the same ``map_from_odom``; a
     wrong pose implies a jump. A jump is accepted only after ``confirm_frames`` consecutive poses
     imply the same new ``map_from_odom`` (the robot was kidnapped, or the old estimate was wrong).
+
+    Thread-safe: the node's worker calls ``check`` while ``reset`` comes from its executor.
     """
 
     def __init__(self, config: dict | None = None):
         self.config = {**DEFAULT_MOTION_GATE_CONFIG, **(config or {})}
+        self._lock = threading.Lock()
         self.reset()
 
     def reset(self) -> None:
         """Forget the prior (``~/relocalize``): the next pose is accepted as is."""
+        with self._lock:
+            self._reset()
+
+    def _reset(self) -> None:
         self._accepted: Rigid3 | None = None  # map_from_odom of the last accepted pose
         self._last_odom_position: np.ndarray | None = None
         self._travelled = 0.0  # odometry path length since the last accepted pose
@@ -367,6 +375,10 @@ class MotionGate:
 
     def check(self, map_from_camera: Rigid3, odom_from_camera: Rigid3) -> str:
         """"" to publish, else the reason the pose is held back."""
+        with self._lock:
+            return self._check(map_from_camera, odom_from_camera)
+
+    def _check(self, map_from_camera: Rigid3, odom_from_camera: Rigid3) -> str:
         map_from_odom = map_from_camera @ odom_from_camera.inverse()
         position = odom_from_camera.translation
         if self._last_odom_position is not None:

@@ -19,7 +19,7 @@ Publishes
   ``~/pose_with_covariance`` (PoseWithCovarianceStamped): the same pose, covariance in ROS order
       (x y z rx ry rz, world axes), inflated by 1 / the verification confidence, carried over to
       ``base_frame`` through the lever arm
-  /tf per ``publish_tf`` (see ``_broadcast``), ``~/inliers`` (PointCloud2 of the matched map points),
+  /tf per ``publish_tf`` (see ``vloc_ros.publishing``), ``~/inliers`` (PointCloud2 of the matched map points),
   ``~/map_cloud`` (PointCloud2 of the map, transient local, once per map load),
   ``~/debug_image`` (with ``publish_debug_image``), /diagnostics (~1 Hz)
 Services (std_srvs/Trigger)
@@ -78,7 +78,8 @@ from vloc_ros.backends import BACKENDS, BackendUnavailableError
 from vloc_ros.geometry import Camera, Rigid3
 from vloc_ros.localizer import Localizer
 from vloc_ros.mapping.map_format import MapError, load_map
-from vloc_ros.verification import CALIBRATION_MISMATCH, MotionGate, inflate_covariance
+from vloc_ros.publishing import PUBLISH_TF_MODES, TF_UNLINKED, Publication, publication
+from vloc_ros.verification import CALIBRATION_MISMATCH, MotionGate
 
 from .camera_input import CAMERA_PARAMETERS, CameraInput
 from .diagnostics import (ERROR, OK, WARN, Counters, DiagnosticsPublisher, LatencyWindow, ThrottledLogger,
@@ -87,13 +88,12 @@ from .entry import run_node
 from .frame_gate import LatestFrameGate
 from .input_guard import InputGuard
 from .parameters import ParameterSpec, declare_parameters
-from .ros_compat import (InvalidMessage, TfLookupError, covariance_of_attached_frame, make_tf_broadcaster,
-                         make_tf_buffer, numpy_to_image, rigid_to_pose, rigid_to_transform_stamped)
+from .ros_compat import (InvalidMessage, TfLookupError, make_tf_broadcaster, make_tf_buffer, numpy_to_image,
+                         rigid_to_pose, rigid_to_transform_stamped)
 from .visualization import draw_keypoints, points_to_cloud
 
 NODE_NAME = "vloc_localizer"
 SEARCH_MODES = ("parallel", "global_only", "local_only")
-PUBLISH_TF_MODES = ("map_to_odom", "map_to_base", "map_to_camera", "none")
 CALIBRATION_WINDOW = 10  # frames over which calibration mismatches are judged
 # Why a map cannot be served: the map itself, or the inference backend asked for cannot run here.
 LOAD_ERRORS = (MapError, BackendUnavailableError)
@@ -165,6 +165,10 @@ class LocalizerNode(Node):
         # can be a fluke (a right pose's second optimum), most of them is the CameraInfo.
         self._calibration_mismatches: deque[bool] = deque(maxlen=CALIBRATION_WINDOW)
         self._map: LoadedMap | None = None
+        # Localizers of maps replaced by ~/reload_map, for the worker to close: it may still be
+        # localizing with one when the new map comes in.
+        self._retired: list[Localizer] = []
+        self._retired_lock = threading.Lock()
         self._status = (WARN, "waiting for images")
         self._last_inliers = 0
         self._pose_frame = ""
@@ -216,6 +220,7 @@ class LocalizerNode(Node):
 
     def _process_frames(self) -> None:
         while not self._stopping.is_set():
+            self._close_retired()  # between frames: the next one takes the new map
             frame = self._gate.take(timeout=0.5)
             if frame is None:
                 continue
@@ -264,54 +269,33 @@ class LocalizerNode(Node):
     # ------------------------------------------------------------------ output
 
     def _publish(self, frame: Frame, loaded: LoadedMap, result, odom_from_camera: Rigid3 | None) -> None:
-        stamp, map_from_camera = frame.header.stamp, result.world_from_camera
-        camera_covariance = inflate_covariance(result.covariance, result.confidence)
-        base_from_camera = self._lookup(self._base_frame, frame.camera_frame, stamp)
-        if base_from_camera is None:
-            self._pose_frame, map_from_pose, covariance = frame.camera_frame, map_from_camera, camera_covariance
-        else:
-            map_from_pose = map_from_camera @ base_from_camera.inverse()
-            lever_arm = map_from_pose.translation - map_from_camera.translation
-            self._pose_frame, covariance = self._base_frame, covariance_of_attached_frame(camera_covariance, lever_arm)
+        stamp = frame.header.stamp
+        out = publication(
+            result.world_from_camera, result.covariance, result.confidence, map_frame=loaded.frame_id,
+            camera_frame=frame.camera_frame, base_frame=self._base_frame, odom_frame=self._odom_frame,
+            publish_tf=self._publish_tf, base_from_camera=self._lookup(self._base_frame, frame.camera_frame, stamp),
+            odom_from_camera=odom_from_camera, camera_parent=lambda: self._tf_buffer.parent_of(frame.camera_frame))
+        self._pose_frame = out.pose_frame
         header = Header(stamp=stamp, frame_id=loaded.frame_id)
-        pose = rigid_to_pose(map_from_pose)
+        pose = rigid_to_pose(out.map_from_pose)
         self._pose_publisher.publish(PoseStamped(header=header, pose=pose))
         self._pose_covariance_publisher.publish(PoseWithCovarianceStamped(
-            header=header, pose=PoseWithCovariance(pose=pose, covariance=covariance.reshape(-1).tolist())))
-        self._broadcast(frame, loaded, map_from_camera,
-                        {self._odom_frame: odom_from_camera, self._base_frame: base_from_camera})
+            header=header, pose=PoseWithCovariance(pose=pose, covariance=out.covariance.reshape(-1).tolist())))
+        self._broadcast(out, stamp)
         self._inliers_publisher.publish(points_to_cloud(result.inlier_points3d, loaded.frame_id, stamp))
         if self._debug_image_publisher is not None:
             self._debug_image_publisher.publish(numpy_to_image(
                 draw_keypoints(frame.image, result.inlier_keypoints), "rgb8", stamp, frame.camera_frame))
 
-    def _broadcast(self, frame: Frame, loaded: LoadedMap, map_from_camera: Rigid3,
-                   from_camera: dict[str, Rigid3 | None]) -> None:
-        """map -> ``publish_tf``'s child frame at the image stamp.
-
-        For map -> odom (or base) the child's transform to the camera at the image stamp comes from
-        TF, looked up once per frame by the caller (``from_camera``: frame -> frame_from_camera).
-        Without it, map -> camera is published instead, but only while the camera has no other
-        parent in TF: a second parent would break the TF tree for every node.
-        """
-        if self._publish_tf == "none":
-            return
-        child, child_from_camera = frame.camera_frame, Rigid3()
-        if self._publish_tf != "map_to_camera":
-            wanted = self._odom_frame if self._publish_tf == "map_to_odom" else self._base_frame
-            found = from_camera[wanted]
-            if found is not None:
-                child, child_from_camera = wanted, found
-            elif self._tf_buffer.parent_of(frame.camera_frame) not in (None, loaded.frame_id):
-                self._counters.add("tf_not_published")
-                return self._log.warning("tf_unlinked", f"no TF {wanted} -> {frame.camera_frame} at the image stamp "
-                                                        f"and the camera has another parent: nothing published")
-            else:
-                self._log.warning("tf_fallback", f"no TF {wanted} -> {frame.camera_frame}; publishing "
-                                                 f"{loaded.frame_id} -> {frame.camera_frame} instead")
-        map_from_child = map_from_camera @ child_from_camera.inverse()
-        self._tf_broadcaster.sendTransform(
-            rigid_to_transform_stamped(map_from_child, loaded.frame_id, child, frame.header.stamp))
+    def _broadcast(self, out: Publication, stamp) -> None:
+        """``out``'s transform (map -> ``publish_tf``'s child, see ``vloc_ros.publishing``) at the image stamp."""
+        if out.tf_issue == TF_UNLINKED:
+            self._counters.add("tf_not_published")
+        if out.tf_issue:
+            self._log.warning(out.tf_issue, out.tf_message)
+        if out.transform is not None:
+            self._tf_broadcaster.sendTransform(rigid_to_transform_stamped(
+                out.transform.parent_from_child, out.transform.parent, out.transform.child, stamp))
 
     def _lookup(self, parent: str, child: str, stamp) -> Rigid3 | None:
         """``parent_from_child`` at ``stamp``; waits up to tf_timeout_s when TF links the frames but not
@@ -358,7 +342,10 @@ class LocalizerNode(Node):
         return LoadedMap(localizer, str(path), frame_id, localization_map.num_points)
 
     def _use_map(self, loaded: LoadedMap) -> None:
-        self._map = loaded  # the worker takes it with its next frame
+        old, self._map = self._map, loaded  # the worker takes it with its next frame
+        if old is not None:
+            with self._retired_lock:
+                self._retired.append(old.localizer)
         self._motion_gate.reset()  # poses in a new map owe nothing to the old one's
         self._map_cloud_publisher.publish(points_to_cloud(loaded.localizer.map.arrays["points_xyz"], loaded.frame_id,
                                                           self.get_clock().now()))
@@ -384,6 +371,12 @@ class LocalizerNode(Node):
         self._use_map(loaded)
         response.success, response.message = True, f"serving map {path} ({loaded.num_points} points)"
         return response
+
+    def _close_retired(self) -> None:
+        with self._retired_lock:
+            retired, self._retired = self._retired, []
+        for localizer in retired:
+            localizer.close()
 
     def _log_load_failure(self, error: Exception) -> None:
         """A map or backend that cannot serve is the user's to fix (the message says how); anything
@@ -423,6 +416,10 @@ class LocalizerNode(Node):
         if self._worker is not None:
             self._gate.close()
             self._worker.join(timeout=10.0)
+            if not self._worker.is_alive():  # else it may still be localizing
+                self._close_retired()
+                if self._map is not None:
+                    self._map.localizer.close()
         super().destroy_node()
 
 

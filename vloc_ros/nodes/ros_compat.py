@@ -9,7 +9,6 @@
 - Cameras: ``camera_info_to_camera`` / ``camera_to_camera_info`` (K + plumb_bob D).
 - Poses: ``rigid_to_pose`` / ``pose_to_rigid``, ``rigid_to_transform_stamped`` / ``transform_to_rigid``.
   A TF transform with parent ``a`` and child ``b`` is ``a_from_b`` (see ``vloc_ros.geometry``).
-  ``covariance_of_attached_frame`` carries a pose covariance over to a rigidly attached frame.
 - TF: ``make_tf_broadcaster``, ``make_static_tf_broadcaster`` and ``make_tf_buffer`` use tf2_ros when
   it imports and otherwise a minimal fallback on tf2_msgs/TFMessage (/tf, /tf_static), so the nodes
   run on the ROS 2 PyPI wheels, which ship no tf2_ros.
@@ -177,7 +176,8 @@ def numpy_to_image(array, encoding: str | None = None, stamp=None, frame_id: str
             pixels = array
     else:
         if array.ndim != 3 or array.shape[2] not in (3, 4) or array.dtype != np.uint8:
-            raise ValueError(f"{encoding} needs an HxWx3 (RGB) or HxWx4 (RGBA) uint8 image, got {array.shape} {array.dtype}")
+            raise ValueError(f"{encoding} needs an HxWx3 (RGB) or HxWx4 (RGBA) uint8 image, "
+                             f"got {array.shape} {array.dtype}")
         rgb, alpha = array[..., :3], array[..., 3:]
         if encoding.startswith("bgr"):
             rgb = rgb[..., ::-1]
@@ -189,8 +189,14 @@ def numpy_to_image(array, encoding: str | None = None, stamp=None, frame_id: str
             pixels = rgb
     pixels = np.ascontiguousarray(pixels)
     height, width = pixels.shape[:2]
-    msg = Image(header=_header(stamp, frame_id), height=height, width=width, encoding=encoding,
-                is_bigendian=0, step=width * channels * depth)
+    msg = Image(
+        header=_header(stamp, frame_id),
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=width * channels * depth,
+    )
     msg.data = pixels.tobytes()
     return msg
 
@@ -198,8 +204,9 @@ def numpy_to_image(array, encoding: str | None = None, stamp=None, frame_id: str
 JPEG_MAGIC, PNG_MAGIC = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
 
 
-def compressed_to_numpy(msg, expected_size: tuple[int, int] | None = None,
-                        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+def compressed_to_numpy(
+    msg, expected_size: tuple[int, int] | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> np.ndarray:
     """``sensor_msgs/CompressedImage`` (JPEG or PNG, told apart by their bytes) -> ``uint8`` RGB or gray.
 
     The size in the header is checked (``check_image_size``) before decoding, so a few hundred
@@ -209,8 +216,9 @@ def compressed_to_numpy(msg, expected_size: tuple[int, int] | None = None,
     decoded by Pillow, which checks every chunk's CRC.
     """
     if "compresseddepth" in str(msg.format).replace(" ", "").lower():
-        raise InvalidMessage(f"compressedDepth images are not supported (format '{msg.format}')",
-                             "unsupported_encoding")
+        raise InvalidMessage(
+            f"compressedDepth images are not supported (format '{msg.format}')", "unsupported_encoding"
+        )
     data = _buffer(msg.data)
     if data.size == 0:
         raise InvalidMessage("compressed image has no data", "empty_image")
@@ -219,8 +227,10 @@ def compressed_to_numpy(msg, expected_size: tuple[int, int] | None = None,
         return _decode_jpeg(data, expected_size, max_pixels)
     if head.startswith(PNG_MAGIC):
         return _decode_png(data, expected_size, max_pixels)
-    raise InvalidMessage(f"compressed image is neither JPEG nor PNG (format '{msg.format}', first bytes {head!r})",
-                         "unsupported_encoding")
+    raise InvalidMessage(
+        f"compressed image is neither JPEG nor PNG (format '{msg.format}', first bytes {head!r})",
+        "unsupported_encoding",
+    )
 
 
 def _decode_jpeg(data: np.ndarray, expected_size, max_pixels: int) -> np.ndarray:
@@ -285,7 +295,9 @@ def numpy_to_compressed(array, format: str = "jpeg", stamp=None, frame_id: str =
         raise ValueError(f"OpenCV could not encode the image as {format}")
     encoding = "mono8" if gray else "rgb8"
     # image_transport's convention: "<original encoding>; <format> compressed <stored encoding>".
-    msg = CompressedImage(header=_header(stamp, frame_id), format=f"{encoding}; {format} compressed {'mono8' if gray else 'bgr8'}")
+    msg = CompressedImage(
+        header=_header(stamp, frame_id), format=f"{encoding}; {format} compressed {'mono8' if gray else 'bgr8'}"
+    )
     msg.data = encoded.tobytes()
     return msg
 
@@ -336,11 +348,14 @@ def _camera_info_to_camera(msg, rectified: bool, max_pixels: int) -> Camera:
         elif model == "rational_polynomial" and len(d) <= 8 and not any(d[5:]):
             distortion = tuple(d[:5])
         else:
-            raise ValueError(f"unsupported distortion model '{msg.distortion_model}' with {len(d)} coefficients; "
-                             "vloc_ros handles plumb_bob (k1 k2 p1 p2 k3), or rational_polynomial with k4=k5=k6=0")
+            raise ValueError(
+                f"unsupported distortion model '{msg.distortion_model}' with {len(d)} coefficients; "
+                "vloc_ros handles plumb_bob (k1 k2 p1 p2 k3), or rational_polynomial with k4=k5=k6=0"
+            )
     if not (np.all(np.isfinite(K)) and np.all(np.isfinite(distortion))) or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise ValueError(f"CameraInfo intrinsics are not finite with positive focal lengths: K {K.tolist()}, "
-                         f"D {list(distortion)}")
+        raise ValueError(
+            f"CameraInfo intrinsics are not finite with positive focal lengths: K {K.tolist()}, D {list(distortion)}"
+        )
     if abs(K[0, 1]) > 1e-9 * max(abs(K[0, 0]), 1.0) or np.any(K[2] != (0.0, 0.0, 1.0)) or K[1, 0] != 0.0:
         raise ValueError(f"CameraInfo intrinsics are not a zero-skew pinhole matrix: {K.tolist()}")
     return Camera.from_K(width, height, K, distortion)
@@ -352,9 +367,16 @@ def camera_to_camera_info(camera: Camera, stamp=None, frame_id: str = ""):
 
     K = camera.K
     P = np.hstack([K, np.zeros((3, 1))])
-    return CameraInfo(header=_header(stamp, frame_id), width=camera.width, height=camera.height,
-                      distortion_model="plumb_bob", d=[float(x) for x in camera.distortion],
-                      k=K.reshape(-1).tolist(), r=np.eye(3).reshape(-1).tolist(), p=P.reshape(-1).tolist())
+    return CameraInfo(
+        header=_header(stamp, frame_id),
+        width=camera.width,
+        height=camera.height,
+        distortion_model="plumb_bob",
+        d=[float(x) for x in camera.distortion],
+        k=K.reshape(-1).tolist(),
+        r=np.eye(3).reshape(-1).tolist(),
+        p=P.reshape(-1).tolist(),
+    )
 
 
 # ----------------------------------------------------------------------------- poses
@@ -365,8 +387,10 @@ def rigid_to_pose(rigid: Rigid3):
     from geometry_msgs.msg import Point, Pose, Quaternion
 
     t, q = rigid.translation, rigid.quaternion_xyzw
-    return Pose(position=Point(x=float(t[0]), y=float(t[1]), z=float(t[2])),
-                orientation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])))
+    return Pose(
+        position=Point(x=float(t[0]), y=float(t[1]), z=float(t[2])),
+        orientation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])),
+    )
 
 
 def _rigid_from_message(rotation, translation, reason: str) -> Rigid3:
@@ -375,8 +399,11 @@ def _rigid_from_message(rotation, translation, reason: str) -> Rigid3:
     q = np.array([rotation.x, rotation.y, rotation.z, rotation.w], dtype=np.float64)
     t = np.array([translation.x, translation.y, translation.z], dtype=np.float64)
     if not (np.all(np.isfinite(q)) and np.all(np.isfinite(t))) or abs(q @ q - 1.0) > 0.01:
-        raise InvalidMessage(f"not a rigid transform (finite translation, unit quaternion): translation "
-                             f"{t.tolist()}, quaternion xyzw {q.tolist()}", reason)
+        raise InvalidMessage(
+            f"not a rigid transform (finite translation, unit quaternion): translation "
+            f"{t.tolist()}, quaternion xyzw {q.tolist()}",
+            reason,
+        )
     return Rigid3.from_quaternion(q, t)
 
 
@@ -386,34 +413,25 @@ def pose_to_rigid(pose) -> Rigid3:
     return _rigid_from_message(pose.orientation, pose.position, "invalid_pose")
 
 
-def covariance_of_attached_frame(covariance, lever_arm) -> np.ndarray:
-    """The ``PoseWithCovariance`` covariance of a frame rigidly attached to a posed one.
-
-    ``covariance`` is over (x, y, z, rx, ry, rz): position and small rotations about the world's
-    fixed axes (ROS order). ``lever_arm`` is the attached frame's origin minus the posed frame's, in
-    the world. A rotation error ``dtheta`` moves the attached origin by ``dtheta x lever_arm``, so
-    ``J = [[I, -[lever_arm]x], [0, I]]`` and the result is ``J C J^T``.
-    """
-    x, y, z = np.asarray(lever_arm, dtype=np.float64).reshape(3)
-    jacobian = np.eye(6)
-    jacobian[:3, 3:] = -np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
-    return jacobian @ np.asarray(covariance, dtype=np.float64).reshape(6, 6) @ jacobian.T
-
-
 def rigid_to_transform(rigid: Rigid3):
     from geometry_msgs.msg import Quaternion, Transform, Vector3
 
     t, q = rigid.translation, rigid.quaternion_xyzw
-    return Transform(translation=Vector3(x=float(t[0]), y=float(t[1]), z=float(t[2])),
-                     rotation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])))
+    return Transform(
+        translation=Vector3(x=float(t[0]), y=float(t[1]), z=float(t[2])),
+        rotation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])),
+    )
 
 
 def rigid_to_transform_stamped(parent_from_child: Rigid3, parent_frame: str, child_frame: str, stamp=None):
     """``parent_from_child`` -> ``geometry_msgs/TransformStamped`` (header.frame_id = parent)."""
     from geometry_msgs.msg import TransformStamped
 
-    return TransformStamped(header=_header(stamp, parent_frame), child_frame_id=str(child_frame),
-                            transform=rigid_to_transform(parent_from_child))
+    return TransformStamped(
+        header=_header(stamp, parent_frame),
+        child_frame_id=str(child_frame),
+        transform=rigid_to_transform(parent_from_child),
+    )
 
 
 def transform_to_rigid(transform) -> Rigid3:
@@ -509,8 +527,15 @@ class FallbackTfBuffer(TfBufferBase):
     ``stamp=None`` takes each link's latest sample. The node's executor must spin for it to fill.
     """
 
-    def __init__(self, node=None, cache_time: float = 10.0, max_age: float = 0.5,
-                 tf_topic: str = "/tf", tf_static_topic: str = "/tf_static", subscribe=None):
+    def __init__(
+        self,
+        node=None,
+        cache_time: float = 10.0,
+        max_age: float = 0.5,
+        tf_topic: str = "/tf",
+        tf_static_topic: str = "/tf_static",
+        subscribe=None,
+    ):
         """``subscribe(msg_type, topic, callback, qos)`` makes the subscriptions (default: the node's
         ``create_subscription``); a node passes its ``InputGuard.subscribe`` so that a message with
         invalid transforms is a counted rejection."""
@@ -539,8 +564,9 @@ class FallbackTfBuffer(TfBufferBase):
             except InvalidMessage as error:
                 invalid.append(error)
         if invalid:
-            raise InvalidMessage(f"{len(invalid)} of {len(msg.transforms)} transforms refused, e.g. {invalid[0]}",
-                                 "invalid_tf")
+            raise InvalidMessage(
+                f"{len(invalid)} of {len(msg.transforms)} transforms refused, e.g. {invalid[0]}", "invalid_tf"
+            )
 
     def set_transform(self, transform, static: bool = False) -> None:
         """Add one ``TransformStamped`` (what the subscriptions do for each received transform).
@@ -550,8 +576,9 @@ class FallbackTfBuffer(TfBufferBase):
         parent = transform.header.frame_id.lstrip("/")
         child = transform.child_frame_id.lstrip("/")
         if not parent or not child or parent == child:
-            raise InvalidMessage(f"transform '{parent}' -> '{child}' needs two distinct, non-empty frame ids",
-                                 "invalid_tf")
+            raise InvalidMessage(
+                f"transform '{parent}' -> '{child}' needs two distinct, non-empty frame ids", "invalid_tf"
+            )
         value = transform_to_rigid(transform)
         with self._lock:
             if self._parent.get(child) != parent:  # new frame or re-parented: forget its history
@@ -588,8 +615,10 @@ class FallbackTfBuffer(TfBufferBase):
         if i == 0 or i == len(times):
             nearest = 0 if i == 0 else len(times) - 1
             if abs(times[nearest] - t) > self.max_age_ns:
-                raise TfLookupError(f"no transform {self._parent[child]} -> {child} at {t * 1e-9:.3f} s: samples span "
-                                    f"[{times[0] * 1e-9:.3f}, {times[-1] * 1e-9:.3f}] s (max age {self.max_age_ns * 1e-9} s)")
+                raise TfLookupError(
+                    f"no transform {self._parent[child]} -> {child} at {t * 1e-9:.3f} s: samples span "
+                    f"[{times[0] * 1e-9:.3f}, {times[-1] * 1e-9:.3f}] s (max age {self.max_age_ns * 1e-9} s)"
+                )
             return values[nearest]
         return _interpolate(values[i - 1], values[i], (t - times[i - 1]) / (times[i] - times[i - 1]))
 
@@ -612,13 +641,15 @@ class FallbackTfBuffer(TfBufferBase):
             common = next((f for f in up_child if f in set(up_parent)), None)
             if common is None:
                 known = "known" if child in self._parent or parent in self._parent else "unknown"
-                raise TfLookupError(f"frames '{parent}' and '{child}' are not connected ({known} frames: "
-                                    f"{sorted(set(self._parent) | set(self._parent.values()))})")
+                raise TfLookupError(
+                    f"frames '{parent}' and '{child}' are not connected ({known} frames: "
+                    f"{sorted(set(self._parent) | set(self._parent.values()))})"
+                )
             common_from_child = Rigid3()
-            for frame in up_child[:up_child.index(common)]:
+            for frame in up_child[: up_child.index(common)]:
                 common_from_child = self._link(frame, t) @ common_from_child
             common_from_parent = Rigid3()
-            for frame in up_parent[:up_parent.index(common)]:
+            for frame in up_parent[: up_parent.index(common)]:
                 common_from_parent = self._link(frame, t) @ common_from_parent
         return common_from_parent.inverse() @ common_from_child
 
