@@ -6,13 +6,20 @@ VENV ?= $(CURDIR)/.venv
 export VENV
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench lock clean
+.PHONY: setup test test-fast lint demo bench lock clean
 
 setup:
 	@bash scripts/setup.sh
 
 test: setup
 	@. ./env.sh && python -m pytest -q -ra --durations=5 --timeout=900 test $(PYTEST_ARGS)
+
+# Under a minute: no rendered world, real data or ROS graph (see test/conftest.py).
+test-fast: setup
+	@. ./env.sh && python -m pytest -q -ra --fast test $(PYTEST_ARGS)
+
+lint: setup
+	@. ./env.sh && ruff check .
 
 demo: setup
 	@bash scripts/demo.sh

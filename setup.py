@@ -20,7 +20,8 @@ setup(
     zip_safe=True,
     maintainer="vloc_ros maintainers",
     maintainer_email="vloc-ros@example.com",
-    description="Real-time visual localization with local and global descriptors searched in parallel, with ROS 2 nodes",
+    description="Real-time visual localization with local and global descriptors searched in parallel, "
+    "with ROS 2 nodes",
     license="BSD-3-Clause",
     python_requires=">=3.10",
     entry_points={

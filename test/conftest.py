@@ -7,12 +7,34 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# Fixtures that make a test slow: a rendered world and its map, real data, a ROS graph, a node.
+SLOW_FIXTURES = {"sim_dataset", "shared_data", "graph", "ros", "repeated_world", "far_off_world"}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fast", action="store_true",
+                     help="only the fast tier (`make test-fast`): no rendered world, real data or ROS graph")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: renders a world or needs its map in a way the fixtures do not show")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--fast"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")
+            or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    config.hook.pytest_deselected(items=slow)
+    items[:] = [item for item in items if item not in slow]
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real-data test: {SHARED_DATA} is absent (it ships beside the checkout for developers and CI only)")
+        pytest.skip(
+            f"real-data test: {SHARED_DATA} is absent (it ships beside the checkout for developers and CI only)"
+        )
     return SHARED_DATA
 
 
@@ -40,8 +62,9 @@ def sim_map(sim_dataset, tmp_path_factory) -> Path:
     from vloc_ros.mapping.builder import build_map
     from vloc_ros.mapping.sources import image_folder_frames
 
-    frames = image_folder_frames(sim_dataset / "images" / "map", sim_dataset / "camera.yaml",
-                                 poses_tum=sim_dataset / "map_poses.tum")
+    frames = image_folder_frames(
+        sim_dataset / "images" / "map", sim_dataset / "camera.yaml", poses_tum=sim_dataset / "map_poses.tum"
+    )
     out = tmp_path_factory.mktemp("maps") / "sim"
     build_map(frames, out, progress=False)
     return out
@@ -115,8 +138,10 @@ def temple_map(shared_data, tmp_path_factory):
 
     dataset = shared_data / "middlebury_templeRing_partial"
     views = read_temple_ring(dataset)
-    frames = [MapFrame(name, camera, lambda path=dataset / name: read_image_rgb(path), pose)
-              for name, (camera, pose) in list(views.items())[:10]]
+    frames = [
+        MapFrame(name, camera, lambda path=dataset / name: read_image_rgb(path), pose)
+        for name, (camera, pose) in list(views.items())[:10]
+    ]
     out = tmp_path_factory.mktemp("maps") / "temple"
     build_map(frames, out, progress=False)
     return out, views
@@ -143,8 +168,10 @@ def llff_beer_map(shared_data, tmp_path_factory):
     for image in model.images.values():
         camera_from_world = image.cam_from_world()
         truth[image.name] = Rigid3(camera_from_world.rotation.matrix(), camera_from_world.translation).inverse()
-    frames = [MapFrame(path.name, camera, lambda path=path: read_image_rgb(path))
-              for path in list_images(dataset / "images")[::2]]
+    frames = [
+        MapFrame(path.name, camera, lambda path=path: read_image_rgb(path))
+        for path in list_images(dataset / "images")[::2]
+    ]
     out = tmp_path_factory.mktemp("maps") / "beer"
     summary = build_map(frames, out, progress=False)
     return out, summary, camera, truth

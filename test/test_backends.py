@@ -428,6 +428,7 @@ def test_gpu_knn_subset_fp16_differs_from_exact_only_on_near_ties():
 
 # --- end to end ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_localization_with_onnxruntime_matches_torch_cpu(request, cache_dir):
     reason = "needs the whole CPU stack (a GPU machine may carry only the network's packages)"
     localizer = pytest.importorskip("vloc_ros.localizer", reason=reason)

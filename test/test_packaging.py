@@ -111,7 +111,9 @@ def test_colcon_workspace_layout():
     assert (fallback / "COLCON_IGNORE").is_file(), "a robot's `colcon build` in ros2_ws must skip the fallback"
     tf2 = ET.parse(fallback / "tf2_msgs" / "package.xml").getroot()
     assert tf2.findtext("name") == "tf2_msgs" and tf2.findtext("export/build_type") == "ament_cmake"
-    assert "geometry_msgs/TransformStamped[] transforms" in (fallback / "tf2_msgs" / "msg" / "TFMessage.msg").read_text()
+    assert (
+        "geometry_msgs/TransformStamped[] transforms" in (fallback / "tf2_msgs" / "msg" / "TFMessage.msg").read_text()
+    )
 
 
 def test_lock_file():

@@ -163,15 +163,23 @@ def test_tf_message_round_trip(ros):
             assert got.header.frame_id == want.header.frame_id and got.child_frame_id == want.child_frame_id
             assert (got.header.stamp.sec, got.header.stamp.nanosec) == (3, 500_000_000)
             g, w = got.transform, want.transform
-            assert (g.translation.x, g.translation.y, g.translation.z) == (w.translation.x, w.translation.y, w.translation.z)
-            assert (g.rotation.x, g.rotation.y, g.rotation.z, g.rotation.w) == (w.rotation.x, w.rotation.y, w.rotation.z, w.rotation.w)
+            assert (g.translation.x, g.translation.y, g.translation.z) == (
+                w.translation.x, w.translation.y, w.translation.z)
+            assert (g.rotation.x, g.rotation.y, g.rotation.z, g.rotation.w) == (
+                w.rotation.x,
+                w.rotation.y,
+                w.rotation.z,
+                w.rotation.w,
+            )
         np.testing.assert_allclose(rc.transform_to_rigid(received[0]).matrix, rc.transform_to_rigid(sent[0]).matrix)
     finally:
         node.destroy_subscription(sub)
 
 
 def yaw(degrees):
-    return Rigid3.from_quaternion((0.0, 0.0, np.sin(np.radians(degrees) / 2), np.cos(np.radians(degrees) / 2)), (0, 0, 0))
+    return Rigid3.from_quaternion(
+        (0.0, 0.0, np.sin(np.radians(degrees) / 2), np.cos(np.radians(degrees) / 2)), (0, 0, 0)
+    )
 
 
 def test_fallback_tf_buffer_two_link_chain(ros):
@@ -187,8 +195,12 @@ def test_fallback_tf_buffer_two_link_chain(ros):
     static.sendTransform(rc.rigid_to_transform_stamped(map_from_odom, "map", odom, stamp=0.5))
 
     def publish():
-        dynamic.sendTransform([rc.rigid_to_transform_stamped(odom_from_base_1, odom, base, stamp=1.0),
-                               rc.rigid_to_transform_stamped(odom_from_base_2, odom, base, stamp=2.0)])
+        dynamic.sendTransform(
+            [
+                rc.rigid_to_transform_stamped(odom_from_base_1, odom, base, stamp=1.0),
+                rc.rigid_to_transform_stamped(odom_from_base_2, odom, base, stamp=2.0),
+            ]
+        )
 
     assert spin_until(executor, lambda: buffer.can_transform("map", base, 2.0), every=publish), "TF never arrived"
 
@@ -200,25 +212,32 @@ def test_fallback_tf_buffer_two_link_chain(ros):
     # Hand-computed: map_from_odom rotates (2, 1) by 90 deg -> (-1, 2), plus (10, 0).
     np.testing.assert_allclose(got.translation, (9.0, 2.0, 0.0), atol=1e-9)
     np.testing.assert_allclose(buffer.lookup(base, "map", 1.5).matrix, expected.inverse().matrix, atol=1e-9)
-    np.testing.assert_allclose(buffer.lookup("map", base, 1.0).matrix, (map_from_odom @ odom_from_base_1).matrix, atol=1e-9)
+    np.testing.assert_allclose(
+        buffer.lookup("map", base, 1.0).matrix, (map_from_odom @ odom_from_base_1).matrix, atol=1e-9
+    )
     np.testing.assert_allclose(buffer.lookup("map", base).matrix, (map_from_odom @ odom_from_base_2).matrix, atol=1e-9)
     # Within max_age past the last sample: the last sample; beyond it: an error, not a guess.
-    np.testing.assert_allclose(buffer.lookup("map", base, 2.1).matrix, (map_from_odom @ odom_from_base_2).matrix, atol=1e-9)
+    np.testing.assert_allclose(
+        buffer.lookup("map", base, 2.1).matrix, (map_from_odom @ odom_from_base_2).matrix, atol=1e-9
+    )
     with pytest.raises(rc.TfLookupError):
         buffer.lookup("map", base, 2.5)
     with pytest.raises(rc.TfLookupError):
         buffer.lookup("map", f"nowhere_{SUFFIX}", 1.5)
 
 
-@pytest.mark.parametrize("poison", [
-    {"rotation": (0.0, 0.0, 0.0, 0.0)},
-    {"rotation": (float("nan"), 0.0, 0.0, 1.0)},
-    {"rotation": (0.0, 0.0, 0.5, 0.5)},
-    {"translation": (float("nan"), 0.0, 0.0)},
-    {"translation": (0.0, float("inf"), 0.0)},
-    {"child": "odom"},
-    {"child": ""},
-])
+@pytest.mark.parametrize(
+    "poison",
+    [
+        {"rotation": (0.0, 0.0, 0.0, 0.0)},
+        {"rotation": (float("nan"), 0.0, 0.0, 1.0)},
+        {"rotation": (0.0, 0.0, 0.5, 0.5)},
+        {"translation": (float("nan"), 0.0, 0.0)},
+        {"translation": (0.0, float("inf"), 0.0)},
+        {"child": "odom"},
+        {"child": ""},
+    ],
+)
 @pytest.mark.parametrize("static", [False, True])
 def test_fallback_tf_buffer_refuses_poison(poison, static):
     """A poisoned transform is refused with a reason; the good ones of the same message are kept."""
@@ -227,8 +246,9 @@ def test_fallback_tf_buffer_refuses_poison(poison, static):
     buffer = rc.FallbackTfBuffer()
     good = rc.rigid_to_transform_stamped(Rigid3(translation=(1.0, 2.0, 3.0)), "odom", "base", stamp=1.0)
     bad = TransformStamped(header=good.header, child_frame_id=poison.get("child", "camera"))
-    bad.transform.translation.x, bad.transform.translation.y, bad.transform.translation.z = \
-        poison.get("translation", (0.0, 0.0, 0.0))
+    bad.transform.translation.x, bad.transform.translation.y, bad.transform.translation.z = poison.get(
+        "translation", (0.0, 0.0, 0.0)
+    )
     q = bad.transform.rotation
     q.x, q.y, q.z, q.w = poison.get("rotation", (0.0, 0.0, 0.0, 1.0))
     with pytest.raises(rc.InvalidMessage, match="1 of 2 transforms refused") as raised:
@@ -305,20 +325,27 @@ def test_mono16_scaling_endianness_and_padding():
     expected = np.array([[0, 1, 255], [0, 128, 4]], np.uint8)  # round(v / 257)
     for bigendian in (0, 1):
         row = values.astype(">u2" if bigendian else "<u2").tobytes()
-        padded = b"".join(row[i * 6:(i + 1) * 6] + b"\xee\xee" for i in range(2))  # step 8 > 6
+        padded = b"".join(row[i * 6 : (i + 1) * 6] + b"\xee\xee" for i in range(2))  # step 8 > 6
         msg = Image(height=2, width=3, encoding="mono16", is_bigendian=bigendian, step=8)
         msg.data = padded
         np.testing.assert_array_equal(rc.image_to_numpy(msg), expected)
 
 
-@pytest.mark.parametrize("make_bad, reason, message", [
-    (lambda m: setattr(m, "encoding", "yuv422"), "unsupported_encoding", "unsupported image encoding 'yuv422'"),
-    (lambda m: setattr(m, "encoding", "32FC1"), "unsupported_encoding", "unsupported image encoding"),
-    (lambda m: (setattr(m, "width", 0), setattr(m, "step", 0), setattr(m, "data", b"")), "empty_image", "empty image"),
-    (lambda m: setattr(m, "data", bytes(m.data)[:-1]), "malformed_image", "data has"),
-    (lambda m: setattr(m, "step", 10), "malformed_image", "step 10 is smaller"),
-    (lambda m: setattr(m, "height", 5), "camera_info_size_mismatch", "image is 5x5 but its CameraInfo says 5x4"),
-])
+@pytest.mark.parametrize(
+    "make_bad, reason, message",
+    [
+        (lambda m: setattr(m, "encoding", "yuv422"), "unsupported_encoding", "unsupported image encoding 'yuv422'"),
+        (lambda m: setattr(m, "encoding", "32FC1"), "unsupported_encoding", "unsupported image encoding"),
+        (
+            lambda m: (setattr(m, "width", 0), setattr(m, "step", 0), setattr(m, "data", b"")),
+            "empty_image",
+            "empty image",
+        ),
+        (lambda m: setattr(m, "data", bytes(m.data)[:-1]), "malformed_image", "data has"),
+        (lambda m: setattr(m, "step", 10), "malformed_image", "step 10 is smaller"),
+        (lambda m: setattr(m, "height", 5), "camera_info_size_mismatch", "image is 5x5 but its CameraInfo says 5x4"),
+    ],
+)
 def test_bad_images_raise(make_bad, reason, message):
     msg = rc.numpy_to_image(random_image(4, height=4, width=5))
     make_bad(msg)
@@ -364,7 +391,7 @@ def jpeg_claiming(width: int, height: int) -> bytes:
 
     data = bytearray(rc.numpy_to_compressed(smooth_image(), "jpeg").data)
     sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
 
 
@@ -377,15 +404,18 @@ def bit_flipped(data: bytes, flips: int, seed: int) -> bytes:
     return bytes(damaged)
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"", "empty_image"),
-    (b"definitely not an image" * 10, "unsupported_encoding"),
-    (b"\xff\xd8\xff\xe0" + bytes(100), "undecodable_image"),
-    (png_header_claiming(65535, 65535), "image_too_large"),
-    (png_header_claiming(640, 480), "undecodable_image"),
-    (jpeg_claiming(65000, 65000), "image_too_large"),
-    (jpeg_claiming(30000, 30000), "image_too_large"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty_image"),
+        (b"definitely not an image" * 10, "unsupported_encoding"),
+        (b"\xff\xd8\xff\xe0" + bytes(100), "undecodable_image"),
+        (png_header_claiming(65535, 65535), "image_too_large"),
+        (png_header_claiming(640, 480), "undecodable_image"),
+        (jpeg_claiming(65000, 65000), "image_too_large"),
+        (jpeg_claiming(30000, 30000), "image_too_large"),
+    ],
+)
 def test_bad_compressed_raises(data, reason):
     msg = CompressedImage(format="jpeg")
     msg.data = data
@@ -436,8 +466,10 @@ def test_camera_info_errors():
     good = rc.camera_to_camera_info(Camera(64, 48, 50.0, 50.0, 31.5, 23.5))
     cases = {
         "all-zero K": lambda m: setattr(m, "k", [0.0] * 9),
-        "unsupported distortion model 'equidistant'": lambda m: (setattr(m, "distortion_model", "equidistant"),
-                                                                 setattr(m, "d", [0.1, 0.0, 0.0, 0.0])),
+        "unsupported distortion model 'equidistant'": lambda m: (
+            setattr(m, "distortion_model", "equidistant"),
+            setattr(m, "d", [0.1, 0.0, 0.0, 0.0]),
+        ),
         "no image size": lambda m: setattr(m, "width", 0),
         "binning": lambda m: setattr(m, "binning_x", 2),
         "not finite": lambda m: setattr(m, "k", [float("nan")] + list(m.k)[1:]),
@@ -474,4 +506,3 @@ def test_pose_and_transform_round_trip():
     np.testing.assert_allclose(rc.transform_to_rigid(stamped.transform).matrix, rigid.matrix, atol=1e-12)
     # The pose maps body points into the world: the body origin lands on the translation.
     np.testing.assert_allclose(rc.pose_to_rigid(pose).transform([[0.0, 0.0, 0.0]])[0], (1.5, -3.25, 0.5))
-
