@@ -12,6 +12,7 @@ import threading
 import time
 from collections import defaultdict
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
@@ -191,3 +192,42 @@ class BagFrames:
         ground-truth topics under ``namespace``, TF as is."""
         for topic in topics:
             graph.publish(topic if topic in GLOBAL_TOPICS else f"{namespace}{topic}", self.frames[index][topic])
+
+
+# ----------------------------------------------------------------------------- messages the tests make and read
+
+
+def numpy_to_compressed(array, format: str = "jpeg", stamp=None, frame_id: str = "", quality: int = 90):
+    """A core image (RGB or gray ``uint8``) -> ``sensor_msgs/CompressedImage`` (``format`` jpeg or png)."""
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+    from std_msgs.msg import Header
+
+    from vloc_ros.nodes import ros_compat as rc
+
+    format = format.lower()
+    if format not in ("jpeg", "jpg", "png"):
+        raise ValueError(f"compressed format must be 'jpeg' or 'png', got '{format}'")
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)) or array.size == 0:
+        raise ValueError(f"need a non-empty HxWx3 RGB or HxW gray uint8 image, got {array.shape} {array.dtype}")
+    gray = array.ndim == 2
+    pixels = array if gray else np.ascontiguousarray(array[..., ::-1])
+    if format == "png":
+        ok, encoded = cv2.imencode(".png", pixels)
+    else:
+        format = "jpeg"
+        ok, encoded = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"OpenCV could not encode the image as {format}")
+    encoding = "mono8" if gray else "rgb8"
+    # image_transport's convention: "<original encoding>; <format> compressed <stored encoding>".
+    msg = CompressedImage(header=Header(stamp=rc.to_time_msg(stamp), frame_id=frame_id),
+                          format=f"{encoding}; {format} compressed {'mono8' if gray else 'bgr8'}")
+    msg.data = encoded.tobytes()
+    return msg
+
+
+def cloud_to_points(cloud) -> np.ndarray:
+    """The (N, 3) float32 points of a cloud made by ``vloc_ros.nodes.visualization.points_to_cloud``."""
+    return np.frombuffer(bytes(cloud.data), dtype=np.float32).reshape(-1, 3)

@@ -23,9 +23,11 @@ from geometry_msgs.msg import Pose  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from vloc_ros.geometry import Camera, Rigid3  # noqa: E402
+from ros_harness import numpy_to_compressed  # noqa: E402
 from vloc_ros.nodes import ros_compat as rc  # noqa: E402
 
 TIMEOUT = 20.0
@@ -365,11 +367,11 @@ def test_image_size_is_checked_before_the_data():
 
 def test_compressed_round_trip():
     rgb, gray = smooth_image(), smooth_image()[..., 0].copy()
-    png = through_wire(rc.numpy_to_compressed(rgb, "png", stamp=2.0, frame_id="cam"))
+    png = through_wire(numpy_to_compressed(rgb, "png", stamp=2.0, frame_id="cam"))
     assert "png" in png.format and png.header.frame_id == "cam"
     np.testing.assert_array_equal(rc.compressed_to_numpy(png), rgb)
-    np.testing.assert_array_equal(rc.compressed_to_numpy(rc.numpy_to_compressed(gray, "png")), gray)
-    jpeg = through_wire(rc.numpy_to_compressed(rgb, "jpeg", quality=95))
+    np.testing.assert_array_equal(rc.compressed_to_numpy(numpy_to_compressed(gray, "png")), gray)
+    jpeg = through_wire(numpy_to_compressed(rgb, "jpeg", quality=95))
     out = rc.compressed_to_numpy(jpeg)
     assert out.shape == rgb.shape and out.dtype == np.uint8
     assert np.abs(out.astype(int) - rgb).mean() < 3.0  # lossy, but channels must not be swapped
@@ -389,7 +391,7 @@ def jpeg_claiming(width: int, height: int) -> bytes:
     """A small valid JPEG whose SOF0 marker is edited to claim ``width x height``."""
     import struct
 
-    data = bytearray(rc.numpy_to_compressed(smooth_image(), "jpeg").data)
+    data = bytearray(numpy_to_compressed(smooth_image(), "jpeg").data)
     sof = data.index(b"\xff\xc0")
     data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
@@ -425,7 +427,7 @@ def test_bad_compressed_raises(data, reason):
 
 
 def test_compressed_size_mismatch_and_compressed_depth():
-    msg = rc.numpy_to_compressed(smooth_image(), "png")
+    msg = numpy_to_compressed(smooth_image(), "png")
     height, width = smooth_image().shape[:2]
     with pytest.raises(rc.InvalidMessage) as raised:
         rc.compressed_to_numpy(msg, expected_size=(width + 1, height))
@@ -438,7 +440,7 @@ def test_compressed_size_mismatch_and_compressed_depth():
 @pytest.mark.parametrize("format", ["jpeg", "png"])
 def test_corrupt_compressed_images_are_refused(format):
     """Strict decoding: bit flips in the compressed data are an error, not a damaged picture."""
-    data = rc.numpy_to_compressed(smooth_image(480, 640), format).data
+    data = numpy_to_compressed(smooth_image(480, 640), format).data
     msg = CompressedImage(format=format)
     refused = 0
     for seed in range(20):
@@ -451,9 +453,24 @@ def test_corrupt_compressed_images_are_refused(format):
     assert refused >= 19
 
 
+def camera_to_camera_info(camera: Camera, stamp=None, frame_id: str = "") -> CameraInfo:
+    """:class:`Camera` -> ``sensor_msgs/CameraInfo`` (plumb_bob, R = I, P = [K | 0])."""
+    K = camera.K
+    return CameraInfo(
+        header=Header(stamp=rc.to_time_msg(stamp), frame_id=frame_id),
+        width=camera.width,
+        height=camera.height,
+        distortion_model="plumb_bob",
+        d=[float(x) for x in camera.distortion],
+        k=K.reshape(-1).tolist(),
+        r=np.eye(3).reshape(-1).tolist(),
+        p=np.hstack([K, np.zeros((3, 1))]).reshape(-1).tolist(),
+    )
+
+
 def test_camera_info_round_trip():
     camera = Camera(640, 480, 525.5, 520.25, 319.75, 241.5, (-0.28, 0.07, 1e-4, -2e-4, 0.01))
-    info = through_wire(rc.camera_to_camera_info(camera, stamp=4.0, frame_id="cam"))
+    info = through_wire(camera_to_camera_info(camera, stamp=4.0, frame_id="cam"))
     assert isinstance(info, CameraInfo)
     assert info.distortion_model == "plumb_bob" and info.header.frame_id == "cam"
     assert list(info.k) == [525.5, 0.0, 319.75, 0.0, 520.25, 241.5, 0.0, 0.0, 1.0]
@@ -463,7 +480,7 @@ def test_camera_info_round_trip():
 
 
 def test_camera_info_errors():
-    good = rc.camera_to_camera_info(Camera(64, 48, 50.0, 50.0, 31.5, 23.5))
+    good = camera_to_camera_info(Camera(64, 48, 50.0, 50.0, 31.5, 23.5))
     cases = {
         "all-zero K": lambda m: setattr(m, "k", [0.0] * 9),
         "unsupported distortion model 'equidistant'": lambda m: (

@@ -7,9 +7,8 @@ The core (features, mapping, search, pose, evaluation, sim) imports no ROS packa
 import os
 
 # Idle OpenMP threads (torch's) otherwise spin after every parallel region and take the cores that
-# the localizer's two search branches need right after feature extraction: on 2 cores the search
-# took 21.7 ms p50 with spinning and 13.5 ms without. It must be set before torch loads its OpenMP
-# runtime, hence here; a value the user set wins.
+# the localizer's two search branches need right after feature extraction (docs/decisions.md). It
+# must be set before torch loads its OpenMP runtime, hence here; a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"

@@ -47,11 +47,6 @@ class Rigid3:
             raise ValueError(f"invalid quaternion {quat_xyzw}")
         return Rigid3(Rotation.from_quat(quat / norm).as_matrix(), translation)
 
-    @staticmethod
-    def from_matrix(matrix) -> "Rigid3":
-        matrix = np.asarray(matrix, dtype=np.float64)
-        return Rigid3(matrix[:3, :3], matrix[:3, 3])
-
     @property
     def quaternion_xyzw(self) -> np.ndarray:
         return Rotation.from_matrix(self.rotation).as_quat()

@@ -32,14 +32,14 @@ DEFAULT_LOCALIZER_CONFIG = {
     "pose": DEFAULT_POSE_CONFIG,
     "verification": DEFAULT_VERIFICATION_CONFIG,
     # Threads of numpy's BLAS (None: leave them). The localizer's BLAS calls are small, and OpenBLAS's
-    # idle threads spin after each call, taking the cores the search branches need: with 1, search
-    # 39 -> 28 ms p50 on 2 cores. A process-wide setting (threadpoolctl).
+    # idle threads spin after each call, taking the cores the search branches need
+    # (docs/decisions.md). A process-wide setting (threadpoolctl).
     "blas_threads": 1,
     "min_keypoints": 20,
     "min_matches": 12,
-    # Among ~100 mostly wrong matches a consensus of a dozen arises by chance: on templeRing a view
-    # beyond the mapped arc got 13 inliers, 84 cm and 94 deg off, and passed every verification
-    # test; right poses there have 62-358. (RTAB-Map's Vis/MinInliers default is 20 too.)
+    # Among ~100 mostly wrong matches a consensus of a dozen arises by chance and can pass every
+    # verification test; right poses on templeRing have 62-358 inliers (docs/decisions.md).
+    # (RTAB-Map's Vis/MinInliers default is 20 too.)
     "min_inliers": 20,
 }
 

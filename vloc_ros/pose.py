@@ -1,8 +1,7 @@
 """Absolute pose from 2D-3D correspondences: LO-RANSAC PnP + refinement, and covariance.
 
-poselib does the LO-RANSAC and the nonlinear refinement: at 70 % outliers it measured ~3x faster
-than pycolmap's estimator on the same correspondences (16 vs 50 ms for 1,500), and this runs on
-every frame.
+poselib does the LO-RANSAC and the nonlinear refinement: at 70 % outliers it is ~3x faster than
+pycolmap's estimator on the same correspondences (docs/decisions.md), and this runs on every frame.
 
 Keypoints arrive undistorted (``Camera.undistort_points``), so the solver sees a pinhole camera.
 
@@ -28,13 +27,13 @@ DEFAULT_POSE_CONFIG = {
     "ransac_min_iterations": 20,
     # poselib runs 3x the iterations the confidence bound asks for, a margin plain RANSAC needs
     # because an all-inlier sample can still give a poor pose. Local optimisation (poselib's LO)
-    # mends such poses: at 1x the pose errors stayed the same (inlier counts within 2 of ~16k) on the
-    # sim and hard queries, so did the real-data results, and poselib took 3.1 instead of 4.9 ms.
+    # mends such poses, so 1x gives the same poses in about a third of the iterations
+    # (docs/decisions.md).
     "ransac_trials_multiplier": 1.0,
     # PROSAC: draw samples from the best-ranked correspondences first (callers pass them sorted,
     # best first); a good pose turns up in far fewer iterations than with uniform sampling.
     "progressive_sampling": True,
-    # Levenberg-Marquardt iterations of the final refinement, which starts from LO's pose: 5 gave the
+    # Levenberg-Marquardt iterations of the final refinement, which starts from LO's pose: 5 give the
     # same poses as poselib's 100 on the sim queries; 10 keeps a margin.
     "refinement_max_iterations": 10,
     "min_correspondences": 6,

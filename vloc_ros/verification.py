@@ -50,19 +50,19 @@ from .pose import estimate_pose, reprojection_residuals
 DEFAULT_VERIFICATION_CONFIG = {
     "enabled": True,
     "min_inlier_ratio": 0.1,
-    # At least 5 of the 16 cells. Measured: llff_beer published a pose 5.1 deg off with inliers in
-    # 4 cells (0.25, 56 inliers); right poses there cover 0.56-0.94, on templeRing 0.38-0.81.
+    # At least 5 of the 16 cells: 4 (0.25) lets through a wrong llff_beer pose; right poses there
+    # cover 0.56-0.94, on templeRing 0.38-0.81.
     "min_spread": 0.3,
-    # Measured on the repeated-structure sim: right poses 0.0, wrong ones 0.24-0.56.
+    # On the repeated-structure sim right poses have a ratio of 0.0, wrong ones 0.24-0.56.
     "max_second_hypothesis_ratio": 0.15,
     "min_second_hypothesis_inliers": 12,
-    # With PROSAC (correspondences best first) 1000 found every second pose that 10000 did on
-    # templeRing and the repeated-structure sim; lower (300) rejected right poses as ambiguous.
+    # With PROSAC (correspondences best first) 1000 find every second pose that 10000 do on
+    # templeRing and the repeated-structure sim; 300 reject right poses as ambiguous.
     "second_hypothesis_max_iterations": 1000,
     "distinct_translation": 0.1,
     "distinct_rotation_deg": 5.0,
-    # Measured: rivals (repeated-structure sim) explain 0 % of the first pose's inliers; the same pose
-    # refitted to leftovers 58-92 % (sim queries far off the mapping path, templeRing).
+    # Rivals (repeated-structure sim) explain 0 % of the first pose's inliers; the same pose refitted
+    # to leftovers 58-92 % (sim queries far off the mapping path, templeRing).
     "same_pose_shared_inliers": 0.4,
     "max_view_angle_deg": 60.0,
     "max_view_distance": 2.0,

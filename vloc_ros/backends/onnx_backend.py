@@ -88,7 +88,7 @@ class OnnxRuntimeBackbone(Backbone):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1  # one chain of nodes: parallelism is inside the convolutions
         # Idle ORT threads otherwise spin for a while after each run and take the cores from the torch
-        # post-processing and the search that follow: measured 1.3-1.8x slower extraction on 2 cores.
+        # post-processing and the search that follow: on 2 cores spinning makes extraction 1.3-1.8x slower.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.exported_path = Path(model_path)
         self.session = onnxruntime.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])

@@ -118,10 +118,6 @@ class LocalizationMap:
     def descriptor_dim(self) -> int:
         return int(self.arrays["point_descriptors"].shape[1])
 
-    def keyframe_point_ids(self, keyframe_index: int) -> np.ndarray:
-        offsets = self.arrays["keyframe_points_offsets"]
-        return self.arrays["keyframe_points"][offsets[keyframe_index]:offsets[keyframe_index + 1]]
-
 
 def _keyframe_to_json(keyframe: Keyframe) -> dict:
     pose = keyframe.world_from_camera

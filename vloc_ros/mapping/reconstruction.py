@@ -90,8 +90,8 @@ def reconstruct(database_path: Path, work_dir: Path, names: list[str], cameras: 
     import pycolmap
 
     quiet_pycolmap()
-    # A fixed RANSAC seed: COLMAP's default (-1) seeds from the clock, so the same input gave maps
-    # that differed in which matches survived (templeRing: 2959-2964 points from run to run).
+    # A fixed RANSAC seed: COLMAP's default (-1) seeds from the clock, so the same input would give
+    # maps that differ in which matches survive (docs/decisions.md).
     two_view = pycolmap.TwoViewGeometryOptions()
     two_view.ransac.random_seed = config.get("seed", 0)
     pycolmap.geometric_verification(str(database_path), two_view_geometry_options=two_view)

@@ -45,10 +45,9 @@ it runs without a map, rejects frames as ``no_map`` and reports ERROR until ``ma
 (``ros2 param set``) and ``~/reload_map`` is called; a failed reload keeps serving the old map.
 
 Spin it with a SingleThreadedExecutor (``main`` does). rclpy's MultiThreadedExecutor busy-waits
-whenever a message is ready for a callback group that is busy, and that loop took the GIL from the
-localizer: with it, fed 300 images at 30 Hz in one process, the node took 164-285 of them off the
-wire and localized 15-99 (processing p95 0.27-2.2 s, five runs); with one thread, 300 and 155-160
-(p95 58-65 ms, three runs). The callbacks are short anyway; the one slow job, loading a map for
+whenever a message is ready for a callback group that is busy, and that loop holds the GIL the
+localizer needs: images are lost before the node sees them and the rest are localized late
+(docs/decisions.md). The callbacks are short anyway; the one slow job, loading a map for
 ``~/reload_map``, runs on a thread that the service callback awaits, so images, TF and diagnostics
 keep flowing meanwhile.
 """

@@ -2,16 +2,16 @@
 
 - Incoming messages are validated where they are converted: anything that cannot be used raises
   :class:`InvalidMessage` (a ``ValueError``) with a short ``reason`` key that the nodes count.
-- Images: ``image_to_numpy`` / ``numpy_to_image`` and ``compressed_to_numpy`` / ``numpy_to_compressed``
+- Images: ``image_to_numpy`` / ``numpy_to_image`` and ``compressed_to_numpy``
   give and take the core's images (``uint8`` ``HxWx3`` RGB or ``HxW`` gray) without cv_bridge.
   Sizes are checked against the expected ones before any pixel is decoded, and compressed images
   are decoded strictly: a corrupt JPEG or PNG is rejected, not turned into a plausible picture.
-- Cameras: ``camera_info_to_camera`` / ``camera_to_camera_info`` (K + plumb_bob D).
+- Cameras: ``camera_info_to_camera`` (K + plumb_bob D).
 - Poses: ``rigid_to_pose`` / ``pose_to_rigid``, ``rigid_to_transform_stamped`` / ``transform_to_rigid``.
   A TF transform with parent ``a`` and child ``b`` is ``a_from_b`` (see ``vloc_ros.geometry``).
-- TF: ``make_tf_broadcaster``, ``make_static_tf_broadcaster`` and ``make_tf_buffer`` use tf2_ros when
-  it imports and otherwise a minimal fallback on tf2_msgs/TFMessage (/tf, /tf_static), so the nodes
-  run on the ROS 2 PyPI wheels, which ship no tf2_ros.
+- TF: ``make_tf_broadcaster`` and ``make_tf_buffer`` use tf2_ros when it imports and otherwise a
+  minimal fallback on tf2_msgs/TFMessage (/tf, /tf_static), so the nodes run on the ROS 2 PyPI
+  wheels, which ship no tf2_ros.
 """
 
 from __future__ import annotations
@@ -273,35 +273,6 @@ def _decode_png(data: np.ndarray, expected_size, max_pixels: int) -> np.ndarray:
         raise InvalidMessage(f"corrupt PNG ({data.size} bytes): {error}", "undecodable_image") from None
 
 
-def numpy_to_compressed(array, format: str = "jpeg", stamp=None, frame_id: str = "", quality: int = 90):
-    """A core image (RGB or gray ``uint8``) -> ``sensor_msgs/CompressedImage`` (``format`` jpeg or png)."""
-    import cv2
-    from sensor_msgs.msg import CompressedImage
-
-    format = format.lower()
-    if format not in ("jpeg", "jpg", "png"):
-        raise ValueError(f"compressed format must be 'jpeg' or 'png', got '{format}'")
-    array = np.asarray(array)
-    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)) or array.size == 0:
-        raise ValueError(f"need a non-empty HxWx3 RGB or HxW gray uint8 image, got {array.shape} {array.dtype}")
-    gray = array.ndim == 2
-    pixels = array if gray else np.ascontiguousarray(array[..., ::-1])
-    if format == "png":
-        ok, encoded = cv2.imencode(".png", pixels)
-    else:
-        format = "jpeg"
-        ok, encoded = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError(f"OpenCV could not encode the image as {format}")
-    encoding = "mono8" if gray else "rgb8"
-    # image_transport's convention: "<original encoding>; <format> compressed <stored encoding>".
-    msg = CompressedImage(
-        header=_header(stamp, frame_id), format=f"{encoding}; {format} compressed {'mono8' if gray else 'bgr8'}"
-    )
-    msg.data = encoded.tobytes()
-    return msg
-
-
 # ----------------------------------------------------------------------------- cameras
 
 
@@ -359,24 +330,6 @@ def _camera_info_to_camera(msg, rectified: bool, max_pixels: int) -> Camera:
     if abs(K[0, 1]) > 1e-9 * max(abs(K[0, 0]), 1.0) or np.any(K[2] != (0.0, 0.0, 1.0)) or K[1, 0] != 0.0:
         raise ValueError(f"CameraInfo intrinsics are not a zero-skew pinhole matrix: {K.tolist()}")
     return Camera.from_K(width, height, K, distortion)
-
-
-def camera_to_camera_info(camera: Camera, stamp=None, frame_id: str = ""):
-    """:class:`Camera` -> ``sensor_msgs/CameraInfo`` (plumb_bob, R = I, P = [K | 0])."""
-    from sensor_msgs.msg import CameraInfo
-
-    K = camera.K
-    P = np.hstack([K, np.zeros((3, 1))])
-    return CameraInfo(
-        header=_header(stamp, frame_id),
-        width=camera.width,
-        height=camera.height,
-        distortion_model="plumb_bob",
-        d=[float(x) for x in camera.distortion],
-        k=K.reshape(-1).tolist(),
-        r=np.eye(3).reshape(-1).tolist(),
-        p=P.reshape(-1).tolist(),
-    )
 
 
 # ----------------------------------------------------------------------------- poses
@@ -486,8 +439,6 @@ class FallbackTransformBroadcaster:
             transforms = list(self._latched.values())
         self._publisher.publish(self._msg_type(transforms=transforms))
 
-    send_transform = sendTransform
-
 
 def make_tf_broadcaster(node):
     """tf2_ros.TransformBroadcaster where available, else :class:`FallbackTransformBroadcaster`."""
@@ -496,14 +447,6 @@ def make_tf_broadcaster(node):
 
         return tf2_ros.TransformBroadcaster(node)
     return FallbackTransformBroadcaster(node)
-
-
-def make_static_tf_broadcaster(node):
-    if _have_tf2_ros():
-        import tf2_ros
-
-        return tf2_ros.StaticTransformBroadcaster(node)
-    return FallbackTransformBroadcaster(node, static=True)
 
 
 class TfBufferBase:

@@ -21,11 +21,6 @@ def points_to_cloud(points, frame_id: str, stamp=None) -> PointCloud2:
                        data=xyz.tobytes(), is_dense=True)
 
 
-def cloud_to_points(cloud: PointCloud2) -> np.ndarray:
-    """The (N, 3) float32 points of a cloud made by :func:`points_to_cloud`."""
-    return np.frombuffer(bytes(cloud.data), dtype=np.float32).reshape(-1, 3)
-
-
 def draw_keypoints(image: np.ndarray, keypoints, colour=(0, 255, 0)) -> np.ndarray:
     """An RGB copy of ``image`` (RGB or gray) with a circle at each (x, y) keypoint."""
     canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image.copy()

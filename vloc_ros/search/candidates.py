@@ -207,9 +207,8 @@ class CandidateSearch:
         (query rows within the share, point ids, distances) and each stage's CPU seconds.
 
         Threads alternate which branch they run first, so that one thread's matrix product mostly
-        overlaps the other's tree probes: two OpenBLAS products at once ran only 1.3x faster than
-        one after the other here, and on the sim map the alternation took the search from 18.5 to
-        14.8 ms (p50; 23 ms with a thread per branch).
+        overlaps the other's tree probes: two OpenBLAS products at once run only 1.3x faster than
+        one after the other (docs/decisions.md).
         """
         branches = BRANCHES[self.config["mode"]]
         candidates, cpu_seconds = {}, {}

@@ -17,11 +17,9 @@ code and the point's code (the majority of its observations), and the nearest
 
 The search is compiled (numba; it releases the GIL, so the search threads run side by side): a descent
 of all trees in lockstep per query (independent loads, so a large map's cache misses overlap),
-then a counting sort of the probed points by Hamming distance. For 1024 keypoints on the 21.6k-point
-sim map it takes 8-10 ms of CPU against 16 ms for the earlier vectorised numpy; at 100k synthetic
-points both took ~14 ms, bound by the random reads of ~400 probed entries per keypoint, which the
-ranking now prefetches a keypoint or two ahead (at 1M points 18.4 -> 8.2 ms). Building stays
-vectorised numpy.
+then a counting sort of the probed points by Hamming distance. On a large map the search is bound
+by the random reads of ~400 probed entries per keypoint, so the ranking prefetches them a keypoint
+or two ahead (docs/decisions.md has the timings). Building is vectorised numpy.
 Codes have at most 64 bits so that a query code is one uint64 and a bit test is a shift.
 
 Storage (see ``state``): ``node_bit[n]`` is the bit tested by node ``n`` (bit ``j`` as packed by
@@ -295,7 +293,7 @@ def _rank_points(leaf_points, point_words, query_words, leaves, max_candidates):
     for query in range(num_queries):
         # Prefetch, two keypoints ahead, the leaf rows, and one ahead the codes of their points
         # (rows fetched by then): on a large map both are random reads that miss the cache, and
-        # this overlaps them with the ranking (1M points: 18.4 -> 8.2 ms).
+        # this overlaps them with the ranking.
         if query + 2 < num_queries:
             for leaf in leaves[query + 2]:
                 if leaf >= 0:
