@@ -14,7 +14,7 @@ import skimage.data
 import torch
 
 import vloc_ros.backends as backends
-from vloc_ros.backends import BACKENDS, BackendUnavailableError, onnx_backend, select_backend, tensorrt_backend
+from vloc_ros.backends import BackendUnavailableError, onnx_backend, select_backend, tensorrt_backend
 from vloc_ros.backends.cuda_backend import CudaBackbone
 from vloc_ros.backends.nearest_neighbours import TorchNearestNeighbours, gpu_nearest_neighbours, torch_top_k
 from vloc_ros.features import create_extractor
@@ -69,11 +69,33 @@ def test_auto_picks_the_best_available_and_logs_why(monkeypatch, caplog):
     assert select_backend("torch_cpu") == "torch_cpu"
 
 
-def test_auto_on_this_machine():
-    expected = next(b for b in BACKENDS if backends.unavailable_reason(b) is None)
+@pytest.mark.parametrize("missing, expected", [
+    (set(), "tensorrt"),
+    ({"tensorrt"}, "cuda"),
+    ({"cuda"}, "tensorrt"),  # the order decides, not the first gap
+    ({"tensorrt", "cuda"}, "onnxruntime"),
+    ({"tensorrt", "onnxruntime"}, "cuda"),
+    ({"tensorrt", "cuda", "onnxruntime"}, "torch_cpu"),
+])
+def test_auto_follows_the_preference_order_given_an_availability_table(monkeypatch, missing, expected):
+    monkeypatch.setattr(backends, "unavailable_reason",
+                        lambda backend: ("missing", "get it") if backend in missing else None)
     assert select_backend("auto") == expected
+    for backend in missing:
+        with pytest.raises(BackendUnavailableError):
+            select_backend(backend)
+
+
+def test_auto_on_this_machine():
     if not torch.cuda.is_available():
-        assert expected == "onnxruntime"
+        expected = "onnxruntime"  # onnxruntime is a dependency of the package: installed here
+    else:
+        try:
+            import torch_tensorrt  # noqa: F401
+            expected = "tensorrt"
+        except Exception:  # noqa: BLE001 - ImportError, or OSError for missing TensorRT libraries
+            expected = "cuda"
+    assert select_backend("auto") == expected
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised where there is no GPU")

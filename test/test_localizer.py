@@ -56,14 +56,8 @@ def test_synthetic_queries_localize_within_5cm_and_1deg(sim_localization_map, si
     assert rate >= 0.95
 
 
-def test_parallel_search_recalls_at_least_each_branch(sim_localization_map, sim_queries):
-    camera, queries = sim_queries
-    rates = {mode: recall(Localizer(sim_localization_map, {"search": {"mode": mode}}), camera, queries,
-                          max_translation=0.02, max_rotation_deg=0.5)[0]
-             for mode in ("global_only", "local_only", "parallel")}
-    print("recall@(2 cm, 0.5 deg) by search mode:", rates)
-    assert rates["parallel"] >= rates["global_only"]
-    assert rates["parallel"] >= rates["local_only"]
+# parallel >= each branch is tested where the branches differ: test_search.py forces a retrieval
+# failure (global_only 0.0, local_only ~0.97); on the sim world every mode scores 1.00.
 
 
 def test_far_off_queries_parallel_recalls_at_least_each_branch_and_none_is_ambiguous(far_off_world):

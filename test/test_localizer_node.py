@@ -17,11 +17,10 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
-from ros_harness import LATCHED, NAMESPACE, read_rss_mb, stamp_ns, wait_until
+from ros_harness import LATCHED, NAMESPACE, cloud_to_points, numpy_to_compressed, read_rss_mb, stamp_ns, wait_until
 from vloc_ros.geometry import Rigid3, pose_error
 from vloc_ros.nodes import ros_compat as rc
 from vloc_ros.nodes.localizer_node import LocalizerNode
-from vloc_ros.nodes.visualization import cloud_to_points
 from vloc_ros.tum import read_tum
 
 POSE_TIMEOUT = 15.0  # one localization on two busy cores, with margin
@@ -138,9 +137,42 @@ def test_bad_raw_images_are_counted_not_fatal(graph, query, localizer):
     assert all(m.header.stamp.sec != 42 for m in poses.messages)
 
 
-def test_relocalize(graph, localizer):
+def test_relocalize_lets_a_jump_against_odometry_through(graph, query, localizer):
+    """The same frame again with odometry shifted 2 m implies a map -> odom 2 m away: held back
+    (1 of 3 confirmations). After ~/relocalize the same kind of frame is published; without it, it
+    would be held back again (2 of 3)."""
+    namespace = f"{NAMESPACE}/main"
+    poses = graph.collect(PoseStamped, topic(localizer, "pose"))
+    frame = query.frames[1]
+    [odom_to_base] = frame["/tf"].transforms
+    base_stamp = 1_900_000_000 * 10**9
+
+    def publish(i, shift):
+        stamp = rc.to_time_msg((base_stamp + i * 10**8) * 1e-9)
+        odom_from_base = Rigid3(translation=[shift, 0.0, 0.0]) @ rc.transform_to_rigid(odom_to_base)
+        graph.publish("/tf", TFMessage(transforms=[rc.rigid_to_transform_stamped(
+            odom_from_base, odom_to_base.header.frame_id, odom_to_base.child_frame_id, stamp)]))
+        graph.publish(f"{namespace}{CAMERA_INFO}", frame[CAMERA_INFO])
+        image = _restamped_image(frame[IMAGE], stamp)
+        graph.publish(f"{namespace}{IMAGE}", image)
+        return stamp_ns(image.header)
+
+    def held_back(status):
+        return int(status.get("held_back", 0))
+
+    assert graph.call(Trigger, topic(localizer, "relocalize")).success  # whatever earlier tests left
+    first = publish(0, 0.0)
+    assert wait_until(lambda: first in poses.by_stamp(), POSE_TIMEOUT), "no pose for the unshifted frame"
+    before = held_back(graph.wait_for_diagnostic(localizer, lambda d: "localized" in d))
+    jumped = publish(1, 2.0)
+    status = graph.wait_for_diagnostic(localizer, lambda d: held_back(d) == before + 1, timeout=POSE_TIMEOUT)
+    assert jumped not in poses.by_stamp(), "a pose that jumps against odometry was published"
+
     response = graph.call(Trigger, topic(localizer, "relocalize"))
     assert response.success and "motion prior cleared" in response.message
+    after = publish(2, 2.0)
+    assert wait_until(lambda: after in poses.by_stamp(), POSE_TIMEOUT), "~/relocalize did not clear the prior"
+    assert held_back(graph.diagnostic(localizer)) == held_back(status)
 
 
 def test_compressed_transport_and_bad_inputs(graph, query, sim_map):
@@ -157,7 +189,7 @@ def test_compressed_transport_and_bad_inputs(graph, query, sim_map):
         graph.publish(f"{namespace}{CAMERA_INFO}", query.frames[0][CAMERA_INFO])
         time.sleep(0.3)
         garbage = CompressedImage(format="jpeg", data=b"\xff\xd8\xff" + b"definitely not a jpeg" * 20)
-        small = rc.numpy_to_compressed(np.zeros((240, 320, 3), np.uint8), "jpeg")
+        small = numpy_to_compressed(np.zeros((240, 320, 3), np.uint8), "jpeg")
         for msg in (garbage, small):
             msg.header.stamp.sec, msg.header.frame_id = 43, "camera_optical_frame"
             graph.publish(image_topic, msg)
@@ -238,7 +270,7 @@ def test_latest_frame_wins_under_load(graph, query, localizer):
     """300 frames at 30 Hz: output latency stays bounded, the excess is dropped and counted, memory is flat."""
     namespace = f"{NAMESPACE}/main"
     poses = graph.collect(PoseStamped, topic(localizer, "pose"))
-    before = dict(graph.wait_for_diagnostic(localizer, lambda d: "frames_received" in d))
+    before = dict(_settled_diagnostic(graph, localizer))  # earlier frames all counted
     base_stamp = 1_800_000_000 * 10**9  # new stamps: every frame is a new image to the node
     published, rss = {}, []
     period, start = 1.0 / 30.0, time.monotonic()
@@ -260,9 +292,20 @@ def test_latest_frame_wins_under_load(graph, query, localizer):
                 for key in ("frames_received", "frames_processed", "frames_dropped", "localized")}
 
     time.sleep(1.0)  # the last frame's localization
-    status = graph.wait_for_diagnostic(localizer, lambda d: counts(d)["frames_processed"] + counts(d)["frames_dropped"]
-                                       == counts(d)["frames_received"] >= 250, timeout=POSE_TIMEOUT)
+    # Wait for the node to go quiet: its counters no longer change between two diagnostics.
+    graph.wait_for_diagnostic(localizer, lambda d: counts(d)["frames_received"] >= 250, timeout=POSE_TIMEOUT)
+    status = _settled_diagnostic(graph, localizer)
     counts = counts(status)
+    rejected = sum(int(v) - int(before.get(k, 0)) for k, v in status.items() if k.startswith("rejected_"))
+    # Independent counts: the test published 300 frames and saw these poses.
+    pose_stamps = {stamp_ns(m.header) for m in poses.messages} & set(published)
+    assert 250 <= counts["frames_received"] <= len(published), counts
+    assert wait_until(lambda: len({stamp_ns(m.header) for m in poses.messages} & set(published))
+                      == counts["localized"], 5.0), (len(pose_stamps), counts)
+    assert counts["localized"] <= counts["frames_processed"]
+    # Every received frame is processed, dropped or rejected; at most one can still be waiting.
+    accounted = counts["frames_processed"] + counts["frames_dropped"] + rejected
+    assert counts["frames_received"] - 1 <= accounted <= counts["frames_received"], (counts, rejected)
     latencies = [t - published[stamp_ns(m.header)] for m, t in zip(poses.messages, poses.times)
                  if stamp_ns(m.header) in published]
     print(f"\nload: {counts}, poses {len(latencies)}, latency p50 {np.percentile(latencies, 50):.3f} s, "
@@ -275,6 +318,20 @@ def test_latest_frame_wins_under_load(graph, query, localizer):
     late = latencies[len(latencies) // 2:]
     assert np.median(late) < 2.0 * np.median(latencies[: len(latencies) // 2]) + 0.1, "latency grows over time"
     assert rss[1] - rss[0] < 100.0, f"RSS grew {rss[1] - rss[0]:.0f} MB over 240 frames"
+
+
+def _settled_diagnostic(graph, node) -> dict[str, str]:
+    """The node's diagnostics once its frame counters stop changing between two /diagnostics periods."""
+    keys = ("frames_received", "frames_processed", "frames_dropped", "localized")
+    status = graph.wait_for_diagnostic(node, lambda d: "frames_received" in d)
+    deadline = time.monotonic() + POSE_TIMEOUT
+    while time.monotonic() < deadline:
+        time.sleep(1.5)  # longer than one /diagnostics period
+        latest = graph.diagnostic(node)
+        if all(latest.get(k) == status.get(k) for k in keys):
+            return latest
+        status = latest
+    raise AssertionError(f"the node's counters never settled: {status}")
 
 
 def _restamped_image(msg, stamp):

@@ -271,7 +271,10 @@ def test_parallel_search_is_the_union_of_both_branches(world):
         # The union can add a close second candidate that makes the ratio test drop a keypoint the
         # single branch kept, hence the small tolerance.
         assert recall["parallel"] >= max(recall["global_only"], recall["local_only"]) - 0.01, recall
-    assert recall["global_only"] < 0.2 < recall["local_only"], recall  # the failed retrieval
+    # The failed retrieval: the global branch finds nearly nothing, the local branch nearly all, and
+    # parallel keeps what the local branch found.
+    assert recall["global_only"] < 0.2 and recall["local_only"] > 0.9, recall
+    assert recall["parallel"] > 0.9, recall
 
 
 def test_search_threads_share_keypoints_without_changing_the_result(world):
