@@ -18,7 +18,8 @@ echo "== 1/3 vloc sim: synthetic world -> $OUT/world"
 vloc sim --out "$OUT/world" --map-frames 48 --query-frames 30 --storages mcap
 echo "== 2/3 vloc build-map: mapping bag -> $OUT/map"
 vloc build-map --bag "$OUT/world/bags/map_mcap" --pose-topic /ground_truth/pose \
-    --camera-frame camera_optical_frame --output "$OUT/map"
+    --camera-frame camera_optical_frame --min-interval-s 0 --min-translation-m 0 --min-rotation-deg 0 \
+    --output "$OUT/map"
 echo "== 3/3 vloc eval: query bag -> $OUT/report"
 vloc eval "$OUT/world/bags/query_mcap" --map "$OUT/map" --output "$OUT/report"
 echo "demo: done in $((SECONDS - start)) s; open $OUT/report/report.md"

@@ -88,6 +88,7 @@ def test_cli_builds_a_metric_map_from_a_bag(sim_dataset, tmp_path):
     completed = subprocess.run(
         [sys.executable, "-m", "vloc_ros.cli", "build-map", "--bag", str(sim_dataset / "bags" / "map_mcap"),
          "--pose-topic", "/ground_truth/pose", "--camera-frame", "camera_optical_frame", "--every-nth", "2",
+         "--min-interval-s", "0.15",
          "--output", str(out), "--quiet"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
     assert completed.returncode == 0, completed.stderr
     assert "images registered / given" in completed.stdout

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -30,7 +30,7 @@ from ..search import LOCAL_INDEX_TYPES, Binarizer
 from . import pairs as pair_selection
 from .map_format import Keyframe, LocalizationMap, save_map
 from .points import collect_tracks, medoid_descriptors, visibility_arrays
-from .reconstruction import reconstruct, write_database
+from .reconstruction import frame_index, reconstruct, write_database
 from .sources import MapFrame
 
 DEFAULT_BUILD_CONFIG = {
@@ -45,6 +45,45 @@ DEFAULT_BUILD_CONFIG = {
     "min_registered_images": 3,
     "map_frame": "map",
 }
+
+
+# ``build_map``'s progress callback: (stage, done, total) with stage one of PROGRESS_STAGES; total is
+# None while unknown (frames from a generator, e.g. a bag, during feature extraction).
+ProgressCallback = Callable[[str, int, Union[int, None]], None]
+PROGRESS_STAGES = ("extract features", "match pairs", "register images")
+
+
+class _Progress:
+    """tqdm bars (``progress=True``), nothing (False), or calls to a ``ProgressCallback``."""
+
+    def __init__(self, progress: bool | ProgressCallback, stage: str, total: int | None, unit: str):
+        self._callback = progress if callable(progress) else None
+        self._stage, self.total, self.done = stage, total, 0
+        self._bar = tqdm(total=total, desc=stage, unit=unit, disable=progress is not True)
+        if self._callback is not None:
+            self._callback(stage, 0, total)
+
+    def update(self, count: int = 1) -> None:
+        self._bar.update(count)
+        self.done += count
+        if self._callback is not None:
+            self._callback(self._stage, self.done, self.total)
+
+    def set(self, done: int) -> None:
+        self._bar.n = done
+        self._bar.refresh()
+        self.done = done
+        if self._callback is not None:
+            self._callback(self._stage, done, self.total)
+
+    def close(self) -> None:
+        self._bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class BuildError(RuntimeError):
@@ -109,34 +148,49 @@ class FeatureCache:
         os.replace(tmp, path)
 
 
-def extract_all(frames: Iterable[MapFrame], extractor, cache: FeatureCache, progress: bool):
+def extract_all(frames: Iterable[MapFrame], extractor, cache: FeatureCache, progress: bool | ProgressCallback):
     """Features for every readable frame; unreadable or featureless images are skipped and named."""
+    with _Progress(progress, "extract features", len(frames) if hasattr(frames, "__len__") else None, "img") as bar:
+        return _extract_all(frames, extractor, cache, bar)
+
+
+def _extract_all(frames: Iterable[MapFrame], extractor, cache: FeatureCache, bar: _Progress):
     kept, features, skipped, reused = [], [], {}, 0
-    for frame in tqdm(frames, desc="extract features", unit="img", disable=not progress):
+    for frame in frames:
         cached = cache.get(frame.name)
         reused += cached is not None
         if cached is None:
             try:
-                image = frame.load_image()
-                if (image.shape[1], image.shape[0]) != (frame.camera.width, frame.camera.height):
-                    raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but the camera is "
-                                     f"{frame.camera.width}x{frame.camera.height}")
-                cached = extractor.extract(image)
+                cached = _extract(frame, extractor)
             except ValueError as error:
                 skipped[frame.name] = str(error)
-                continue
-            cache.put(frame.name, cached)
-        if len(cached) < 8:
+            else:
+                cache.put(frame.name, cached)
+        if cached is not None and len(cached) < 8:
             skipped[frame.name] = f"only {len(cached)} keypoints"
-            continue
-        kept.append(replace(frame, load_image=None))  # keep no decoded image (bag frames hold it)
-        features.append(cached)
+        elif cached is not None:
+            kept.append(replace(frame, load_image=None))  # keep no decoded image (bag frames hold it)
+            features.append(cached)
+        bar.update()
     return kept, features, skipped, reused
 
 
+def _extract(frame: MapFrame, extractor) -> Features:
+    image = frame.load_image()
+    if (image.shape[1], image.shape[0]) != (frame.camera.width, frame.camera.height):
+        raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but the camera is "
+                         f"{frame.camera.width}x{frame.camera.height}")
+    return extractor.extract(image)
+
+
 def build_map(frames: Iterable[MapFrame], output, config: dict | None = None, cache_dir=None,
-              progress: bool = True, overwrite: bool = False, source_description: str = "") -> BuildSummary:
-    """Build and atomically write a map; raises BuildError (nothing written) when it cannot."""
+              progress: bool | ProgressCallback = True, overwrite: bool = False,
+              source_description: str = "") -> BuildSummary:
+    """Build and atomically write a map; raises BuildError (nothing written) when it cannot.
+
+    ``progress``: True shows tqdm bars, False nothing; a ``ProgressCallback`` is called with
+    (stage, done, total) as each stage of ``PROGRESS_STAGES`` starts and advances.
+    """
     config = merge_config(DEFAULT_BUILD_CONFIG, config)
     output = Path(output)
     if output.exists() and not overwrite:
@@ -165,10 +219,12 @@ def build_map(frames: Iterable[MapFrame], output, config: dict | None = None, ca
     started = time.perf_counter()
     matcher = create_matcher(config["matcher"])
     matches = {}
-    for i, j in tqdm(image_pairs, desc="match pairs", unit="pair", disable=not progress):
-        pair_matches = matcher.match(features[i], features[j])
-        if len(pair_matches):
-            matches[(i, j)] = pair_matches
+    with _Progress(progress, "match pairs", len(image_pairs), "pair") as bar:
+        for i, j in image_pairs:
+            pair_matches = matcher.match(features[i], features[j])
+            if len(pair_matches):
+                matches[(i, j)] = pair_matches
+            bar.update()
     timings["matching"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -176,13 +232,12 @@ def build_map(frames: Iterable[MapFrame], output, config: dict | None = None, ca
     with tempfile.TemporaryDirectory(prefix="vloc_build_") as work:
         work = Path(work)
         write_database(work / "database.db", names, [f.camera for f in frames], features, matches)
-        with tqdm(total=len(frames), desc="register images", unit="img", disable=not progress) as bar:
+        with _Progress(progress, "register images", len(frames), "img") as bar:
             reconstruction = reconstruct(work / "database.db", work, names, [f.camera for f in frames],
                                          [f.world_from_camera for f in frames], config["reconstruction"],
-                                         on_image_registered=lambda: bar.update(1))
+                                         on_image_registered=bar.update)
             if reconstruction is not None:
-                bar.n = reconstruction.num_reg_images()
-                bar.refresh()
+                bar.set(reconstruction.num_reg_images())
         registered = sorted(reconstruction.reg_image_ids()) if reconstruction is not None else []
         if len(registered) < config["min_registered_images"]:
             raise BuildError(f"only {len(registered)} of {images_given} images registered; a map needs at least "
@@ -191,12 +246,12 @@ def build_map(frames: Iterable[MapFrame], output, config: dict | None = None, ca
         timings["reconstruction"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        localization_map = _assemble(reconstruction, registered, frames, features, global_descriptors,
+        localization_map, sparse_dir = _assemble(reconstruction, registered, frames, features, global_descriptors,
                                      global_descriptor, config, work, extractor, source_description)
         localization_map.manifest["counts"]["images_given"] = images_given
         timings["indexes"] = time.perf_counter() - started
         localization_map.manifest["build"]["stage_seconds"] = timings
-        save_map(localization_map, output, overwrite=overwrite)
+        save_map(localization_map, output, overwrite=overwrite, sparse_dir=sparse_dir)
     shutil.rmtree(cache_dir, ignore_errors=True)  # the map is complete: the resume cache is spent
     counts = localization_map.manifest["counts"]
     return BuildSummary(output, images_given, len(registered), skipped, reused, counts["points"],
@@ -208,9 +263,10 @@ def _skipped_note(skipped: dict) -> str:
 
 
 def _assemble(reconstruction, registered, frames, features, global_descriptors, global_descriptor, config,
-              work: Path, extractor, source_description) -> LocalizationMap:
+              work: Path, extractor, source_description) -> tuple[LocalizationMap, Path]:
+    """The map of the registered images, and the directory its COLMAP model is written to."""
     keyframe_of_image_id = {image_id: k for k, image_id in enumerate(registered)}
-    tracks = collect_tracks(reconstruction, {i: features[i - 1] for i in registered}, keyframe_of_image_id)
+    tracks = collect_tracks(reconstruction, {i: features[frame_index(i)] for i in registered}, keyframe_of_image_id)
     if tracks.num_points == 0:
         raise BuildError("the reconstruction has no 3D points")
 
@@ -225,13 +281,13 @@ def _assemble(reconstruction, registered, frames, features, global_descriptors, 
     for image_id in registered:
         image = reconstruction.images[image_id]
         camera_from_world = image.cam_from_world()
-        frame = frames[image_id - 1]
+        frame = frames[frame_index(image_id)]
         keyframes.append(Keyframe(frame.name, frame.camera,
                                   Rigid3(camera_from_world.rotation.matrix(), camera_from_world.translation).inverse()))
     arrays = {"points_xyz": tracks.points_xyz,
               "point_descriptors": representative.astype(np.float16),
               "point_codes": binarizer.encode(representative),
-              "keyframe_global_descriptors": global_descriptors[np.asarray(registered) - 1],
+              "keyframe_global_descriptors": global_descriptors[[frame_index(i) for i in registered]],
               **visibility_arrays(tracks, len(registered))}
     sparse_dir = work / "sparse_export"
     sparse_dir.mkdir()
@@ -252,9 +308,9 @@ def _assemble(reconstruction, registered, frames, features, global_descriptors, 
                    "observations": int(len(tracks.observation_point)),
                    "mean_track_length": float(len(tracks.observation_point) / tracks.num_points),
                    "mean_reprojection_error_px": float(reconstruction.compute_mean_reprojection_error())},
-        "build": {"config": config, "source": source_description, "sparse_dir": str(sparse_dir),
+        "build": {"config": config, "source": source_description,
                   "mode": "triangulation from known poses" if metric else "incremental mapping"},
     }
     states = {"binarizer": binarizer.state(), "local_index": local_index.state(),
               "global_descriptor": global_descriptor.state()}
-    return LocalizationMap(manifest, keyframes, arrays, states)
+    return LocalizationMap(manifest, keyframes, arrays, states), sparse_dir

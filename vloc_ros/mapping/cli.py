@@ -10,6 +10,8 @@ import yaml
 from ..bag_source import BagContentError, BagReadError
 from ..cli import UsageError
 from .builder import BuildError, build_map
+from .keyframes import (DEFAULT_MIN_INTERVAL_S, DEFAULT_MIN_ROTATION_DEG, DEFAULT_MIN_TRANSLATION_M,
+                        KeyframeSelector)
 from .sources import SourceError, bag_frames, image_folder_frames
 
 
@@ -41,7 +43,17 @@ def register(subparsers) -> None:
         help="camera optical frame: composes the /tf_static extrinsic "
         "from the pose child frame (omit when poses are camera poses)",
     )
-    parser.add_argument("--every-nth", type=int, default=1, help="use every n-th bag image")
+    parser.add_argument("--every-nth", type=int, default=1, help="use every n-th bag image (before keyframe selection)")
+    keyframes = parser.add_argument_group(
+        "bag keyframe selection", "as the vloc_map_builder node: a bag image becomes a keyframe when --min-interval-s "
+        "passed since the last one and, with poses, the camera moved --min-translation-m or turned "
+        "--min-rotation-deg (0 0 0: every image)")
+    keyframes.add_argument("--min-interval-s", type=float, default=DEFAULT_MIN_INTERVAL_S,
+                           help="least time between keyframes, seconds (default: %(default)s)")
+    keyframes.add_argument("--min-translation-m", type=float, default=DEFAULT_MIN_TRANSLATION_M,
+                           help="with poses: least camera motion since the last keyframe, m (default: %(default)s)")
+    keyframes.add_argument("--min-rotation-deg", type=float, default=DEFAULT_MIN_ROTATION_DEG,
+                           help="with poses: or least rotation since the last keyframe, degrees (default: %(default)s)")
     parser.add_argument("--config", type=Path, help="YAML overriding the build config (extractor, matcher, pairs, ...)")
     parser.add_argument(
         "--cache", type=Path, help="feature cache directory (default: OUTPUT.cache; lets a killed build resume)"
@@ -59,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.config} must hold a YAML mapping")
     if args.every_nth < 1:
         raise UsageError("--every-nth must be at least 1")
+    for flag in ("min_interval_s", "min_translation_m", "min_rotation_deg"):
+        if getattr(args, flag) < 0:
+            raise UsageError(f"--{flag.replace('_', '-')} must not be negative")
     try:
         if args.images:
             frames = image_folder_frames(args.images, args.intrinsics, args.poses_tum, args.poses_colmap)
@@ -74,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
                 if args.pose_topic
                 else None
             )
-            frames = bag_frames(args.bag, args.image_topic, args.camera_info_topic, ground_truth, args.every_nth)
+            selector = KeyframeSelector(args.min_interval_s, args.min_translation_m, args.min_rotation_deg)
+            frames = bag_frames(args.bag, args.image_topic, args.camera_info_topic, ground_truth, args.every_nth,
+                                keyframes=selector)
             description = f"bag {args.bag} ({args.image_topic})"
         summary = build_map(
             frames,

@@ -236,8 +236,8 @@ def _check_manifest_describes_arrays(manifest: dict, sizes: dict[str, int]) -> N
             raise MapError(f"manifest.json says {path} is {manifest[section][key]}, but the map's arrays have {actual}")
 
 
-def save_map(localization_map: LocalizationMap, out_dir, overwrite: bool = False) -> Path:
-    """Write the map atomically to ``out_dir`` (and copy the COLMAP model from ``sparse_dir``)."""
+def save_map(localization_map: LocalizationMap, out_dir, overwrite: bool = False, sparse_dir=None) -> Path:
+    """Write the map atomically to ``out_dir`` (and copy the COLMAP model in ``sparse_dir`` to ``sparse/``)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise MapError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
@@ -252,14 +252,12 @@ def save_map(localization_map: LocalizationMap, out_dir, overwrite: bool = False
             (tmp / "state" / component).mkdir(parents=True)
             for key, array in state.items():
                 np.save(tmp / "state" / component / f"{key}.npy", np.asarray(array), allow_pickle=False)
-        sparse_source = localization_map.manifest.get("build", {}).get("sparse_dir")
-        if sparse_source:
-            shutil.copytree(sparse_source, tmp / "sparse")
+        if sparse_dir:
+            shutil.copytree(sparse_dir, tmp / "sparse")
         (tmp / "keyframes.json").write_text(
             json.dumps([_keyframe_to_json(k) for k in localization_map.keyframes], indent=1))
         manifest = dict(localization_map.manifest)
         manifest["format"], manifest["format_version"] = FORMAT_NAME, FORMAT_VERSION
-        manifest.get("build", {}).pop("sparse_dir", None)
         manifest["files"] = {str(p.relative_to(tmp)): file_sha256(p)
                              for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))

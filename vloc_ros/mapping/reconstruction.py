@@ -12,6 +12,16 @@ from ..geometry import Camera, Rigid3
 from ..features import Features
 
 
+# The COLMAP image id of the frame at ``index`` in the lists given to ``write_database`` and
+# ``reconstruct`` (COLMAP ids start at 1); the builder maps registered ids back with ``frame_index``.
+def image_id(index: int) -> int:
+    return index + 1
+
+
+def frame_index(colmap_image_id: int) -> int:
+    return colmap_image_id - 1
+
+
 def quiet_pycolmap() -> None:
     """pycolmap logs every step through glog. Its warnings here are about the image files it looks
     for to colour points, which a build from cached features (or a bag) deliberately never writes."""
@@ -35,7 +45,7 @@ def write_database(path: Path, names: list[str], cameras: list[Camera], features
                    matches: dict[tuple[int, int], np.ndarray]) -> None:
     """A COLMAP database with one trivial rig per camera and one frame per image.
 
-    Image ids are frame index + 1, camera ids as ``_camera_ids``.
+    Image ids are ``image_id(frame index)``, camera ids as ``_camera_ids``.
     """
     import pycolmap
 
@@ -50,18 +60,17 @@ def write_database(path: Path, names: list[str], cameras: list[Camera], features
             rig.add_ref_sensor(pycolmap.sensor_t(type=pycolmap.SensorType.CAMERA, id=camera_id))
             rig_ids[camera_id] = database.write_rig(rig)
         for index, (name, camera_id, frame_features) in enumerate(zip(names, camera_ids, features)):
-            image_id = index + 1
-            database.write_image(pycolmap.Image(name=name, camera_id=camera_id, image_id=image_id),
+            database.write_image(pycolmap.Image(name=name, camera_id=camera_id, image_id=image_id(index)),
                                  use_image_id=True)
             frame = pycolmap.Frame()
             frame.rig_id = rig_ids[camera_id]
             frame.add_data_id(pycolmap.data_t(
-                sensor_id=pycolmap.sensor_t(type=pycolmap.SensorType.CAMERA, id=camera_id), id=image_id))
+                sensor_id=pycolmap.sensor_t(type=pycolmap.SensorType.CAMERA, id=camera_id), id=image_id(index)))
             database.write_frame(frame)
             # COLMAP puts the first pixel centre at 0.5.
-            database.write_keypoints(image_id, (frame_features.keypoints + 0.5).astype(np.float32))
+            database.write_keypoints(image_id(index), (frame_features.keypoints + 0.5).astype(np.float32))
         for (i, j), pair_matches in matches.items():
-            database.write_matches(i + 1, j + 1, pair_matches.astype(np.uint32))
+            database.write_matches(image_id(i), image_id(j), pair_matches.astype(np.uint32))
 
 
 def _pipeline_options(config: dict, default_threads: int):
@@ -113,7 +122,7 @@ def reconstruct(database_path: Path, work_dir: Path, names: list[str], cameras: 
         for index, (name, camera_id, pose) in enumerate(zip(names, camera_ids, poses)):
             camera_from_world = pose.inverse()
             reference.add_image_with_trivial_frame(
-                pycolmap.Image(name=name, camera_id=camera_id, image_id=index + 1),
+                pycolmap.Image(name=name, camera_id=camera_id, image_id=image_id(index)),
                 pycolmap.Rigid3d(pycolmap.Rotation3d(camera_from_world.rotation), camera_from_world.translation))
         output = work_dir / "triangulated"
         output.mkdir(parents=True, exist_ok=True)

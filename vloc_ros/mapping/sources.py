@@ -16,6 +16,7 @@ import yaml
 
 from ..geometry import Camera, Rigid3
 from ..tum import read_tum
+from .keyframes import KeyframeSelector
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -142,6 +143,7 @@ def bag_frames(
     ground_truth: dict | None = None,
     every_nth: int = 1,
     max_gap: float = 0.2,
+    keyframes: KeyframeSelector | None = None,
 ) -> Iterator[MapFrame]:
     """Frames from a ROS 2 bag: images (raw or compressed) + CameraInfo (+ known poses).
 
@@ -150,6 +152,9 @@ def bag_frames(
     are interpolated to the image stamps. A frame without a pose within ``max_gap`` seconds has
     none (the builder then runs SfM). A generator: each image is decoded once and dropped after
     the builder extracted it.
+
+    ``every_nth`` keeps every n-th image; of those, ``keyframes`` (when given) keeps the ones it
+    selects, by stamp and pose, as the map-builder node would.
     """
     from ..bag_source import BagSource
     from ..geometry import PoseInterpolator
@@ -161,4 +166,6 @@ def bag_frames(
             if index % every_nth:
                 continue
             pose = known.at(stamp) if known else None
+            if keyframes is not None and not keyframes.select(round(stamp * 1e9), pose):
+                continue
             yield MapFrame(f"{stamp:.9f}", camera, lambda image=image: image, pose, stamp)

@@ -37,8 +37,10 @@ from rclpy.node import Node
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from vloc_ros.geometry import Camera, Rigid3, interpolate_poses, rotation_error_deg
+from vloc_ros.geometry import Camera, Rigid3, interpolate_poses
 from vloc_ros.mapping.builder import DEFAULT_BUILD_CONFIG, build_map
+from vloc_ros.mapping.keyframes import (DEFAULT_MIN_INTERVAL_S, DEFAULT_MIN_ROTATION_DEG, DEFAULT_MIN_TRANSLATION_M,
+                                        KeyframeSelector)
 
 from .camera_input import CAMERA_PARAMETERS, CameraInput
 from .diagnostics import ERROR, OK, WARN, Counters, DiagnosticsPublisher, diagnostic_status
@@ -61,11 +63,12 @@ PARAMETERS = CAMERA_PARAMETERS + (
                   "poses are of the camera.", read_only=True),
     ParameterSpec("pose_max_gap_s", 0.25, "A frame whose bracketing poses are further apart (seconds) has no pose "
                   "and is skipped.", value_range=(0.0, 10.0), read_only=True),
-    ParameterSpec("min_interval_s", 0.5, "Least time between keyframes (seconds).", value_range=(0.0, 3600.0)),
-    ParameterSpec("min_translation_m", 0.25, "With poses: least camera motion since the last keyframe (metres).",
-                  value_range=(0.0, 100.0)),
-    ParameterSpec("min_rotation_deg", 10.0, "With poses: or least camera rotation since the last keyframe "
-                  "(degrees).", value_range=(0.0, 180.0)),
+    ParameterSpec("min_interval_s", DEFAULT_MIN_INTERVAL_S, "Least time between keyframes (seconds).",
+                  value_range=(0.0, 3600.0)),
+    ParameterSpec("min_translation_m", DEFAULT_MIN_TRANSLATION_M, "With poses: least camera motion since the last "
+                  "keyframe (metres).", value_range=(0.0, 100.0)),
+    ParameterSpec("min_rotation_deg", DEFAULT_MIN_ROTATION_DEG, "With poses: or least camera rotation since the "
+                  "last keyframe (degrees).", value_range=(0.0, 180.0)),
     ParameterSpec("buffer_dir", "~/.ros/vloc_map_builder/keyframes", "Where keyframes are kept as they arrive; "
                   "a restarted node continues the buffer it finds there.", read_only=True),
     ParameterSpec("output_map_path", "", "Directory ~/build writes the map to."),
@@ -106,7 +109,7 @@ class MapBuilderNode(Node):
         self._counters = Counters()
         self._buffer = KeyframeBuffer(param("buffer_dir"))
         last = self._buffer.keyframes[-1] if len(self._buffer) else None
-        self._last_keyframe = (last.stamp_ns, last.world_from_camera) if last else None
+        self._selector = KeyframeSelector(last=(last.stamp_ns, last.world_from_camera) if last else None)
         self._poses: deque[tuple[float, Rigid3]] = deque(maxlen=2000)  # (stamp s, world_from_pose_frame)
         self._waiting: Candidate | None = None
         self._build = BuildState()
@@ -125,6 +128,14 @@ class MapBuilderNode(Node):
     def _param(self, name: str):
         return self.get_parameter(name).value
 
+    def _keyframe_selector(self) -> KeyframeSelector:
+        """The selector, with the thresholds the parameters have now (they may change at run time)."""
+        selector = self._selector
+        selector.min_interval_s = self._param("min_interval_s")
+        selector.min_translation_m = self._param("min_translation_m")
+        selector.min_rotation_deg = self._param("min_rotation_deg")
+        return selector
+
     # ------------------------------------------------------------------ recording
 
     def _on_pose(self, msg) -> None:
@@ -142,7 +153,7 @@ class MapBuilderNode(Node):
 
     def _on_frame(self, header: Header, image: np.ndarray, camera: Camera, camera_frame: str) -> None:
         stamp_ns = stamp_to_ns(header.stamp)
-        if self._last_keyframe and stamp_ns - self._last_keyframe[0] < self._param("min_interval_s") * 1e9:
+        if not self._keyframe_selector().due(stamp_ns):
             return
         candidate = Candidate(stamp_ns, image, camera, camera_frame)
         if not self._uses_poses:
@@ -168,12 +179,8 @@ class MapBuilderNode(Node):
             return self._guard.reject("no_camera_extrinsic", f"frame skipped: no TF {self._pose_frame} -> "
                                                             f"{candidate.camera_frame}: {error}")
         world_from_camera = world_from_pose_frame @ pose_frame_from_camera
-        last = self._last_keyframe[1] if self._last_keyframe else None
-        if last is not None:
-            moved = np.linalg.norm(world_from_camera.translation - last.translation)
-            turned = rotation_error_deg(last.rotation, world_from_camera.rotation)
-            if moved < self._param("min_translation_m") and turned < self._param("min_rotation_deg"):
-                return
+        if not self._keyframe_selector().moved(world_from_camera):
+            return
         self._record(candidate, world_from_camera)
 
     def _record(self, candidate: Candidate, world_from_camera: Rigid3 | None) -> None:
@@ -181,7 +188,7 @@ class MapBuilderNode(Node):
             self._buffer.add(candidate.stamp_ns, candidate.image, candidate.camera, world_from_camera)
         except OSError as error:
             return self._guard.reject("buffer_write_failed", f"keyframe not recorded: {error}")
-        self._last_keyframe = (candidate.stamp_ns, world_from_camera)
+        self._selector.record(candidate.stamp_ns, world_from_camera)
         self._counters.add("keyframes_recorded")
 
     # ------------------------------------------------------------------ building
@@ -212,10 +219,11 @@ class MapBuilderNode(Node):
     def _run_build(self, keyframes, output: str) -> None:
         config = {"extractor": {"name": self._param("extractor"), "max_keypoints": self._param("max_keypoints")},
                   "map_frame": self._param("map_frame")}
-        frames = [self._counted(keyframe.to_map_frame()) for keyframe in keyframes]
+        frames = [keyframe.to_map_frame() for keyframe in keyframes]
         started = time.monotonic()
         try:
-            summary = build_map(frames, output, config, cache_dir=self._buffer.build_cache, progress=False,
+            summary = build_map(frames, output, config, cache_dir=self._buffer.build_cache,
+                                progress=self._on_progress,
                                 overwrite=self._param("overwrite"),
                                 source_description=f"{NODE_NAME} keyframes in {self._buffer.directory}")
         except Exception as error:  # noqa: BLE001 - BuildError, MapError, pycolmap's: all end this build, not the node
@@ -228,19 +236,13 @@ class MapBuilderNode(Node):
                                f"{summary.num_points} points")
         self.get_logger().info(f"{self._build.outcome}\n{summary.format()}")
 
-    def _counted(self, frame):
-        """The frame, counting its image load as feature-extraction progress."""
-        load = frame.load_image
-
-        def load_and_count():
-            image = load()
-            self._build.images_loaded += 1
-            if self._build.images_loaded == self._build.images_total:
-                self._build.stage = "matching, reconstruction, indexes"
-            return image
-
-        frame.load_image = load_and_count
-        return frame
+    def _on_progress(self, stage: str, done: int, total: int | None) -> None:
+        """build_map's progress: feature extraction is counted per keyframe, the rest is one stage."""
+        if stage == "extract features":
+            self._build.images_loaded = done
+            if total and done < total:
+                return
+        self._build.stage = "matching, reconstruction, indexes"
 
     def _on_reset(self, request, response):
         if self._building():
@@ -248,7 +250,8 @@ class MapBuilderNode(Node):
             return response
         removed = len(self._buffer)
         self._buffer.clear()
-        self._last_keyframe, self._waiting = None, None
+        self._selector.reset()
+        self._waiting = None
         response.success, response.message = True, f"removed {removed} keyframes from {self._buffer.directory}"
         self.get_logger().info(response.message)
         return response
