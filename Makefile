@@ -19,7 +19,7 @@ test-fast: setup
 	@. ./env.sh && python -m pytest -q -ra --fast test $(PYTEST_ARGS)
 
 lint: setup
-	@. ./env.sh && ruff check .
+	@. ./env.sh && ruff check . && ruff format --check .
 
 demo: setup
 	@bash scripts/demo.sh

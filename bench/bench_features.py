@@ -70,9 +70,15 @@ def main():
             times, results = timed(lambda: extractor.extract(next_image()), runs)
             features[name] = results[:2]
             counts = [len(f) for f in results]
-            lines.append(row(f"{name} extract 640x480 (loop)", threads, times,
-                             f"{np.mean(counts):.0f} keypoints (min {min(counts)}, max {max(counts)})"))
-            batch = images[:args.batch]
+            lines.append(
+                row(
+                    f"{name} extract 640x480 (loop)",
+                    threads,
+                    times,
+                    f"{np.mean(counts):.0f} keypoints (min {min(counts)}, max {max(counts)})",
+                )
+            )
+            batch = images[: args.batch]
             runs_batched = max(2, runs // len(batch))
             times, _ = timed(lambda: extractor.extract_batch(batch, batch_size=len(batch)), runs_batched)
             lines.append(row(f"{name} extract 640x480 (batch {len(batch)})", threads, times / len(batch), "per image"))
@@ -80,14 +86,23 @@ def main():
         pair = features["xfeat"]
         matcher = create_matcher({"name": "mutual_nn"})
         times, matches = timed(lambda: matcher.match(*pair), args.runs)
-        lines.append(row("mutual NN xfeat", threads, times,
-                         f"{len(pair[0])}x{len(pair[1])} keypoints, {len(matches[0])} matches"))
+        lines.append(
+            row(
+                "mutual NN xfeat", threads, times, f"{len(pair[0])}x{len(pair[1])} keypoints, {len(matches[0])} matches"
+            )
+        )
         for name in extractors:
             matcher = create_matcher({"name": "lightglue", "features": name})
             pair = features[name]
             times, matches = timed(lambda: matcher.match(*pair), max(2, args.runs // 4))
-            lines.append(row(f"LightGlue {name}", threads, times,
-                             f"{len(pair[0])}x{len(pair[1])} keypoints, {len(matches[0])} matches"))
+            lines.append(
+                row(
+                    f"LightGlue {name}",
+                    threads,
+                    times,
+                    f"{len(pair[0])}x{len(pair[1])} keypoints, {len(matches[0])} matches",
+                )
+            )
 
         descriptors = np.concatenate([f.descriptors for f in features["xfeat"]] * 10)
         times, fitted = timed(lambda: VladDescriptor.fit(descriptors, num_clusters=64, seed=0), 2)

@@ -49,8 +49,10 @@ def map_frames_of(world: Path, place: int) -> list:
     if place == 0:
         return frames
     shift = Rigid3(np.eye(3), np.array([PLACE_SPACING_M * place, 0.0, 0.0]))
-    return [dataclasses.replace(frame, name=f"place{place}/{frame.name}",
-                                world_from_camera=shift @ frame.world_from_camera) for frame in frames]
+    return [
+        dataclasses.replace(frame, name=f"place{place}/{frame.name}", world_from_camera=shift @ frame.world_from_camera)
+        for frame in frames
+    ]
 
 
 def prepare(work: Path, frames: int, map_frames: int, places: int, hard: bool) -> tuple[Path, Path]:
@@ -66,8 +68,10 @@ def prepare(work: Path, frames: int, map_frames: int, places: int, hard: bool) -
             map_frames_all += map_frames_of(work / "places" / str(place), place)
         started = time.perf_counter()
         summary = build_map(map_frames_all, map_dir, progress=False)
-        print(f"map: {summary.num_points} points from {summary.images_registered} images "
-              f"in {time.perf_counter() - started:.0f} s")
+        print(
+            f"map: {summary.num_points} points from {summary.images_registered} images "
+            f"in {time.perf_counter() - started:.0f} s"
+        )
     return world, map_dir
 
 
@@ -84,8 +88,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     suffix = ("" if args.map_frames == 60 else f"-{args.map_frames}") + ("-hard" if args.hard else "")
-    world, map_dir = prepare(args.work or Path(f"bench_out/localizer{suffix}"), args.frames, args.map_frames,
-                             args.places, args.hard)
+    world, map_dir = prepare(
+        args.work or Path(f"bench_out/localizer{suffix}"), args.frames, args.map_frames, args.places, args.hard
+    )
     localization_map = load_map(map_dir)
     camera = load_intrinsics(world / "camera.yaml")
     _, truth = read_tum(world / "query_poses.tum")

@@ -29,14 +29,17 @@ def main() -> None:
         generate({"map_frames": args.frames, "query_frames": 2, "bags": {"storages": []}}, world)
     out = args.work / "map"
     shutil.rmtree(out, ignore_errors=True)
-    frames = image_folder_frames(world / "images" / "map", world / "camera.yaml",
-                                 poses_tum=None if args.sfm else world / "map_poses.tum")
+    frames = image_folder_frames(
+        world / "images" / "map", world / "camera.yaml", poses_tum=None if args.sfm else world / "map_poses.tum"
+    )
     started = time.perf_counter()
     summary = build_map(frames, out, progress=False)
     total = time.perf_counter() - started
-    print(f"\n{args.frames} images 640x480, {'incremental SfM' if args.sfm else 'known poses'}: "
-          f"{summary.images_registered} registered, {summary.num_points} points, "
-          f"mean track {summary.mean_track_length:.2f}, reprojection {summary.mean_reprojection_error_px:.3f} px")
+    print(
+        f"\n{args.frames} images 640x480, {'incremental SfM' if args.sfm else 'known poses'}: "
+        f"{summary.images_registered} registered, {summary.num_points} points, "
+        f"mean track {summary.mean_track_length:.2f}, reprojection {summary.mean_reprojection_error_px:.3f} px"
+    )
     print(f"{'stage':<16} {'s':>8} {'ms/image':>9}")
     for stage, seconds in {**summary.stage_seconds, "total": total}.items():
         print(f"{stage:<16} {seconds:8.1f} {1000 * seconds / args.frames:9.0f}")

@@ -132,8 +132,9 @@ def prepare_size(num_points: int, faiss_kind: str) -> SizeBench:
     }
     searches = {
         "trees": CandidateSearch(SEARCH_CONFIG, point_index=trees, binarizer=binarizer, **common),
-        "trees_1_thread": CandidateSearch({**SEARCH_CONFIG, "threads": 1}, point_index=trees, binarizer=binarizer,
-                                          **common),
+        "trees_1_thread": CandidateSearch(
+            {**SEARCH_CONFIG, "threads": 1}, point_index=trees, binarizer=binarizer, **common
+        ),
         "faiss": CandidateSearch(FAISS_SEARCH_CONFIG, point_index=faiss_index, binarizer=itq, **common),
     }
     build = {

@@ -46,8 +46,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="keep the generated world here (default: a temporary directory)")
     args = parser.parse_args()
 
-    config = resolve_config({"width": args.width, "height": args.height, "map_frames": args.frames,
-                             "query_frames": max(args.frames // 2, 1)})
+    config = resolve_config(
+        {
+            "width": args.width,
+            "height": args.height,
+            "map_frames": args.frames,
+            "query_frames": max(args.frames // 2, 1),
+        }
+    )
     camera = make_camera(config)
     start = time.perf_counter()
     scene = build_scene(config["scene"], config["scene_size"], config["seed"], camera.fx)
@@ -57,13 +63,13 @@ def main() -> None:
     start_s = time.perf_counter() - start
     mount = trajectories.camera_mount()
     poses = trajectories.cameras_from_bases(
-        trajectories.mapping_trajectory(config["scene"], scene.size, args.frames), mount)
+        trajectories.mapping_trajectory(config["scene"], scene.size, args.frames), mount
+    )
     sun = appearance.sample_sun(np.random.default_rng(0))
     gains = appearance.sun_gains(scene, sun["direction"], 0.6, 0.5, sun["tint"])
 
     colour = per_frame(renderer.render, poses)
-    lit = per_frame(lambda pose: renderer.render(pose, gains, {"occluder": appearance.occluder_pose(pose, 0.1)}),
-                    poses)
+    lit = per_frame(lambda pose: renderer.render(pose, gains, {"occluder": appearance.occluder_pose(pose, 0.1)}), poses)
     depth = per_frame(renderer.render_depth, poses)
     renderer.close()
 
@@ -80,8 +86,10 @@ def main() -> None:
     print(row("colour frame", colour, "mapping ring, 4x multisampled"))
     print(row("query frame", lit, "sun gains + occluder"))
     print(row("depth frame", depth, "exact depth pass"))
-    print(f"| generate, per frame | {summary['seconds'] / frames * 1e3:.1f} | | {frames / summary['seconds']:.1f} "
-          f"| {frames} frames: PNGs, TUM, COLMAP, 4 bags, scene build and start included |")
+    print(
+        f"| generate, per frame | {summary['seconds'] / frames * 1e3:.1f} | | {frames / summary['seconds']:.1f} "
+        f"| {frames} frames: PNGs, TUM, COLMAP, 4 bags, scene build and start included |"
+    )
 
 
 if __name__ == "__main__":

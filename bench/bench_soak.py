@@ -54,8 +54,7 @@ def prepare(work: Path, map_frames: int, query_frames: int) -> tuple[Path, Path]
         generate({"map_frames": map_frames, "query_frames": query_frames, "bags": {"storages": ["mcap"]}}, world)
     if not map_dir.exists():
         print(f"building its map into {map_dir} ...", flush=True)
-        frames = image_folder_frames(world / "images" / "map", world / "camera.yaml",
-                                     poses_tum=world / "map_poses.tum")
+        frames = image_folder_frames(world / "images" / "map", world / "camera.yaml", poses_tum=world / "map_poses.tum")
         build_map(frames, map_dir, progress=False)
     return world, map_dir
 
@@ -76,7 +75,7 @@ def read_frames(bag: Path):
 def restamp(frame: dict, stamp_ns: int) -> None:
     sec, nanosec = divmod(stamp_ns, 10**9)
     for topic, msg in frame.items():
-        for header in ([t.header for t in msg.transforms] if topic == "/tf" else [msg.header]):
+        for header in [t.header for t in msg.transforms] if topic == "/tf" else [msg.header]:
             header.stamp.sec, header.stamp.nanosec = sec, nanosec
 
 
@@ -117,8 +116,9 @@ class Observer:
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("vloc_soak_driver", context=self.context)
         camera_qos = qos_profile_sensor_data if qos_name == "sensor_data" else 10
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
         self.publishers = {
             "/camera/camera_info": self.node.create_publisher(CameraInfo, "/camera/camera_info", camera_qos),
             "/camera/image_raw": self.node.create_publisher(Image, "/camera/image_raw", camera_qos),
@@ -170,8 +170,12 @@ def start_node(map_dir: Path, params: list[str], profile: bool, log: Path) -> su
     ros_args = ["-p", f"map_path:={map_dir}", "-p", "max_rate_hz:=0.0"]
     for param in params:
         ros_args += ["-p", param]
-    return subprocess.Popen([sys.executable, "-m", "vloc_ros.nodes.localizer_node", "--ros-args", *ros_args],
-                            env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vloc_ros.nodes.localizer_node", "--ros-args", *ros_args],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def wait_ready(observer: Observer, node: subprocess.Popen, timeout: float) -> None:
@@ -195,13 +199,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=30.0, help="camera frames per second")
-    parser.add_argument("--warmup-s", type=float, default=15.0, help="seconds not counted towards latency, poses/s "
-                                                                    "and the memory slope")
+    parser.add_argument(
+        "--warmup-s", type=float, default=15.0, help="seconds not counted towards latency, poses/s and the memory slope"
+    )
     parser.add_argument("--work", type=Path, default=Path("bench_out/soak"))
     parser.add_argument("--map-frames", type=int, default=60)
     parser.add_argument("--query-frames", type=int, default=60)
-    parser.add_argument("--publisher-qos", choices=("default", "sensor_data"), default="default",
-                        help="QoS of this process's camera publishers (default: reliable, depth 10)")
+    parser.add_argument(
+        "--publisher-qos",
+        choices=("default", "sensor_data"),
+        default="default",
+        help="QoS of this process's camera publishers (default: reliable, depth 10)",
+    )
     parser.add_argument("--param", action="append", default=[], help="extra node parameter, name:=value")
     parser.add_argument("--no-profile", action="store_true", help="run the node without config/fastdds.xml")
     parser.add_argument("--domain", type=int, default=101 + os.getpid() % 100, help="ROS_DOMAIN_ID of the run")
@@ -248,8 +257,11 @@ def run(observer: Observer, node: subprocess.Popen, frames, tf_static, args) -> 
             mb = read_rss_mb(node.pid)
             if mb is not None:
                 rss.append((now - start, mb))
-            print(f"  {now - start:4.0f} / {duration:.0f} s: {index} frames published, {len(observer.poses)} poses, "
-                  f"node RSS {fmt(mb, ' MB', 0)}", flush=True)
+            print(
+                f"  {now - start:4.0f} / {duration:.0f} s: {index} frames published, {len(observer.poses)} poses, "
+                f"node RSS {fmt(mb, ' MB', 0)}",
+                flush=True,
+            )
             next_rss += RSS_PERIOD_S
         due = start + index * period
         if due > now:
@@ -274,8 +286,17 @@ def run(observer: Observer, node: subprocess.Popen, frames, tf_static, args) -> 
     if crash is None and node.poll() is not None:
         crash = (time.monotonic() - start, node.returncode)
     poses, map_to_odom, diagnostics = observer.snapshot()
-    return {"published": published, "rss": rss, "crash": crash, "start": start, "end": end, "skipped": late,
-            "poses": poses, "map_to_odom": map_to_odom, "diagnostics": diagnostics}
+    return {
+        "published": published,
+        "rss": rss,
+        "crash": crash,
+        "start": start,
+        "end": end,
+        "skipped": late,
+        "poses": poses,
+        "map_to_odom": map_to_odom,
+        "diagnostics": diagnostics,
+    }
 
 
 def fmt(value, unit: str = "", digits: int = 1) -> str:
@@ -286,8 +307,11 @@ def report(result: dict, node: subprocess.Popen, args, bag_frames: int, log: Pat
     published, diagnostics = result["published"], result["diagnostics"]
     measured_from = result["start"] + args.warmup_s
     window_s = result["end"] - measured_from
-    measured = [(stamp, received) for stamp, received in result["poses"]
-                if stamp in published and published[stamp] >= measured_from]
+    measured = [
+        (stamp, received)
+        for stamp, received in result["poses"]
+        if stamp in published and published[stamp] >= measured_from
+    ]
     latency_ms = [(received - published[stamp]) * 1e3 for stamp, received in measured]
     with_tf = sum(stamp in result["map_to_odom"] for stamp, _ in measured)
     received = int(diagnostics.get("frames_received", 0))
@@ -303,39 +327,71 @@ def report(result: dict, node: subprocess.Popen, args, bag_frames: int, log: Pat
         return "" if ok is None else ("ok" if ok else "MISSED")
 
     profile = "none (--no-profile)" if args.no_profile else "the one main() applies (config/fastdds.xml)"
-    print(f"\nsoak: {args.minutes:g} min at {args.rate:g} Hz after {args.warmup_s:g} s warm-up, "
-          f"{len(published)} frames published ({result['skipped']} skipped while behind), bag of {bag_frames} "
-          f"frames played forth and back; node pid {node.pid}, Fast DDS profile: {profile}; log {log}")
+    print(
+        f"\nsoak: {args.minutes:g} min at {args.rate:g} Hz after {args.warmup_s:g} s warm-up, "
+        f"{len(published)} frames published ({result['skipped']} skipped while behind), bag of {bag_frames} "
+        f"frames played forth and back; node pid {node.pid}, Fast DDS profile: {profile}; log {log}"
+    )
     rows = [
-        ("crashes (node exited)", f"{crashes}" + (f" (code {result['crash'][1]} at {result['crash'][0]:.0f} s)"
-                                                   if crashes else ""), "0", verdict(crashes == 0)),
-        ("frames received by the node", f"{received}/{len(published)} = {fmt(received_pct, ' %')}",
-         f">= {TARGETS['received_pct']:g} %", verdict(received_pct is not None
-                                                      and received_pct >= TARGETS["received_pct"])),
+        (
+            "crashes (node exited)",
+            f"{crashes}" + (f" (code {result['crash'][1]} at {result['crash'][0]:.0f} s)" if crashes else ""),
+            "0",
+            verdict(crashes == 0),
+        ),
+        (
+            "frames received by the node",
+            f"{received}/{len(published)} = {fmt(received_pct, ' %')}",
+            f">= {TARGETS['received_pct']:g} %",
+            verdict(received_pct is not None and received_pct >= TARGETS["received_pct"]),
+        ),
         ("poses/s", fmt(len(measured) / window_s if window_s > 0 else None, "", 2), "", ""),
         ("end-to-end latency p50", fmt(percentile(latency_ms, 50), " ms"), "", ""),
         ("end-to-end latency p95", fmt(percentile(latency_ms, 95), " ms"), "", ""),
-        ("end-to-end latency p99", fmt(p99, " ms"), f"<= {TARGETS['p99_ms']:g} ms",
-         verdict(None if p99 is None else p99 <= TARGETS["p99_ms"])),
+        (
+            "end-to-end latency p99",
+            fmt(p99, " ms"),
+            f"<= {TARGETS['p99_ms']:g} ms",
+            verdict(None if p99 is None else p99 <= TARGETS["p99_ms"]),
+        ),
         ("poses with map -> odom on /tf", f"{with_tf}/{len(measured)}", "all", verdict(with_tf == len(measured))),
-        ("node RSS first / last / max", " / ".join(fmt(v, " MB", 0) for v in (
-            rss[0][1] if rss else None, rss[-1][1] if rss else None, max((mb for _, mb in rss), default=None))),
-         "", ""),
-        ("node RSS slope (after warm-up)", f"{fmt(slope, '', 2)} +- {fmt(slope_error, ' MB/min', 2)}",
-         f"~0 (|x| <= {TARGETS['rss_slope_mb_per_min']:g})",
-         verdict(abs(slope) <= TARGETS["rss_slope_mb_per_min"]) if judge_slope
-         else f"(judged from {MIN_SLOPE_SPAN_S / 60:g} min on)"),
+        (
+            "node RSS first / last / max",
+            " / ".join(
+                fmt(v, " MB", 0)
+                for v in (
+                    rss[0][1] if rss else None,
+                    rss[-1][1] if rss else None,
+                    max((mb for _, mb in rss), default=None),
+                )
+            ),
+            "",
+            "",
+        ),
+        (
+            "node RSS slope (after warm-up)",
+            f"{fmt(slope, '', 2)} +- {fmt(slope_error, ' MB/min', 2)}",
+            f"~0 (|x| <= {TARGETS['rss_slope_mb_per_min']:g})",
+            verdict(abs(slope) <= TARGETS["rss_slope_mb_per_min"])
+            if judge_slope
+            else f"(judged from {MIN_SLOPE_SPAN_S / 60:g} min on)",
+        ),
     ]
     print(f"{'metric':<34} {'value':<30} {'target':<22} ")
     for name, value, target, ok in rows:
         print(f"{name:<34} {value:<30} {target:<22} {ok}")
-    counters = {k: v for k, v in sorted(diagnostics.items()) if k.startswith(("frames_", "rejected_"))
-                or k in ("localized", "held_back", "map_load_failures")}
+    counters = {
+        k: v
+        for k, v in sorted(diagnostics.items())
+        if k.startswith(("frames_", "rejected_")) or k in ("localized", "held_back", "map_load_failures")
+    }
     print("node counters:", ", ".join(f"{k} {v}" for k, v in counters.items()))
-    print("node's own latency (image received -> pose published, last 100): p50 "
-          f"{diagnostics.get('latency_p50_ms', 'n/a')} p95 {diagnostics.get('latency_p95_ms', 'n/a')} ms; "
-          f"processing p50 {diagnostics.get('processing_p50_ms', 'n/a')} p95 "
-          f"{diagnostics.get('processing_p95_ms', 'n/a')} ms; status: {diagnostics.get('_message', 'n/a')}")
+    print(
+        "node's own latency (image received -> pose published, last 100): p50 "
+        f"{diagnostics.get('latency_p50_ms', 'n/a')} p95 {diagnostics.get('latency_p95_ms', 'n/a')} ms; "
+        f"processing p50 {diagnostics.get('processing_p50_ms', 'n/a')} p95 "
+        f"{diagnostics.get('processing_p95_ms', 'n/a')} ms; status: {diagnostics.get('_message', 'n/a')}"
+    )
     print("node RSS samples (s, MB):", " ".join(f"{t:.0f}:{mb:.0f}" for t, mb in rss))
 
 

@@ -44,26 +44,48 @@ def map_builder(context):
     pose_topic = LaunchConfiguration("pose_topic").perform(context)
     if pose_topic:
         overrides["pose_topic"] = pose_topic
-    return [Node(package=PACKAGE, executable="vloc_map_builder", name="vloc_map_builder", output="screen",
-                 parameters=[LaunchConfiguration("params_file"), overrides])]
+    return [
+        Node(
+            package=PACKAGE,
+            executable="vloc_map_builder",
+            name="vloc_map_builder",
+            output="screen",
+            parameters=[LaunchConfiguration("params_file"), overrides],
+        )
+    ]
 
 
 def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
-    return LaunchDescription([
-        *dds_profile(),
-        DeclareLaunchArgument("map", default_value="", description="where ~/build writes the map "
-                                                                   "(overrides output_map_path)"),
-        DeclareLaunchArgument("camera", default_value="",
-                              description="camera namespace, e.g. /camera: subscribes <camera>/image_raw and "
-                                          "<camera>/camera_info (default: the topics in params_file)"),
-        DeclareLaunchArgument("pose_topic", default_value="",
-                              description="known poses for a metric map (overrides pose_topic)"),
-        DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "map_builder.yaml"),
-                              description="vloc_map_builder parameters"),
-        DeclareLaunchArgument("rviz", default_value="false", description="start rviz2 with config/vloc.rviz"),
-        OpaqueFunction(function=map_builder),
-        Node(package="rviz2", executable="rviz2", name="rviz2", output="log",
-             arguments=["-d", os.path.join(share, "config", "vloc.rviz")],
-             condition=IfCondition(LaunchConfiguration("rviz"))),
-    ])
+    return LaunchDescription(
+        [
+            *dds_profile(),
+            DeclareLaunchArgument(
+                "map", default_value="", description="where ~/build writes the map (overrides output_map_path)"
+            ),
+            DeclareLaunchArgument(
+                "camera",
+                default_value="",
+                description="camera namespace, e.g. /camera: subscribes <camera>/image_raw and "
+                "<camera>/camera_info (default: the topics in params_file)",
+            ),
+            DeclareLaunchArgument(
+                "pose_topic", default_value="", description="known poses for a metric map (overrides pose_topic)"
+            ),
+            DeclareLaunchArgument(
+                "params_file",
+                default_value=os.path.join(share, "config", "map_builder.yaml"),
+                description="vloc_map_builder parameters",
+            ),
+            DeclareLaunchArgument("rviz", default_value="false", description="start rviz2 with config/vloc.rviz"),
+            OpaqueFunction(function=map_builder),
+            Node(
+                package="rviz2",
+                executable="rviz2",
+                name="rviz2",
+                output="log",
+                arguments=["-d", os.path.join(share, "config", "vloc.rviz")],
+                condition=IfCondition(LaunchConfiguration("rviz")),
+            ),
+        ]
+    )

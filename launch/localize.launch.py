@@ -40,23 +40,43 @@ def localizer(context):
     if camera:
         overrides["image_topic"] = f"{camera}/image_raw"
         overrides["camera_info_topic"] = f"{camera}/camera_info"
-    return [Node(package=PACKAGE, executable="vloc_localizer", name="vloc_localizer", output="screen",
-                 parameters=[LaunchConfiguration("params_file"), overrides])]
+    return [
+        Node(
+            package=PACKAGE,
+            executable="vloc_localizer",
+            name="vloc_localizer",
+            output="screen",
+            parameters=[LaunchConfiguration("params_file"), overrides],
+        )
+    ]
 
 
 def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
-    return LaunchDescription([
-        *dds_profile(),
-        DeclareLaunchArgument("map", default_value="", description="map directory (overrides map_path)"),
-        DeclareLaunchArgument("camera", default_value="",
-                              description="camera namespace, e.g. /camera: subscribes <camera>/image_raw and "
-                                          "<camera>/camera_info (default: the topics in params_file)"),
-        DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "localizer.yaml"),
-                              description="vloc_localizer parameters"),
-        DeclareLaunchArgument("rviz", default_value="false", description="start rviz2 with config/vloc.rviz"),
-        OpaqueFunction(function=localizer),
-        Node(package="rviz2", executable="rviz2", name="rviz2", output="log",
-             arguments=["-d", os.path.join(share, "config", "vloc.rviz")],
-             condition=IfCondition(LaunchConfiguration("rviz"))),
-    ])
+    return LaunchDescription(
+        [
+            *dds_profile(),
+            DeclareLaunchArgument("map", default_value="", description="map directory (overrides map_path)"),
+            DeclareLaunchArgument(
+                "camera",
+                default_value="",
+                description="camera namespace, e.g. /camera: subscribes <camera>/image_raw and "
+                "<camera>/camera_info (default: the topics in params_file)",
+            ),
+            DeclareLaunchArgument(
+                "params_file",
+                default_value=os.path.join(share, "config", "localizer.yaml"),
+                description="vloc_localizer parameters",
+            ),
+            DeclareLaunchArgument("rviz", default_value="false", description="start rviz2 with config/vloc.rviz"),
+            OpaqueFunction(function=localizer),
+            Node(
+                package="rviz2",
+                executable="rviz2",
+                name="rviz2",
+                output="log",
+                arguments=["-d", os.path.join(share, "config", "vloc.rviz")],
+                condition=IfCondition(LaunchConfiguration("rviz")),
+            ),
+        ]
+    )

@@ -12,8 +12,11 @@ SLOW_FIXTURES = {"sim_dataset", "shared_data", "graph", "ros", "repeated_world",
 
 
 def pytest_addoption(parser):
-    parser.addoption("--fast", action="store_true",
-                     help="only the fast tier (`make test-fast`): no rendered world, real data or ROS graph")
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="only the fast tier (`make test-fast`): no rendered world, real data or ROS graph",
+    )
 
 
 def pytest_configure(config):
@@ -23,8 +26,11 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     if not config.getoption("--fast"):
         return
-    slow = [item for item in items if item.get_closest_marker("slow")
-            or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    slow = [
+        item
+        for item in items
+        if item.get_closest_marker("slow") or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+    ]
     config.hook.pytest_deselected(items=slow)
     items[:] = [item for item in items if item not in slow]
 

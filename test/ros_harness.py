@@ -88,8 +88,13 @@ class RosGraph:
         """A node under test in namespace NAMESPACE/label, camera topics relative to it, ``parameters``
         overriding its defaults."""
         parameters = {**RELATIVE_CAMERA_TOPICS, **parameters}
-        return self.add(node_class(context=self.context, namespace=f"{NAMESPACE}/{label}",
-                                   parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()]))
+        return self.add(
+            node_class(
+                context=self.context,
+                namespace=f"{NAMESPACE}/{label}",
+                parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()],
+            )
+        )
 
     def stop(self, node) -> None:
         name = node.get_fully_qualified_name()
@@ -113,8 +118,9 @@ class RosGraph:
         return self.diagnostics.get(node.get_fully_qualified_name(), {})
 
     def wait_for_diagnostic(self, node, predicate, timeout: float = 10.0) -> dict[str, str]:
-        assert wait_until(lambda: predicate(self.diagnostic(node)), timeout), \
+        assert wait_until(lambda: predicate(self.diagnostic(node)), timeout), (
             f"diagnostics of {node.get_fully_qualified_name()} never satisfied the test: {self.diagnostic(node)}"
+        )
         return self.diagnostic(node)
 
     def collect(self, msg_type, topic: str, qos=10) -> Collector:
@@ -155,19 +161,24 @@ class RosGraph:
 
     def _publisher(self, topic: str, msg_type):
         if topic not in self._publishers:
-            self._publishers[topic] = self.node.create_publisher(msg_type, topic,
-                                                                 LATCHED if topic == "/tf_static" else 10)
+            self._publishers[topic] = self.node.create_publisher(
+                msg_type, topic, LATCHED if topic == "/tf_static" else 10
+            )
         return self._publishers[topic]
 
     def wait_for_camera_input(self, namespace: str, transport: str = "raw", timeout: float = 20.0) -> None:
         """Until a node's image and CameraInfo subscriptions under ``namespace`` match this driver's publishers."""
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-        image = (f"{namespace}/camera/image_raw/compressed", CompressedImage) if transport == "compressed" else (
-            f"{namespace}/camera/image_raw", Image)
+        image = (
+            (f"{namespace}/camera/image_raw/compressed", CompressedImage)
+            if transport == "compressed"
+            else (f"{namespace}/camera/image_raw", Image)
+        )
         publishers = [self._publisher(*image), self._publisher(f"{namespace}/camera/camera_info", CameraInfo)]
-        assert wait_until(lambda: all(p.get_subscription_count() for p in publishers), timeout), \
+        assert wait_until(lambda: all(p.get_subscription_count() for p in publishers), timeout), (
             f"no camera input subscribed under {namespace}"
+        )
         time.sleep(0.2)  # its /tf subscriptions match about now too
 
 
@@ -179,8 +190,16 @@ class BagFrames:
 
     def __init__(self, bag):
         by_stamp: dict[int, dict[str, object]] = defaultdict(dict)
-        for topic, _, msg in read_bag_messages(bag, ["/camera/image_raw", "/camera/image_raw/compressed",
-                                                     "/camera/camera_info", "/ground_truth/pose", *GLOBAL_TOPICS]):
+        for topic, _, msg in read_bag_messages(
+            bag,
+            [
+                "/camera/image_raw",
+                "/camera/image_raw/compressed",
+                "/camera/camera_info",
+                "/ground_truth/pose",
+                *GLOBAL_TOPICS,
+            ],
+        ):
             header = msg.transforms[0].header if topic in GLOBAL_TOPICS else msg.header
             by_stamp[stamp_ns(header)][topic] = msg
         self.stamps = sorted(by_stamp)
@@ -222,8 +241,10 @@ def numpy_to_compressed(array, format: str = "jpeg", stamp=None, frame_id: str =
         raise ValueError(f"OpenCV could not encode the image as {format}")
     encoding = "mono8" if gray else "rgb8"
     # image_transport's convention: "<original encoding>; <format> compressed <stored encoding>".
-    msg = CompressedImage(header=Header(stamp=rc.to_time_msg(stamp), frame_id=frame_id),
-                          format=f"{encoding}; {format} compressed {'mono8' if gray else 'bgr8'}")
+    msg = CompressedImage(
+        header=Header(stamp=rc.to_time_msg(stamp), frame_id=frame_id),
+        format=f"{encoding}; {format} compressed {'mono8' if gray else 'bgr8'}",
+    )
     msg.data = encoded.tobytes()
     return msg
 

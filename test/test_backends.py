@@ -45,8 +45,10 @@ def model():
 @pytest.fixture(scope="module")
 def photos():
     """Real photos shipped with scikit-image, at the real-time input size."""
-    return [cv2.resize(image, (640, 480), interpolation=cv2.INTER_AREA)
-            for image in (skimage.data.astronaut(), skimage.data.coffee(), skimage.data.stereo_motorcycle()[0])]
+    return [
+        cv2.resize(image, (640, 480), interpolation=cv2.INTER_AREA)
+        for image in (skimage.data.astronaut(), skimage.data.coffee(), skimage.data.stereo_motorcycle()[0])
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,7 @@ def reference(photos):
 
 
 # --- selection and start-up errors ---------------------------------------------------------------
+
 
 def test_auto_picks_the_best_available_and_logs_why(monkeypatch, caplog):
     missing = {"tensorrt": ("no TensorRT here", "get it"), "cuda": ("no GPU here", "get one")}
@@ -69,17 +72,21 @@ def test_auto_picks_the_best_available_and_logs_why(monkeypatch, caplog):
     assert select_backend("torch_cpu") == "torch_cpu"
 
 
-@pytest.mark.parametrize("missing, expected", [
-    (set(), "tensorrt"),
-    ({"tensorrt"}, "cuda"),
-    ({"cuda"}, "tensorrt"),  # the order decides, not the first gap
-    ({"tensorrt", "cuda"}, "onnxruntime"),
-    ({"tensorrt", "onnxruntime"}, "cuda"),
-    ({"tensorrt", "cuda", "onnxruntime"}, "torch_cpu"),
-])
+@pytest.mark.parametrize(
+    "missing, expected",
+    [
+        (set(), "tensorrt"),
+        ({"tensorrt"}, "cuda"),
+        ({"cuda"}, "tensorrt"),  # the order decides, not the first gap
+        ({"tensorrt", "cuda"}, "onnxruntime"),
+        ({"tensorrt", "onnxruntime"}, "cuda"),
+        ({"tensorrt", "cuda", "onnxruntime"}, "torch_cpu"),
+    ],
+)
 def test_auto_follows_the_preference_order_given_an_availability_table(monkeypatch, missing, expected):
-    monkeypatch.setattr(backends, "unavailable_reason",
-                        lambda backend: ("missing", "get it") if backend in missing else None)
+    monkeypatch.setattr(
+        backends, "unavailable_reason", lambda backend: ("missing", "get it") if backend in missing else None
+    )
     assert select_backend("auto") == expected
     for backend in missing:
         with pytest.raises(BackendUnavailableError):
@@ -92,6 +99,7 @@ def test_auto_on_this_machine():
     else:
         try:
             import torch_tensorrt  # noqa: F401
+
             expected = "tensorrt"
         except Exception:  # noqa: BLE001 - ImportError, or OSError for missing TensorRT libraries
             expected = "cuda"
@@ -108,20 +116,26 @@ def test_gpu_backend_without_a_gpu_is_a_clear_error_at_start_up(backend):
 
 def test_missing_onnxruntime_is_a_clear_error(monkeypatch):
     find_spec = backends.importlib.util.find_spec
-    monkeypatch.setattr(backends.importlib.util, "find_spec",
-                        lambda name, *args: None if name == "onnxruntime" else find_spec(name, *args))
+    monkeypatch.setattr(
+        backends.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "onnxruntime" else find_spec(name, *args),
+    )
     with pytest.raises(BackendUnavailableError, match="onnxruntime package is not installed.*pip install onnxruntime"):
         create_extractor({"name": "xfeat", "backend": "onnxruntime"})
 
 
-@pytest.mark.parametrize("config, message", [
-    ({"backend": "tpu"}, "unknown backend 'tpu'"),
-    ({"backend": "torch_cpu", "backend_options": {"thread": 2}}, "unknown backend options"),
-    ({"backend_options": {"thread": 2}}, "unknown backend options"),  # checked without a backend too
-    ({"backend": "torch_cpu", "backend_options": {"precision": "int8"}}, "unknown precision"),
-    ({"backend": "onnxruntime", "backend_options": {"opset": 13}}, "opset must be 17"),
-    ({"name": "aliked", "backend": "onnxruntime"}, "is for XFeat"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"backend": "tpu"}, "unknown backend 'tpu'"),
+        ({"backend": "torch_cpu", "backend_options": {"thread": 2}}, "unknown backend options"),
+        ({"backend_options": {"thread": 2}}, "unknown backend options"),  # checked without a backend too
+        ({"backend": "torch_cpu", "backend_options": {"precision": "int8"}}, "unknown precision"),
+        ({"backend": "onnxruntime", "backend_options": {"opset": 13}}, "opset must be 17"),
+        ({"name": "aliked", "backend": "onnxruntime"}, "is for XFeat"),
+    ],
+)
 def test_bad_backend_config_raises_value_error(config, message):
     with pytest.raises(ValueError, match=message):
         create_extractor({"name": "xfeat", **config})
@@ -129,8 +143,9 @@ def test_bad_backend_config_raises_value_error(config, message):
 
 def test_backend_stays_out_of_the_map_contract(reference, cache_dir):
     torch_extractor = reference[0]
-    onnx_extractor = create_extractor({"name": "xfeat", "backend": "onnxruntime",
-                                       "backend_options": {"cache_dir": cache_dir}})
+    onnx_extractor = create_extractor(
+        {"name": "xfeat", "backend": "onnxruntime", "backend_options": {"cache_dir": cache_dir}}
+    )
     assert onnx_extractor.backend == "onnxruntime" and torch_extractor.backend == "torch_cpu"
     assert create_extractor({"name": "xfeat"}).backend == "torch_cpu"  # no backend: PyTorch on the given device
     for attribute in ("config", "name", "weights_sha256", "descriptor_dim"):
@@ -139,6 +154,7 @@ def test_backend_stays_out_of_the_map_contract(reference, cache_dir):
 
 
 # --- ONNX export and cache ---------------------------------------------------------------------------
+
 
 def test_onnx_export_has_dynamic_batch_and_size_and_matches_torch(model, tmp_path):
     import onnx
@@ -205,8 +221,9 @@ def test_vloc_export_onnxruntime_writes_the_file_the_extractor_reads(cache_dir, 
 
     assert main(["export", "--backend", "onnxruntime", "--output", str(cache_dir)]) == 0
     printed = capsys.readouterr().out.strip()
-    extractor = create_extractor({"name": "xfeat", "backend": "onnxruntime",
-                                  "backend_options": {"cache_dir": cache_dir}})
+    extractor = create_extractor(
+        {"name": "xfeat", "backend": "onnxruntime", "backend_options": {"cache_dir": cache_dir}}
+    )
     assert printed == str(extractor.backbone.exported_path) and extractor.backbone.exported_path.is_file()
     if not torch.cuda.is_available():
         assert main(["export", "--backend", "tensorrt", "--width", "640", "--height", "480"]) == 2
@@ -216,6 +233,7 @@ def test_vloc_export_onnxruntime_writes_the_file_the_extractor_reads(cache_dir, 
 
 
 # --- TensorRT: everything up to the compile call ----------------------------------------------------
+
 
 def test_tensorrt_export_program_is_the_backbone_at_a_static_shape(model):
     program = tensorrt_backend.export_program(model, (1, 1, 480, 640))
@@ -229,15 +247,25 @@ def test_tensorrt_export_program_is_the_backbone_at_a_static_shape(model):
     assert tuple(placeholder.meta["val"].shape) == (1, 1, 480, 640)  # static: TensorRT builds for this shape
 
 
-ENGINE_FIELDS = dict(model_name="xfeat", weights_sha256="ab" * 32, input_shape=(1, 1, 480, 640), precision="fp16",
-                     environment={"tensorrt": "10.3.0", "torch_tensorrt": "2.5.0", "gpu": "Orin"})
+ENGINE_FIELDS = dict(
+    model_name="xfeat",
+    weights_sha256="ab" * 32,
+    input_shape=(1, 1, 480, 640),
+    precision="fp16",
+    environment={"tensorrt": "10.3.0", "torch_tensorrt": "2.5.0", "gpu": "Orin"},
+)
 
 
-@pytest.mark.parametrize("change", [
-    {"weights_sha256": "cd" * 32}, {"input_shape": (1, 1, 384, 512)}, {"precision": "fp32"},
-    {"environment": {**ENGINE_FIELDS["environment"], "tensorrt": "10.4.0"}},
-    {"environment": {**ENGINE_FIELDS["environment"], "gpu": "NVIDIA H100 80GB HBM3"}},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"weights_sha256": "cd" * 32},
+        {"input_shape": (1, 1, 384, 512)},
+        {"precision": "fp32"},
+        {"environment": {**ENGINE_FIELDS["environment"], "tensorrt": "10.4.0"}},
+        {"environment": {**ENGINE_FIELDS["environment"], "gpu": "NVIDIA H100 80GB HBM3"}},
+    ],
+)
 def test_engine_cache_key_changes_with_each_field(change, tmp_path):
     path = tensorrt_backend.engine_path(tmp_path, tensorrt_backend.engine_fields(**ENGINE_FIELDS))
     assert path.parent == tmp_path and path.name.startswith("xfeat-tensorrt-640x480-fp16-") and path.suffix == ".ep"
@@ -250,8 +278,9 @@ def test_engine_is_built_once_per_machine_then_loaded_from_the_cache(model, tmp_
     environment = dict(ENGINE_FIELDS["environment"])
     builds = []
     monkeypatch.setattr(tensorrt_backend, "tensorrt_environment", lambda: dict(environment))
-    monkeypatch.setattr(tensorrt_backend, "build_engine",
-                        lambda model, shape, path: (builds.append(shape), path.write_bytes(b"engine")))
+    monkeypatch.setattr(
+        tensorrt_backend, "build_engine", lambda model, shape, path: (builds.append(shape), path.write_bytes(b"engine"))
+    )
     first = tensorrt_backend.ensure_engine(model, "xfeat", "ab" * 32, (1, 1, 480, 640), "fp16", tmp_path)
     again = tensorrt_backend.ensure_engine(model, "xfeat", "ab" * 32, (1, 1, 480, 640), "fp16", tmp_path)
     assert first == again and builds == [(1, 1, 480, 640)]
@@ -271,6 +300,7 @@ def test_precision_settings_follow_the_torch_tensorrt_api():
 
 
 # --- CUDA backbone: fixed shape and fallback -----------------------------------------------------------
+
 
 def test_fixed_shape_runs_the_prepared_path_and_other_shapes_run_eagerly(model, caplog):
     prepared = []
@@ -310,8 +340,11 @@ def test_cuda_graph_replay_equals_eager_fp16(model):
 # backend, options, tolerances on descriptors (unit vectors) and on scores (relative to the highest).
 # fp16 scores: in fp16 the network's keypoint logits (magnitude up to ~25) come out within ~0.2, which the
 # softmax turns into score errors of 1.4 % (astronaut photo, CPU fp16) to 2.0 % (H100) of the highest score.
-NUMERICS_CASES = [("onnxruntime", {}, 1e-4, 1e-4), ("cuda", {"precision": "fp16"}, 1e-2, 3e-2),
-                  ("tensorrt", {"precision": "fp16"}, 1e-2, 3e-2)]
+NUMERICS_CASES = [
+    ("onnxruntime", {}, 1e-4, 1e-4),
+    ("cuda", {"precision": "fp16"}, 1e-2, 3e-2),
+    ("tensorrt", {"precision": "fp16"}, 1e-2, 3e-2),
+]
 
 
 def match_identical_keypoints(reference, candidate):
@@ -321,15 +354,22 @@ def match_identical_keypoints(reference, candidate):
     return np.array(pairs, dtype=np.int64).reshape(-1, 2)
 
 
-@pytest.mark.parametrize("backend, options, descriptor_tolerance, score_tolerance", NUMERICS_CASES,
-                         ids=[c[0] for c in NUMERICS_CASES])
-def test_backend_features_match_the_torch_fp32_reference(backend, options, descriptor_tolerance, score_tolerance,
-                                                        reference, photos, cache_dir):
+@pytest.mark.parametrize(
+    "backend, options, descriptor_tolerance, score_tolerance", NUMERICS_CASES, ids=[c[0] for c in NUMERICS_CASES]
+)
+def test_backend_features_match_the_torch_fp32_reference(
+    backend, options, descriptor_tolerance, score_tolerance, reference, photos, cache_dir
+):
     reason = backends.unavailable_reason(backend)
     if reason:
         pytest.skip(f"{backend}: {reason[0]}")
-    extractor = create_extractor({"name": "xfeat", "backend": backend,
-                                  "backend_options": {**options, "cache_dir": cache_dir, "image_size": (640, 480)}})
+    extractor = create_extractor(
+        {
+            "name": "xfeat",
+            "backend": backend,
+            "backend_options": {**options, "cache_dir": cache_dir, "image_size": (640, 480)},
+        }
+    )
     for image, expected in zip(photos, reference[1]):
         features = extractor.extract(image)
         pairs = match_identical_keypoints(expected, features)
@@ -342,10 +382,11 @@ def test_backend_features_match_the_torch_fp32_reference(backend, options, descr
 
 # --- GPU nearest neighbours (the torch path runs on the CPU in fp32 here) ---------------------------
 
+
 def exact_nearest(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Brute force in float64: (distances, rows) of the k nearest database rows, ascending."""
     queries, database = queries.astype(np.float64), database.astype(np.float64)
-    squared = (queries ** 2).sum(1)[:, None] + (database ** 2).sum(1)[None] - 2 * queries @ database.T
+    squared = (queries**2).sum(1)[:, None] + (database**2).sum(1)[None] - 2 * queries @ database.T
     rows = np.argsort(squared, axis=1, kind="stable")[:, :k]
     return np.sqrt(np.maximum(np.take_along_axis(squared, rows, 1), 0)), rows
 
@@ -450,6 +491,7 @@ def test_gpu_knn_subset_fp16_differs_from_exact_only_on_near_ties():
 
 # --- end to end ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_localization_with_onnxruntime_matches_torch_cpu(request, cache_dir):
     reason = "needs the whole CPU stack (a GPU machine may carry only the network's packages)"
@@ -469,12 +511,18 @@ def test_localization_with_onnxruntime_matches_torch_cpu(request, cache_dir):
     images = [read_image_rgb(p) for p in sorted((sim_dataset / "images" / "query").glob("*.png"))]
     errors = {}
     for backend in ("torch_cpu", "onnxruntime"):
-        extractor = create_extractor({**localization_map.manifest["extractor"]["config"], "backend": backend,
-                                      "backend_options": {"cache_dir": cache_dir}})
+        extractor = create_extractor(
+            {
+                **localization_map.manifest["extractor"]["config"],
+                "backend": backend,
+                "backend_options": {"cache_dir": cache_dir},
+            }
+        )
         run = localizer.Localizer(localization_map, extractor=extractor)
         results = [run.localize(image, camera) for image in images]
-        errors[backend] = np.array([pose_error(r.world_from_camera, t) if r.ok else (np.inf, np.inf)
-                                    for r, t in zip(results, truth)])
+        errors[backend] = np.array(
+            [pose_error(r.world_from_camera, t) if r.ok else (np.inf, np.inf) for r, t in zip(results, truth)]
+        )
     recalls = {b: np.mean((e[:, 0] <= 0.05) & (e[:, 1] <= 1.0)) for b, e in errors.items()}
     print("recall@(5 cm, 1 deg):", recalls)
     assert recalls["torch_cpu"] >= 0.9

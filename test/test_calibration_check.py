@@ -36,10 +36,13 @@ def test_focal_fit_recovers_a_known_focal_scale(focal_factor):
     observed, points3d = synthetic_correspondences()
     wrong = replace(CAMERA, fx=CAMERA.fx * focal_factor, fy=CAMERA.fy * focal_factor)
     estimate = estimate_pose(observed, points3d, wrong)  # the pose PnP makes of the wrong focal length
-    fit = focal_scale_fit(estimate.world_from_camera, estimate.inlier_mask, observed, points3d, wrong, 4.0,
-                          DEFAULT_VERIFICATION_CONFIG)
-    print(f"focal x{focal_factor}: scale {fit.scale:.4f} (expected {1 / focal_factor:.4f}), z {fit.z:.0f}, "
-          f"cost drop {fit.cost_drop:.0f}")
+    fit = focal_scale_fit(
+        estimate.world_from_camera, estimate.inlier_mask, observed, points3d, wrong, 4.0, DEFAULT_VERIFICATION_CONFIG
+    )
+    print(
+        f"focal x{focal_factor}: scale {fit.scale:.4f} (expected {1 / focal_factor:.4f}), z {fit.z:.0f}, "
+        f"cost drop {fit.cost_drop:.0f}"
+    )
     assert fit.scale == pytest.approx(1 / focal_factor, rel=0.02)
     assert abs(fit.z) > 2 * DEFAULT_VERIFICATION_CONFIG["min_focal_scale_z"]
     assert fit.cost_drop > 2 * DEFAULT_VERIFICATION_CONFIG["min_focal_scale_cost_drop"]
@@ -48,16 +51,24 @@ def test_focal_fit_recovers_a_known_focal_scale(focal_factor):
 def test_focal_fit_leaves_the_right_focal_length_alone():
     observed, points3d = synthetic_correspondences(seed=1)
     estimate = estimate_pose(observed, points3d, CAMERA)
-    fit = focal_scale_fit(estimate.world_from_camera, estimate.inlier_mask, observed, points3d, CAMERA, 4.0,
-                          DEFAULT_VERIFICATION_CONFIG)
+    fit = focal_scale_fit(
+        estimate.world_from_camera, estimate.inlier_mask, observed, points3d, CAMERA, 4.0, DEFAULT_VERIFICATION_CONFIG
+    )
     assert fit.scale == pytest.approx(1.0, abs=0.02)
     assert abs(fit.z) < DEFAULT_VERIFICATION_CONFIG["min_focal_scale_z"]
     assert fit.cost_drop < DEFAULT_VERIFICATION_CONFIG["min_focal_scale_cost_drop"]
 
 
 def evidence(**changes) -> Evidence:
-    good = dict(num_inliers=500, inlier_ratio=0.5, spread=0.9, second_hypothesis_ratio=0.0,
-                retrieval_agreement=True, relative_position_sigma=0.001, median_depth=2.0)
+    good = dict(
+        num_inliers=500,
+        inlier_ratio=0.5,
+        spread=0.9,
+        second_hypothesis_ratio=0.0,
+        retrieval_agreement=True,
+        relative_position_sigma=0.001,
+        median_depth=2.0,
+    )
     return Evidence(**{**good, **changes})
 
 
@@ -87,7 +98,8 @@ def test_wrong_focal_length_publishes_no_pose_and_says_calibration_mismatch(sim_
     assert mismatches >= 0.8 * len(results)
     # The right calibration still localizes, and no frame blames it.
     right = [localizer.localize(image, camera) for image, _ in queries]
-    recall = np.mean([r.ok and pose_error(r.world_from_camera, truth)[0] <= 0.05
-                      for r, (_, truth) in zip(right, queries)])
+    recall = np.mean(
+        [r.ok and pose_error(r.world_from_camera, truth)[0] <= 0.05 for r, (_, truth) in zip(right, queries)]
+    )
     assert recall >= 0.95
     assert not any(r.reason.startswith(MISMATCH) for r in right)

@@ -23,8 +23,12 @@ def test_profile_is_applied_by_default():
 
 
 def test_a_users_configuration_stands():
-    for environ in ({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}, {"FASTDDS_DEFAULT_PROFILES_FILE": ""},
-                    {"FASTRTPS_DEFAULT_PROFILES_FILE": "/robot/dds.xml"}, {"FASTDDS_BUILTIN_TRANSPORTS": "SHM"}):
+    for environ in (
+        {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"},
+        {"FASTDDS_DEFAULT_PROFILES_FILE": ""},
+        {"FASTRTPS_DEFAULT_PROFILES_FILE": "/robot/dds.xml"},
+        {"FASTDDS_BUILTIN_TRANSPORTS": "SHM"},
+    ):
         before = dict(environ)
         assert dds.use_shipped_profile(environ) is None
         assert environ == before

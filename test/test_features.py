@@ -135,17 +135,31 @@ def test_keypoints_come_back_in_pixels_of_the_given_image(extractor_name, reques
 def test_flat_and_tiny_images_give_no_keypoints(extractor_name, request):
     extractor = request.getfixturevalue(extractor_name)
     texture = textured_image()
-    for image in (np.zeros((480, 640, 3), np.uint8), np.full((480, 640), 255, np.uint8), texture[:12, :12],
-                  texture[:10, :400], cv2.resize(texture[:40], (2000, 40)), np.zeros((1, 1), np.uint8)):
+    for image in (
+        np.zeros((480, 640, 3), np.uint8),
+        np.full((480, 640), 255, np.uint8),
+        texture[:12, :12],
+        texture[:10, :400],
+        cv2.resize(texture[:40], (2000, 40)),
+        np.zeros((1, 1), np.uint8),
+    ):
         features = extractor.extract(image)
         assert len(features) == 0 and features.descriptors.shape == (0, extractor.descriptor_dim)
         assert features.image_size == (image.shape[1], image.shape[0])
 
 
-@pytest.mark.parametrize("bad_image", [
-    np.zeros((48, 64, 3), np.float32), np.zeros((48, 64), np.uint16), np.zeros((48, 64, 4), np.uint8),
-    np.zeros((48, 64, 1, 1), np.uint8), np.zeros(64, np.uint8), np.zeros((0, 64), np.uint8), [[0, 1], [2, 3]],
-])
+@pytest.mark.parametrize(
+    "bad_image",
+    [
+        np.zeros((48, 64, 3), np.float32),
+        np.zeros((48, 64), np.uint16),
+        np.zeros((48, 64, 4), np.uint8),
+        np.zeros((48, 64, 1, 1), np.uint8),
+        np.zeros(64, np.uint8),
+        np.zeros((0, 64), np.uint8),
+        [[0, 1], [2, 3]],
+    ],
+)
 def test_invalid_images_raise_value_error(xfeat, bad_image):
     with pytest.raises(ValueError):
         xfeat.extract(bad_image)

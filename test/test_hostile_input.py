@@ -44,11 +44,14 @@ class NodeProcess:
         self.namespace = f"{NAMESPACE}/{label}"
         self.name = f"{self.namespace}/vloc_localizer"
         self.log_path = log_dir / f"{label}.log"
-        parameters = {"image_topic": f"{self.namespace}/camera/image_raw",
-                      "camera_info_topic": f"{self.namespace}{CAMERA_INFO}", "transport": "compressed",
-                      "max_rate_hz": 0.0, **parameters}
-        command = [sys.executable, "-m", "vloc_ros.nodes.localizer_node", "--ros-args", "-r",
-                   f"__ns:={self.namespace}"]
+        parameters = {
+            "image_topic": f"{self.namespace}/camera/image_raw",
+            "camera_info_topic": f"{self.namespace}{CAMERA_INFO}",
+            "transport": "compressed",
+            "max_rate_hz": 0.0,
+            **parameters,
+        }
+        command = [sys.executable, "-m", "vloc_ros.nodes.localizer_node", "--ros-args", "-r", f"__ns:={self.namespace}"]
         for key, value in parameters.items():
             command += ["-p", f"{key}:={value}"]
         self._log = open(self.log_path, "w")
@@ -123,15 +126,19 @@ class Attack:
         return False
 
     def diagnostics_times(self) -> list[float]:
-        return [t for t, m in zip(self.diagnostics.times, self.diagnostics.messages)
-                if any(s.hardware_id == self.node.name for s in m.status)]
+        return [
+            t
+            for t, m in zip(self.diagnostics.times, self.diagnostics.messages)
+            if any(s.hardware_id == self.node.name for s in m.status)
+        ]
 
     def counters(self) -> dict[str, str]:
         return self.graph.diagnostics.get(self.node.name, {})
 
     def wait_for_counter(self, name: str, at_least: int, timeout: float = 10.0) -> int:
-        assert wait_until(lambda: int(self.counters().get(name, 0)) >= at_least, timeout), \
+        assert wait_until(lambda: int(self.counters().get(name, 0)) >= at_least, timeout), (
             f"{name} never reached {at_least}: {self.counters()}"
+        )
         return int(self.counters()[name])
 
     def judge(self, started: float) -> None:
@@ -160,8 +167,9 @@ def node(graph, query, sim_map, tmp_path_factory):
     graph.publish("/tf_static", query.tf_static)
     node = NodeProcess("hostile", tmp_path_factory.mktemp("logs"), map_path=sim_map)
     try:
-        assert wait_until(lambda: graph.diagnostics.get(node.name, {}).get("map", "none") != "none", 60.0), \
+        assert wait_until(lambda: graph.diagnostics.get(node.name, {}).get("map", "none") != "none", 60.0), (
             f"the node never served its map:\n{node.log()[-3000:]}"
+        )
         yield node
         node.assert_healthy()
     finally:
@@ -232,15 +240,19 @@ def black_png(width: int, height: int) -> bytes:
 def jpeg_claiming(jpeg: bytes, width: int, height: int) -> bytes:
     data = bytearray(jpeg)
     sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
 
 
 def test_image_bombs(attack, query):
     """Headers claiming huge images are refused before decoding: no stall, no memory spike."""
     jpeg = bytes(query.frames[0][IMAGE].data)
-    bombs = [png_claiming(65535, 65535), jpeg_claiming(jpeg, 65000, 65000), jpeg_claiming(jpeg, 30000, 30000),
-             black_png(30000, 30000)]
+    bombs = [
+        png_claiming(65535, 65535),
+        jpeg_claiming(jpeg, 65000, 65000),
+        jpeg_claiming(jpeg, 30000, 30000),
+        black_png(30000, 30000),
+    ]
     assert len(bombs[0]) < 300 and len(bombs[3]) > 500_000
     started = time.monotonic()
     for data in bombs:
@@ -322,7 +334,7 @@ def random_malformed_messages(query: BagFrames, count: int, seed: int):
         if damage == 0:
             msg.data = rng.integers(0, 256, int(rng.integers(0, 5000)), dtype=np.uint8).tobytes()
         elif damage == 1:
-            msg.data = jpeg[:int(rng.integers(0, len(jpeg)))]
+            msg.data = jpeg[: int(rng.integers(0, len(jpeg)))]
         elif damage == 2:
             msg.data = bit_flipped(jpeg, int(rng.integers(1, 200)), rng)
         elif damage == 3:
@@ -336,7 +348,8 @@ def random_malformed_messages(query: BagFrames, count: int, seed: int):
         translation = [number() for _ in range(3)]
         frames = [str(rng.choice(["odom", "base_link", "camera_optical_frame", "", "map"])) for _ in range(2)]
         return str(rng.choice(["/tf", "/tf_static"])), TFMessage(
-            transforms=[poisoned(int(rng.integers(0, 2**40)), translation, quaternion, *frames)])
+            transforms=[poisoned(int(rng.integers(0, 2**40)), translation, quaternion, *frames)]
+        )
 
     makers = [camera_info, image, tf]
     return [makers[int(rng.integers(3))]() for _ in range(count)]
@@ -369,8 +382,9 @@ def damaged_map(source: Path, target: Path, damage: str) -> Path:
         del manifest["extractor"]
     elif damage == "no_local_index_state":
         shutil.rmtree(target / "state" / "local_index")
-        manifest["files"] = {name: file_sha256(target / name) for name in manifest["files"]
-                             if not name.startswith("state/local_index/")}
+        manifest["files"] = {
+            name: file_sha256(target / name) for name in manifest["files"] if not name.startswith("state/local_index/")
+        }
     manifest_path.write_text(json.dumps(manifest))
     return target
 
@@ -398,12 +412,15 @@ def test_damaged_maps_at_start_up(graph, query, sim_map, tmp_path):
     static = clone(query.tf_static)
     static.transforms.append(poisoned(0, *POISONED_TRANSFORMS["zero quaternion"], "base_link", "poisoned_frame"))
     graph.publish("/tf_static", static)
-    nodes = [NodeProcess(f"damaged_{damage}", tmp_path, map_path=damaged_map(sim_map, tmp_path / damage, damage))
-             for damage in DAMAGES]
+    nodes = [
+        NodeProcess(f"damaged_{damage}", tmp_path, map_path=damaged_map(sim_map, tmp_path / damage, damage))
+        for damage in DAMAGES
+    ]
     try:
         for node in nodes:
-            assert wait_until(lambda: graph.diagnostics.get(node.name, {}).get("_level") == b"\x02", 60.0), \
+            assert wait_until(lambda: graph.diagnostics.get(node.name, {}).get("_level") == b"\x02", 60.0), (
                 f"{node.name} never reported ERROR:\n{node.log()[-3000:]}"
+            )
             assert graph.diagnostics[node.name]["_message"].startswith("no map"), graph.diagnostics[node.name]
             assert wait_until(lambda: int(graph.diagnostics[node.name].get("rejected_invalid_tf", 0)) >= 1, 5.0)
             node.assert_healthy()

@@ -21,8 +21,14 @@ def test_import_contracts_are_kept():
     assert lint_imports.exists(), f"{lint_imports} missing: import-linter is in requirements/base.in (make setup)"
     # The package under test is the checkout's, whatever else is on the path.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run([str(lint_imports), str(ROOT / "setup.cfg"), "--no-cache"], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(lint_imports), str(ROOT / "setup.cfg"), "--no-cache"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     output = result.stdout + result.stderr
     print(output)
     assert result.returncode == 0, f"import contracts broken (setup.cfg [importlinter]):\n{output}"
@@ -40,5 +46,9 @@ def test_every_module_is_under_a_contract():
     children = {f"vloc_ros.{path.stem}" for path in package.glob("*.py") if path.stem != "__init__"}
     children |= {f"vloc_ros.{path.parent.name}" for path in package.glob("*/__init__.py")}
     assert _listed("ros", "source_modules") == children - {"vloc_ros.nodes"}
-    assert _listed("core", "source_modules") == children - {"vloc_ros.nodes", "vloc_ros.evaluation", "vloc_ros.sim",
-                                                            "vloc_ros.cli"}
+    assert _listed("core", "source_modules") == children - {
+        "vloc_ros.nodes",
+        "vloc_ros.evaluation",
+        "vloc_ros.sim",
+        "vloc_ros.cli",
+    }

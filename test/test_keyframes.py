@@ -42,8 +42,9 @@ def test_record_sets_the_reference_and_reset_forgets_it():
 
 
 def test_an_unknown_pose_on_either_side_skips_the_motion_check():
-    selector = KeyframeSelector(min_interval_s=0.0, min_translation_m=10.0, min_rotation_deg=90.0,
-                                last=(0, None))  # e.g. a buffer recorded without poses
+    selector = KeyframeSelector(
+        min_interval_s=0.0, min_translation_m=10.0, min_rotation_deg=90.0, last=(0, None)
+    )  # e.g. a buffer recorded without poses
     assert selector.accept(1, pose())
     selector.record(1, pose())
     assert selector.accept(2, None)

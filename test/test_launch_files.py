@@ -48,12 +48,18 @@ def declared(context, tmp_path_factory):
     declared = {}
     buffer_dir = tmp_path_factory.mktemp("keyframes")  # not the YAML's ~/.ros default during tests
     for node_class, executable, params_file in LAUNCH_FILES.values():
-        node = node_class(context=context, cli_args=["--ros-args", "--params-file", str(ROOT / "config" / params_file)],
-                          parameter_overrides=[rclpy.parameter.Parameter("buffer_dir", value=str(buffer_dir))]
-                          if node_class is MapBuilderNode else [])
+        node = node_class(
+            context=context,
+            cli_args=["--ros-args", "--params-file", str(ROOT / "config" / params_file)],
+            parameter_overrides=[rclpy.parameter.Parameter("buffer_dir", value=str(buffer_dir))]
+            if node_class is MapBuilderNode
+            else [],
+        )
         try:
-            declared[executable] = {name: node.get_parameter(name).value
-                                    for name in set(node.list_parameters([], 0).names) - ROS_OWN_PARAMETERS}
+            declared[executable] = {
+                name: node.get_parameter(name).value
+                for name in set(node.list_parameters([], 0).names) - ROS_OWN_PARAMETERS
+            }
             declared[executable + ":publishers"] = {p.topic_name for p in node.publishers}
         finally:
             node.destroy_node()
@@ -76,8 +82,13 @@ def constant_keywords(call, names: dict) -> dict:
 
 
 def module_constants(tree) -> dict:
-    return {target.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
-            and isinstance(node.value, ast.Constant) for target in node.targets if isinstance(target, ast.Name)}
+    return {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
 
 
 def string_constants(tree) -> set[str]:
@@ -90,8 +101,9 @@ def test_launch_file_matches_the_node(launch_file, declared):
     tree = ast.parse((ROOT / "launch" / launch_file).read_text())
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
 
-    scripts = {ep.name for ep in importlib.metadata.distribution("vloc_ros").entry_points
-               if ep.group == "console_scripts"}
+    scripts = {
+        ep.name for ep in importlib.metadata.distribution("vloc_ros").entry_points if ep.group == "console_scripts"
+    }
     nodes = [constant_keywords(c, module_constants(tree)) for c in calls(tree, "Node")]
     ours = [n for n in nodes if n.get("package") == "vloc_ros"]
     assert [n["executable"] for n in ours] == [executable]
@@ -102,9 +114,13 @@ def test_launch_file_matches_the_node(launch_file, declared):
     assert {n["executable"] for n in nodes if n.get("package") != "vloc_ros"} <= {"rviz2"}
 
     # Parameters the launch file sets: overrides["name"] = ...
-    overridden = {n.slice.value for n in ast.walk(tree)
-                  if isinstance(n, ast.Subscript) and getattr(n.value, "id", None) == "overrides"
-                  and isinstance(n.slice, ast.Constant)}
+    overridden = {
+        n.slice.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Subscript)
+        and getattr(n.value, "id", None) == "overrides"
+        and isinstance(n.slice, ast.Constant)
+    }
     assert overridden and overridden <= set(declared[executable]), overridden - set(declared[executable])
 
     # Launch arguments: every LaunchConfiguration is declared.
@@ -136,11 +152,19 @@ def test_rviz_config_shows_what_the_localizer_publishes(declared):
     displays = config["Visualization Manager"]["Displays"]
     topics = {d["Topic"]["Value"] for d in displays if "Topic" in d}
     published = declared["vloc_localizer:publishers"] | {"/vloc_localizer/debug_image"}  # with publish_debug_image
-    assert topics == {"/vloc_localizer/map_cloud", "/vloc_localizer/inliers", "/vloc_localizer/pose",
-                      "/vloc_localizer/debug_image"}
+    assert topics == {
+        "/vloc_localizer/map_cloud",
+        "/vloc_localizer/inliers",
+        "/vloc_localizer/pose",
+        "/vloc_localizer/debug_image",
+    }
     assert topics <= published
-    assert {d["Class"] for d in displays} >= {"rviz_default_plugins/TF", "rviz_default_plugins/PointCloud2",
-                                              "rviz_default_plugins/Pose", "rviz_default_plugins/Image"}
+    assert {d["Class"] for d in displays} >= {
+        "rviz_default_plugins/TF",
+        "rviz_default_plugins/PointCloud2",
+        "rviz_default_plugins/Pose",
+        "rviz_default_plugins/Image",
+    }
     assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == "map"
     map_cloud = next(d for d in displays if d.get("Topic", {}).get("Value") == "/vloc_localizer/map_cloud")
     assert map_cloud["Topic"]["Durability Policy"] == "Transient Local"  # ~/map_cloud is published once, latched
@@ -152,16 +176,22 @@ def test_launch_for_real(launch_file, context, sim_map, tmp_path):
     from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 
     if importlib.util.find_spec("launch_ros") is None or shutil.which("ros2") is None:
-        pytest.skip("launch_ros / the ros2 CLI are not installed (no PyPI wheels); the launch files are checked "
-                    "statically above")
+        pytest.skip(
+            "launch_ros / the ros2 CLI are not installed (no PyPI wheels); the launch files are checked "
+            "statically above"
+        )
     try:
         get_package_share_directory("vloc_ros")
     except PackageNotFoundError:
         pytest.skip("vloc_ros is not installed in an ament prefix (colcon build in ros2_ws, then source it)")
     _, executable, _ = LAUNCH_FILES[launch_file]
     map_argument = sim_map if launch_file == "localize.launch.py" else tmp_path / "new_map"
-    process = subprocess.Popen(["ros2", "launch", "vloc_ros", launch_file, f"map:={map_argument}"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        ["ros2", "launch", "vloc_ros", launch_file, f"map:={map_argument}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     observer = rclpy.create_node("vloc_launch_test_observer", context=context)
     try:
         deadline = time.monotonic() + 60.0

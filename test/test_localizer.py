@@ -26,8 +26,13 @@ def far_off_world(tmp_path_factory):
     off the mapping path under harsh light, blur and occluders (``HARD_QUERY``; bench_localizer --hard)."""
     out = tmp_path_factory.mktemp("far_off")
     generate({"map_frames": 60, "query_frames": 30, "query": HARD_QUERY, "bags": {"storages": []}}, out / "world")
-    build_map(image_folder_frames(out / "world" / "images" / "map", out / "world" / "camera.yaml",
-                                  poses_tum=out / "world" / "map_poses.tum"), out / "map", progress=False)
+    build_map(
+        image_folder_frames(
+            out / "world" / "images" / "map", out / "world" / "camera.yaml", poses_tum=out / "world" / "map_poses.tum"
+        ),
+        out / "map",
+        progress=False,
+    )
     _, truth = read_tum(out / "world" / "query_poses.tum")
     images = [read_image_rgb(p) for p in sorted((out / "world" / "images" / "query").glob("*.png"))]
     return load_map(out / "map"), load_intrinsics(out / "world" / "camera.yaml"), list(zip(images, truth))
@@ -51,8 +56,10 @@ def recall(localizer: Localizer, camera: Camera, queries, max_translation=0.05, 
 def test_synthetic_queries_localize_within_5cm_and_1deg(sim_localization_map, sim_queries):
     camera, queries = sim_queries
     rate, errors = recall(Localizer(sim_localization_map), camera, queries)
-    print(f"recall@(5 cm, 1 deg) = {rate:.3f}; median errors "
-          f"{np.median([e[0] for e in errors]) * 100:.2f} cm, {np.median([e[1] for e in errors]):.3f} deg")
+    print(
+        f"recall@(5 cm, 1 deg) = {rate:.3f}; median errors "
+        f"{np.median([e[0] for e in errors]) * 100:.2f} cm, {np.median([e[1] for e in errors]):.3f} deg"
+    )
     assert rate >= 0.95
 
 
@@ -62,8 +69,10 @@ def test_synthetic_queries_localize_within_5cm_and_1deg(sim_localization_map, si
 
 def test_far_off_queries_parallel_recalls_at_least_each_branch_and_none_is_ambiguous(far_off_world):
     localization_map, camera, queries = far_off_world
-    rates = {mode: recall(Localizer(localization_map, {"search": {"mode": mode}}), camera, queries)[0]
-             for mode in ("global_only", "local_only")}
+    rates = {
+        mode: recall(Localizer(localization_map, {"search": {"mode": mode}}), camera, queries)[0]
+        for mode in ("global_only", "local_only")
+    }
     localizer = Localizer(localization_map)
     results = [localizer.localize(image, camera) for image, _ in queries]
     errors = [pose_error(r.world_from_camera, truth) if r.ok else None for r, (_, truth) in zip(results, queries)]
@@ -133,9 +142,24 @@ def test_query_extractor_must_match_the_map(sim_localization_map):
 def test_localize_cli_writes_tum_and_json_lines(sim_map, sim_dataset, tmp_path):
     images = sorted((sim_dataset / "images" / "query").glob("*.png"))[:3]
     completed = subprocess.run(
-        [sys.executable, "-m", "vloc_ros.cli", "localize", "--map", str(sim_map), "--intrinsics",
-         str(sim_dataset / "camera.yaml"), "--output", str(tmp_path / "poses.tum"), *map(str, images)],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "vloc_ros.cli",
+            "localize",
+            "--map",
+            str(sim_map),
+            "--intrinsics",
+            str(sim_dataset / "camera.yaml"),
+            "--output",
+            str(tmp_path / "poses.tum"),
+            *map(str, images),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr
     records = [json.loads(line) for line in completed.stdout.splitlines()]
     assert [r["image"] for r in records] == [str(p) for p in images]
@@ -160,16 +184,21 @@ def test_real_llff_beer_odd_frames_against_the_even_frame_map(llff_beer_map, sha
         previous = f"{int(path.stem) - 1:04d}{path.suffix}"
         result = localizer.localize(read_image_rgb(path), camera)
         if result.ok and previous in keyframe_by_name:
-            relatives.append((keyframe_by_name[previous].inverse() @ result.world_from_camera,
-                              truth[previous].inverse() @ truth[path.name]))
+            relatives.append(
+                (
+                    keyframe_by_name[previous].inverse() @ result.world_from_camera,
+                    truth[previous].inverse() @ truth[path.name],
+                )
+            )
     rotation_errors = np.array([pose_error(ours, reference)[1] for ours, reference in relatives])
-    scale = np.median([np.linalg.norm(r.translation) / max(np.linalg.norm(o.translation), 1e-12)
-                       for o, r in relatives])
+    scale = np.median([np.linalg.norm(r.translation) / max(np.linalg.norm(o.translation), 1e-12) for o, r in relatives])
     translation_errors = np.array([np.linalg.norm(scale * o.translation - r.translation) for o, r in relatives])
     step = np.median([np.linalg.norm(r.translation) for _, r in relatives])
-    print(f"llff_beer: {len(relatives)}/{len(odd)} localized; relative rotation error median "
-          f"{np.median(rotation_errors):.2f} deg (max {rotation_errors.max():.2f}), translation error median "
-          f"{np.median(translation_errors):.3f} (median frame step {step:.3f}, reference units)")
+    print(
+        f"llff_beer: {len(relatives)}/{len(odd)} localized; relative rotation error median "
+        f"{np.median(rotation_errors):.2f} deg (max {rotation_errors.max():.2f}), translation error median "
+        f"{np.median(translation_errors):.3f} (median frame step {step:.3f}, reference units)"
+    )
     # Repetitive floor tiles around a near-symmetric can: without verification every frame gets a pose
     # and several are flipped by ~180 deg; with it about a third are published (measured 13/35), all right.
     assert len(relatives) >= 0.3 * len(odd)

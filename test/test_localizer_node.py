@@ -85,8 +85,12 @@ def test_poses_tf_and_diagnostics(graph, query, localizer, sim_map):
         assert np.sqrt(covariance[0, 0]) < 0.05  # a few cm at most on this sim
 
     # TF map -> odom at each image stamp: map_from_odom = map_from_base @ inverse(odom_from_base).
-    map_to_odom = {stamp_ns(t.header): t for m in tf.messages for t in m.transforms
-                   if (t.header.frame_id, t.child_frame_id) == ("map", "odom")}
+    map_to_odom = {
+        stamp_ns(t.header): t
+        for m in tf.messages
+        for t in m.transforms
+        if (t.header.frame_id, t.child_frame_id) == ("map", "odom")
+    }
     assert set(map_to_odom) == set(received)
     for index in frames:
         if query.stamps[index] in map_to_odom:
@@ -103,11 +107,14 @@ def test_poses_tf_and_diagnostics(graph, query, localizer, sim_map):
     assert debug.messages and (debug.messages[0].width, debug.messages[0].height) == (640, 480)
 
     status = graph.wait_for_diagnostic(
-        localizer, lambda d: int(d.get("localized", 0)) >= len(received) and d.get("latency_p95_ms", "n/a") != "n/a")
+        localizer, lambda d: int(d.get("localized", 0)) >= len(received) and d.get("latency_p95_ms", "n/a") != "n/a"
+    )
     assert int(status["frames_received"]) >= len(frames)
     assert status["pose_frame"] == "base_link" and status["_level"] == b"\x00"
-    print(f"\nnode latency p50 / p95: {status['latency_p50_ms']} / {status['latency_p95_ms']} ms "
-          f"(localize alone {status['processing_p50_ms']} / {status['processing_p95_ms']} ms)")
+    print(
+        f"\nnode latency p50 / p95: {status['latency_p50_ms']} / {status['latency_p95_ms']} ms "
+        f"(localize alone {status['processing_p50_ms']} / {status['processing_p95_ms']} ms)"
+    )
 
 
 def test_bad_raw_images_are_counted_not_fatal(graph, query, localizer):
@@ -126,8 +133,10 @@ def test_bad_raw_images_are_counted_not_fatal(graph, query, localizer):
         msg.header.stamp.sec, msg.header.frame_id = 42, "camera_optical_frame"
         graph.publish(f"{namespace}{IMAGE}", msg)
         time.sleep(0.1)
-    status = graph.wait_for_diagnostic(localizer, lambda d: all(
-        int(d.get(f"rejected_{reason}", 0)) > int(before.get(f"rejected_{reason}", 0)) for reason in bad))
+    status = graph.wait_for_diagnostic(
+        localizer,
+        lambda d: all(int(d.get(f"rejected_{reason}", 0)) > int(before.get(f"rejected_{reason}", 0)) for reason in bad),
+    )
     assert int(status["frames_received"]) >= int(before["frames_received"]) + len(bad)
     # Still alive and localizing. Earlier tests drove the node around the whole loop; going back to
     # the first frame is a discontinuity a robot announces with ~/relocalize (else the odometry
@@ -150,8 +159,16 @@ def test_relocalize_lets_a_jump_against_odometry_through(graph, query, localizer
     def publish(i, shift):
         stamp = rc.to_time_msg((base_stamp + i * 10**8) * 1e-9)
         odom_from_base = Rigid3(translation=[shift, 0.0, 0.0]) @ rc.transform_to_rigid(odom_to_base)
-        graph.publish("/tf", TFMessage(transforms=[rc.rigid_to_transform_stamped(
-            odom_from_base, odom_to_base.header.frame_id, odom_to_base.child_frame_id, stamp)]))
+        graph.publish(
+            "/tf",
+            TFMessage(
+                transforms=[
+                    rc.rigid_to_transform_stamped(
+                        odom_from_base, odom_to_base.header.frame_id, odom_to_base.child_frame_id, stamp
+                    )
+                ]
+            ),
+        )
         graph.publish(f"{namespace}{CAMERA_INFO}", frame[CAMERA_INFO])
         image = _restamped_image(frame[IMAGE], stamp)
         graph.publish(f"{namespace}{IMAGE}", image)
@@ -193,13 +210,19 @@ def test_compressed_transport_and_bad_inputs(graph, query, sim_map):
         for msg in (garbage, small):
             msg.header.stamp.sec, msg.header.frame_id = 43, "camera_optical_frame"
             graph.publish(image_topic, msg)
-        status = graph.wait_for_diagnostic(node, lambda d: int(d.get("rejected_undecodable_image", 0)) >= 1
-                                           and int(d.get("rejected_camera_info_size_mismatch", 0)) >= 1)
+        status = graph.wait_for_diagnostic(
+            node,
+            lambda d: (
+                int(d.get("rejected_undecodable_image", 0)) >= 1
+                and int(d.get("rejected_camera_info_size_mismatch", 0)) >= 1
+            ),
+        )
         assert status["frames_processed"] == "0" and not poses.messages
 
         index = 3
-        assert publish_and_wait(graph, query, node, namespace, index, poses,
-                                (CAMERA_INFO, "/camera/image_raw/compressed")), "no pose for a good compressed frame"
+        assert publish_and_wait(
+            graph, query, node, namespace, index, poses, (CAMERA_INFO, "/camera/image_raw/compressed")
+        ), "no pose for a good compressed frame"
         assert all(m.header.stamp.sec != 43 for m in poses.messages)
     finally:
         graph.stop(node)
@@ -257,8 +280,9 @@ def test_bad_map_then_reload_camera_pose_and_map_to_camera_tf(graph, query, sim_
         assert wait_until(lambda: any(t.child_frame_id == camera for m in tf.messages for t in m.transforms), 5.0)
         [transform] = [t for m in tf.messages for t in m.transforms if t.child_frame_id == camera]
         assert transform.header.frame_id == "map" and stamp_ns(transform.header) == query.stamps[index]
-        np.testing.assert_allclose(rc.transform_to_rigid(transform).matrix, rc.pose_to_rigid(pose.pose).matrix,
-                                   atol=1e-9)
+        np.testing.assert_allclose(
+            rc.transform_to_rigid(transform).matrix, rc.pose_to_rigid(pose.pose).matrix, atol=1e-9
+        )
         assert wait_until(lambda: covariances.messages, 5.0)
         # The camera's own covariance, unchanged: the lever arm is zero.
         assert graph.wait_for_diagnostic(node, lambda d: d.get("pose_frame") == camera)["_level"] == b"\x00"
@@ -278,8 +302,19 @@ def test_latest_frame_wins_under_load(graph, query, localizer):
         frame = query.frames[i % len(query.frames)]
         stamp = rc.to_time_msg((base_stamp + i * round(period * 1e9)) * 1e-9)
         image, [odom_to_base] = _restamped_image(frame[IMAGE], stamp), frame["/tf"].transforms
-        graph.publish("/tf", TFMessage(transforms=[rc.rigid_to_transform_stamped(
-            rc.transform_to_rigid(odom_to_base), odom_to_base.header.frame_id, odom_to_base.child_frame_id, stamp)]))
+        graph.publish(
+            "/tf",
+            TFMessage(
+                transforms=[
+                    rc.rigid_to_transform_stamped(
+                        rc.transform_to_rigid(odom_to_base),
+                        odom_to_base.header.frame_id,
+                        odom_to_base.child_frame_id,
+                        stamp,
+                    )
+                ]
+            ),
+        )
         graph.publish(f"{namespace}{CAMERA_INFO}", frame[CAMERA_INFO])
         graph.publish(f"{namespace}{IMAGE}", image)
         published[stamp_ns(image.header)] = time.monotonic()
@@ -288,8 +323,10 @@ def test_latest_frame_wins_under_load(graph, query, localizer):
         time.sleep(max(0.0, start + (i + 1) * period - time.monotonic()))
 
     def counts(status):
-        return {key: int(status.get(key, 0)) - int(before.get(key, 0))
-                for key in ("frames_received", "frames_processed", "frames_dropped", "localized")}
+        return {
+            key: int(status.get(key, 0)) - int(before.get(key, 0))
+            for key in ("frames_received", "frames_processed", "frames_dropped", "localized")
+        }
 
     time.sleep(1.0)  # the last frame's localization
     # Wait for the node to go quiet: its counters no longer change between two diagnostics.
@@ -300,22 +337,28 @@ def test_latest_frame_wins_under_load(graph, query, localizer):
     # Independent counts: the test published 300 frames and saw these poses.
     pose_stamps = {stamp_ns(m.header) for m in poses.messages} & set(published)
     assert 250 <= counts["frames_received"] <= len(published), counts
-    assert wait_until(lambda: len({stamp_ns(m.header) for m in poses.messages} & set(published))
-                      == counts["localized"], 5.0), (len(pose_stamps), counts)
+    assert wait_until(
+        lambda: len({stamp_ns(m.header) for m in poses.messages} & set(published)) == counts["localized"], 5.0
+    ), (len(pose_stamps), counts)
     assert counts["localized"] <= counts["frames_processed"]
     # Every received frame is processed, dropped or rejected; at most one can still be waiting.
     accounted = counts["frames_processed"] + counts["frames_dropped"] + rejected
     assert counts["frames_received"] - 1 <= accounted <= counts["frames_received"], (counts, rejected)
-    latencies = [t - published[stamp_ns(m.header)] for m, t in zip(poses.messages, poses.times)
-                 if stamp_ns(m.header) in published]
-    print(f"\nload: {counts}, poses {len(latencies)}, latency p50 {np.percentile(latencies, 50):.3f} s, "
-          f"p95 {np.percentile(latencies, 95):.3f} s, max {max(latencies):.3f} s; RSS {rss[0]:.0f} -> {rss[1]:.0f} MB")
+    latencies = [
+        t - published[stamp_ns(m.header)]
+        for m, t in zip(poses.messages, poses.times)
+        if stamp_ns(m.header) in published
+    ]
+    print(
+        f"\nload: {counts}, poses {len(latencies)}, latency p50 {np.percentile(latencies, 50):.3f} s, "
+        f"p95 {np.percentile(latencies, 95):.3f} s, max {max(latencies):.3f} s; RSS {rss[0]:.0f} -> {rss[1]:.0f} MB"
+    )
     # Best-effort (sensor-data) delivery may lose a few images on a busy machine before the node sees them.
     assert counts["frames_dropped"] > 100, "at 30 Hz the localizer cannot keep up: frames must be dropped"
     assert len(latencies) >= 10
     # Latest frame wins: a pose is never older than about one localization plus a frame period.
     assert np.percentile(latencies, 95) < 2.0 and max(latencies) < 3.0
-    late = latencies[len(latencies) // 2:]
+    late = latencies[len(latencies) // 2 :]
     assert np.median(late) < 2.0 * np.median(latencies[: len(latencies) // 2]) + 0.1, "latency grows over time"
     assert rss[1] - rss[0] < 100.0, f"RSS grew {rss[1] - rss[0]:.0f} MB over 240 frames"
 
@@ -335,8 +378,15 @@ def _settled_diagnostic(graph, node) -> dict[str, str]:
 
 
 def _restamped_image(msg, stamp):
-    return Image(header=Header(stamp=stamp, frame_id=msg.header.frame_id), height=msg.height, width=msg.width,
-                 encoding=msg.encoding, is_bigendian=msg.is_bigendian, step=msg.step, data=msg.data)
+    return Image(
+        header=Header(stamp=stamp, frame_id=msg.header.frame_id),
+        height=msg.height,
+        width=msg.width,
+        encoding=msg.encoding,
+        is_bigendian=msg.is_bigendian,
+        step=msg.step,
+        data=msg.data,
+    )
 
 
 def test_live_evaluation_cli(sim_dataset, sim_map, tmp_path):
@@ -346,8 +396,22 @@ def test_live_evaluation_cli(sim_dataset, sim_map, tmp_path):
     from vloc_ros.cli import main
 
     output = tmp_path / "live_report"
-    assert main(["eval", str(sim_dataset / "bags" / "query_mcap"), "--live", "--map", str(sim_map),
-                 "--rate", "0.5", "-o", str(output)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(sim_dataset / "bags" / "query_mcap"),
+                "--live",
+                "--map",
+                str(sim_map),
+                "--rate",
+                "0.5",
+                "-o",
+                str(output),
+            ]
+        )
+        == 0
+    )
     report = json.loads((output / "report.json").read_text())
     live = report["metrics"]["live"]
     assert live["frames_published"] == 20 and live["poses_received"] >= 3
@@ -358,5 +422,7 @@ def test_live_evaluation_cli(sim_dataset, sim_map, tmp_path):
     assert metrics["counts"]["localized"] == live["poses_received"] and metrics["wrong_pose_rate"] == 0.0
     assert metrics["translation_error"]["median"] < 0.05 and metrics["rotation_error_deg"]["median"] < 1.0
     assert (output / "report.md").is_file() and (output / "trajectory.png").is_file()
-    print(f"\nlive eval: {live['poses_received']}/20 poses, end-to-end latency p50 "
-          f"{live['latency_end_to_end_ms']['p50']:.0f} ms, p95 {live['latency_end_to_end_ms']['p95']:.0f} ms")
+    print(
+        f"\nlive eval: {live['poses_received']}/20 poses, end-to-end latency p50 "
+        f"{live['latency_end_to_end_ms']['p50']:.0f} ms, p95 {live['latency_end_to_end_ms']['p95']:.0f} ms"
+    )

@@ -35,7 +35,8 @@ def test_keyframe_buffer_survives_an_interrupted_write(tmp_path):
     recovered = KeyframeBuffer(tmp_path)
     assert [k.stamp_ns for k in recovered.keyframes] == [1_000_000_000, 2_000_000_000, 3_000_000_000]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        f"{s}000000000.{ext}" for s in (1, 2, 3) for ext in ("png", "json"))
+        f"{s}000000000.{ext}" for s in (1, 2, 3) for ext in ("png", "json")
+    )
     frames = [k.to_map_frame() for k in recovered.keyframes]
     for frame, image, pose in zip(frames, images, poses):
         np.testing.assert_array_equal(frame.load_image(), image)
@@ -52,9 +53,16 @@ def test_record_build_reload_and_localize(graph, sim_dataset, tmp_path):
     mapping, query = BagFrames(sim_dataset / "bags" / "map_mcap"), BagFrames(sim_dataset / "bags" / "query_mcap")
     output = tmp_path / "built_map"
     # Every other mapping frame becomes a keyframe (they are ~0.2 m and ~9 deg apart).
-    builder_parameters = dict(buffer_dir=str(tmp_path / "keyframes"), output_map_path=str(output),
-                              pose_topic="ground_truth/pose", pose_frame="base_link", min_interval_s=0.0,
-                              min_translation_m=0.35, min_rotation_deg=16.0, max_keypoints=1024)
+    builder_parameters = dict(
+        buffer_dir=str(tmp_path / "keyframes"),
+        output_map_path=str(output),
+        pose_topic="ground_truth/pose",
+        pose_frame="base_link",
+        min_interval_s=0.0,
+        min_translation_m=0.35,
+        min_rotation_deg=16.0,
+        max_keypoints=1024,
+    )
     namespace = f"{NAMESPACE}/builder"
     builder = graph.start(MapBuilderNode, "builder", **builder_parameters)
     graph.publish("/tf_static", mapping.tf_static)
@@ -100,8 +108,9 @@ def test_record_build_reload_and_localize(graph, sim_dataset, tmp_path):
                 break
         assert poses.messages, "no query frame localized against the built map"
         pose = poses.messages[-1]
-        truth = rc.pose_to_rigid(query.frames[query.stamps.index(rc.stamp_to_ns(pose.header.stamp))]
-                                 ["/ground_truth/pose"].pose)  # base_link, as ~/pose
+        truth = rc.pose_to_rigid(
+            query.frames[query.stamps.index(rc.stamp_to_ns(pose.header.stamp))]["/ground_truth/pose"].pose
+        )  # base_link, as ~/pose
         errors = pose_error(rc.pose_to_rigid(pose.pose), truth)
         assert errors[0] < 0.1 and errors[1] < 2.0, errors
     finally:

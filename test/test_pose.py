@@ -33,12 +33,16 @@ def test_covariance_matches_finite_difference_jacobian():
     world_from_camera, observed, points3d, _ = _scene(seed=3)
     residuals = reprojection_residuals(world_from_camera, observed, points3d, CAMERA)
     step = 1e-6
-    jacobian = np.column_stack([
-        (reprojection_residuals(_perturbed(world_from_camera, step * unit), observed, points3d, CAMERA)
-         - reprojection_residuals(_perturbed(world_from_camera, -step * unit), observed, points3d, CAMERA)).ravel()
-        / (2 * step)
-        for unit in np.eye(6)
-    ])
+    jacobian = np.column_stack(
+        [
+            (
+                reprojection_residuals(_perturbed(world_from_camera, step * unit), observed, points3d, CAMERA)
+                - reprojection_residuals(_perturbed(world_from_camera, -step * unit), observed, points3d, CAMERA)
+            ).ravel()
+            / (2 * step)
+            for unit in np.eye(6)
+        ]
+    )
     variance = residuals.ravel() @ residuals.ravel() / (residuals.size - 6)
     expected = variance * np.linalg.inv(jacobian.T @ jacobian)
     covariance = pose_covariance(world_from_camera, points3d, CAMERA, residuals)

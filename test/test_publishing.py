@@ -6,8 +6,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from vloc_ros.geometry import Rigid3
-from vloc_ros.publishing import (PUBLISH_TF_MODES, TF_FALLBACK, TF_UNLINKED, covariance_of_attached_frame,
-                                 publication)
+from vloc_ros.publishing import PUBLISH_TF_MODES, TF_FALLBACK, TF_UNLINKED, covariance_of_attached_frame, publication
 
 MAP_FROM_CAMERA = Rigid3.from_quaternion((0.2, -0.1, 0.4, 0.9), (1.0, 2.0, 0.5))
 BASE_FROM_CAMERA = Rigid3.from_quaternion((-0.5, 0.5, -0.5, 0.5), (0.1, 0.0, 1.2))
@@ -31,15 +30,16 @@ def base_jacobian(world_from_camera: Rigid3, base_from_camera: Rigid3) -> np.nda
     camera_from_base = base_from_camera.inverse()
 
     def base_parameters(delta):
-        perturbed = Rigid3(Rotation.from_rotvec(delta[3:]).as_matrix() @ world_from_camera.rotation,
-                           world_from_camera.translation + delta[:3])
+        perturbed = Rigid3(
+            Rotation.from_rotvec(delta[3:]).as_matrix() @ world_from_camera.rotation,
+            world_from_camera.translation + delta[:3],
+        )
         world_from_base = perturbed @ camera_from_base
         rotation = Rotation.from_matrix(world_from_base.rotation @ (world_from_camera @ camera_from_base).rotation.T)
         return np.concatenate([world_from_base.translation, rotation.as_rotvec()])
 
     step = 1e-6
-    return np.stack([(base_parameters(step * e) - base_parameters(-step * e)) / (2 * step) for e in np.eye(6)],
-                    axis=1)
+    return np.stack([(base_parameters(step * e) - base_parameters(-step * e)) / (2 * step) for e in np.eye(6)], axis=1)
 
 
 def test_covariance_of_attached_frame_matches_finite_differences():
@@ -47,8 +47,9 @@ def test_covariance_of_attached_frame_matches_finite_differences():
     camera pose parameters (position, small world-axis rotation on the left), here by finite differences."""
     jacobian = base_jacobian(MAP_FROM_CAMERA, BASE_FROM_CAMERA)
     lever_arm = (MAP_FROM_CAMERA @ BASE_FROM_CAMERA.inverse()).translation - MAP_FROM_CAMERA.translation
-    np.testing.assert_allclose(covariance_of_attached_frame(COVARIANCE, lever_arm),
-                               jacobian @ COVARIANCE @ jacobian.T, atol=1e-10)
+    np.testing.assert_allclose(
+        covariance_of_attached_frame(COVARIANCE, lever_arm), jacobian @ COVARIANCE @ jacobian.T, atol=1e-10
+    )
 
 
 def test_without_base_tf_the_camera_pose_is_published():
@@ -68,14 +69,21 @@ def test_with_base_tf_the_base_pose_and_its_lever_arm_covariance_are_published()
     assert np.allclose(publish(confidence=0.0).covariance, COVARIANCE / 0.05)
 
 
-@pytest.mark.parametrize("mode, child, child_from_camera", [
-    ("map_to_odom", "odom", ODOM_FROM_CAMERA),
-    ("map_to_base", "base_link", BASE_FROM_CAMERA),
-    ("map_to_camera", "camera_optical", Rigid3()),
-])
+@pytest.mark.parametrize(
+    "mode, child, child_from_camera",
+    [
+        ("map_to_odom", "odom", ODOM_FROM_CAMERA),
+        ("map_to_base", "base_link", BASE_FROM_CAMERA),
+        ("map_to_camera", "camera_optical", Rigid3()),
+    ],
+)
 def test_each_publish_tf_mode_with_tf_known(mode, child, child_from_camera):
-    out = publish(mode, base_from_camera=BASE_FROM_CAMERA, odom_from_camera=ODOM_FROM_CAMERA,
-                  camera_parent=lambda: pytest.fail("the camera's parent is asked only when the child is unknown"))
+    out = publish(
+        mode,
+        base_from_camera=BASE_FROM_CAMERA,
+        odom_from_camera=ODOM_FROM_CAMERA,
+        camera_parent=lambda: pytest.fail("the camera's parent is asked only when the child is unknown"),
+    )
     assert (out.transform.parent, out.transform.child) == ("map", child) and out.tf_issue == ""
     # The transform and the camera's TF to the child give back the camera pose.
     assert_same(out.transform.parent_from_child @ child_from_camera, MAP_FROM_CAMERA)
@@ -102,8 +110,9 @@ def test_camera_with_another_parent_gets_no_transform(mode, wanted):
     """A second parent of the camera would break the TF tree: nothing is published, and the node is told why."""
     out = publish(mode, camera_parent=lambda: "camera_mount")
     assert out.transform is None and out.tf_issue == TF_UNLINKED
-    assert out.tf_message == (f"no TF {wanted} -> camera_optical at the image stamp and the camera has another "
-                              f"parent: nothing published")
+    assert out.tf_message == (
+        f"no TF {wanted} -> camera_optical at the image stamp and the camera has another parent: nothing published"
+    )
     assert out.pose_frame == "camera_optical"  # the pose itself is still published
     # map -> camera is asked for explicitly: published whatever the camera's parent.
     assert publish("map_to_camera", camera_parent="camera_mount").transform.child == "camera_optical"

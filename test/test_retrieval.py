@@ -26,8 +26,9 @@ def test_vlad_recognises_revisited_places_in_a_real_corridor(xfeat_small, shared
     Map = images 1-40 (the vocabulary is learned on them only), queries = 41-84."""
     root = shared_data / "rtabmap_samples_loopclosure"
     same_place = cv2.imread(str(root / "samples_GT.bmp"), cv2.IMREAD_GRAYSCALE) > 0
-    features = [xfeat_small.extract(cv2.imread(str(root / "images" / f"{i}.jpg"))[..., ::-1].copy())
-                for i in range(1, 85)]
+    features = [
+        xfeat_small.extract(cv2.imread(str(root / "images" / f"{i}.jpg"))[..., ::-1].copy()) for i in range(1, 85)
+    ]
     vlad = VladDescriptor.fit(np.concatenate([f.descriptors for f in features[:40]]), num_clusters=64, seed=0)
     descriptors = np.stack([vlad.describe(f.descriptors) for f in features])
     ranking = np.argsort(-descriptors[40:] @ descriptors[:40].T, axis=1)
@@ -41,11 +42,15 @@ def test_vlad_ranks_overlapping_crops_of_the_same_image_first(xfeat_small):
     scenes = [textured_image(640, 480, seed=seed) for seed in range(10, 15)]
     map_features = [xfeat_small.extract(scene[:360, :480]) for scene in scenes]
     # ~60 % overlap with the map crop, seen at a slightly different scale
-    query_features = [xfeat_small.extract(cv2.resize(scene[80:440, 120:600], (400, 300), interpolation=cv2.INTER_AREA))
-                      for scene in scenes]
+    query_features = [
+        xfeat_small.extract(cv2.resize(scene[80:440, 120:600], (400, 300), interpolation=cv2.INTER_AREA))
+        for scene in scenes
+    ]
     vlad = VladDescriptor.fit(np.concatenate([f.descriptors for f in map_features]), num_clusters=32, seed=0)
-    similarity = (np.stack([vlad.describe(f.descriptors) for f in query_features])
-                  @ np.stack([vlad.describe(f.descriptors) for f in map_features]).T)
+    similarity = (
+        np.stack([vlad.describe(f.descriptors) for f in query_features])
+        @ np.stack([vlad.describe(f.descriptors) for f in map_features]).T
+    )
     np.testing.assert_array_equal(similarity.argmax(axis=1), np.arange(len(scenes)))
 
 

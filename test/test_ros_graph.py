@@ -72,9 +72,17 @@ def smooth_image(height=48, width=64):
 
 def assert_images_equal(received: Image, sent: Image):
     assert (received.height, received.width, received.encoding, received.step, received.is_bigendian) == (
-        sent.height, sent.width, sent.encoding, sent.step, sent.is_bigendian)
+        sent.height,
+        sent.width,
+        sent.encoding,
+        sent.step,
+        sent.is_bigendian,
+    )
     assert (received.header.frame_id, received.header.stamp.sec, received.header.stamp.nanosec) == (
-        sent.header.frame_id, sent.header.stamp.sec, sent.header.stamp.nanosec)
+        sent.header.frame_id,
+        sent.header.stamp.sec,
+        sent.header.stamp.nanosec,
+    )
     assert bytes(received.data) == bytes(sent.data)
 
 
@@ -122,8 +130,13 @@ def test_image_across_processes(ros):
     received = []
     sub = node.create_subscription(Image, topic, received.append, 10)
     env = dict(os.environ, ROS_DOMAIN_ID=DOMAIN_ID)
-    publisher = subprocess.Popen([sys.executable, "-c", PUBLISHER_SCRIPT, topic, "5"], env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    publisher = subprocess.Popen(
+        [sys.executable, "-c", PUBLISHER_SCRIPT, topic, "5"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         ok = spin_until(executor, lambda: received or publisher.poll() is not None, timeout=2 * TIMEOUT)
         if not received:
@@ -132,7 +145,11 @@ def test_image_across_processes(ros):
             pytest.fail(f"no Image from the publisher process (ok={ok}, exit={publisher.returncode}):\n{output}")
         msg = received[0]
         assert (msg.encoding, msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec) == (
-            "bgr8", "remote_camera", 7, 250_000_000)
+            "bgr8",
+            "remote_camera",
+            7,
+            250_000_000,
+        )
         expected = np.random.default_rng(5).integers(0, 256, (48, 64, 3), dtype=np.uint8)
         np.testing.assert_array_equal(rc.image_to_numpy(msg), expected)
         assert bytes(msg.data) == expected[..., ::-1].tobytes()
@@ -151,13 +168,15 @@ def test_tf_message_round_trip(ros):
     _, node, executor = ros
     child = f"base_link_{SUFFIX}"
     sent = [
-        rc.rigid_to_transform_stamped(Rigid3.from_quaternion((0.1, -0.2, 0.3, 0.9), (1.0, -2.5, 0.125)),
-                                      "map", child, stamp=3.5),
+        rc.rigid_to_transform_stamped(
+            Rigid3.from_quaternion((0.1, -0.2, 0.3, 0.9), (1.0, -2.5, 0.125)), "map", child, stamp=3.5
+        ),
         rc.rigid_to_transform_stamped(Rigid3(translation=(0.0, 0.0, 0.3)), child, f"camera_{SUFFIX}", stamp=3.5),
     ]
     received = []
     sub = node.create_subscription(
-        TFMessage, "/tf", lambda m: received.extend(t for t in m.transforms if SUFFIX in t.child_frame_id), 100)
+        TFMessage, "/tf", lambda m: received.extend(t for t in m.transforms if SUFFIX in t.child_frame_id), 100
+    )
     broadcaster = rc.FallbackTransformBroadcaster(node)
     try:
         assert spin_until(executor, lambda: len(received) >= 2, every=lambda: broadcaster.sendTransform(sent))
@@ -166,7 +185,10 @@ def test_tf_message_round_trip(ros):
             assert (got.header.stamp.sec, got.header.stamp.nanosec) == (3, 500_000_000)
             g, w = got.transform, want.transform
             assert (g.translation.x, g.translation.y, g.translation.z) == (
-                w.translation.x, w.translation.y, w.translation.z)
+                w.translation.x,
+                w.translation.y,
+                w.translation.z,
+            )
             assert (g.rotation.x, g.rotation.y, g.rotation.z, g.rotation.w) == (
                 w.rotation.x,
                 w.rotation.y,

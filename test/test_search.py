@@ -134,7 +134,7 @@ def test_random_trees_find_the_true_point(world):
     assert candidates.shape == (NUM_QUERIES, 32) and candidates.dtype == np.int64
     for row in candidates[::37]:  # distinct points, then the padding
         found = row[row >= 0]
-        assert len(np.unique(found)) == len(found) and np.all(row[len(found):] == -1)
+        assert len(np.unique(found)) == len(found) and np.all(row[len(found) :] == -1)
     recall = true_point_recall(candidates, query.true_point_ids)
     # Measured 0.97 on this map; 32 random candidates out of 4000 points would give ~0.01.
     assert recall >= 0.85, recall
@@ -181,8 +181,9 @@ def test_random_trees_state_round_trip_gives_identical_results(world):
     assert all(isinstance(value, np.ndarray) for value in state.values())
     restored = RandomTreesIndex.from_state({key: value.copy() for key, value in state.items()})
     query_codes, projections = binarizer.encode(query.descriptors), binarizer.project(query.descriptors)
-    np.testing.assert_array_equal(restored.search(query_codes, projections, 32, 4),
-                                  trees.search(query_codes, projections, 32, 4))
+    np.testing.assert_array_equal(
+        restored.search(query_codes, projections, 32, 4), trees.search(query_codes, projections, 32, 4)
+    )
 
 
 def test_random_trees_reject_bad_queries(world):
@@ -334,15 +335,18 @@ def test_merge_rescores_deduplicates_and_keeps_the_ratio_test_matches():
     candidates = rng.integers(-1, 300, (200, 12))
     candidates[:, 6:] = np.where(rng.random((200, 6)) < 0.5, candidates[:, :6], candidates[:, 6:])  # repeats
     ratio, max_matches = 0.95, 3
-    query_indices, point_ids, distances = ratio_test_matches(queries, candidates, points, np.float32(ratio),
-                                                             max_matches)
+    query_indices, point_ids, distances = ratio_test_matches(
+        queries, candidates, points, np.float32(ratio), max_matches
+    )
     expected = []
     for q in range(len(queries)):
         ids = np.unique(candidates[q][candidates[q] >= 0])
         ranked = sorted(zip(np.linalg.norm(points[ids] - queries[q], axis=1), ids))
         padded = [d for d, _ in ranked] + [np.inf] * (max_matches + 1)
-        keep = next((k for k in range(1, max_matches + 1)
-                     if np.isfinite(padded[k - 1]) and padded[k - 1] < ratio * padded[k]), 0)
+        keep = next(
+            (k for k in range(1, max_matches + 1) if np.isfinite(padded[k - 1]) and padded[k - 1] < ratio * padded[k]),
+            0,
+        )
         expected += [(q, i, d) for d, i in ranked[:keep]]
     assert [(q, p) for q, p, _ in expected] == list(zip(query_indices.tolist(), point_ids.tolist()))
     np.testing.assert_allclose(distances, [d for *_, d in expected], rtol=1e-5)

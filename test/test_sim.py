@@ -39,8 +39,9 @@ def summary_of(root: Path) -> dict:
 def backproject(camera: Camera, world_from_camera: Rigid3, pixels: np.ndarray, depth: np.ndarray) -> np.ndarray:
     """World points seen at (distorted) ``pixels`` with optical-axis ``depth``."""
     ideal = camera.undistort_points(pixels)
-    rays = np.column_stack([(ideal[:, 0] - camera.cx) / camera.fx, (ideal[:, 1] - camera.cy) / camera.fy,
-                            np.ones(len(ideal))])
+    rays = np.column_stack(
+        [(ideal[:, 0] - camera.cx) / camera.fx, (ideal[:, 1] - camera.cy) / camera.fy, np.ones(len(ideal))]
+    )
     return world_from_camera.transform(rays * depth[:, None])
 
 
@@ -52,7 +53,7 @@ def marker_scene(world_from_camera: Rigid3, card_centre, marker_texels: int) -> 
     a black square painted into its texture; returns the scene and the square's centre (world)."""
     texture = np.full((512, 512, 3), 255, dtype=np.uint8)
     top, left = 100, 300  # texel rows/columns of the square's top-left corner
-    texture[top:top + marker_texels, left:left + marker_texels] = 0
+    texture[top : top + marker_texels, left : left + marker_texels] = 0
     axes = world_from_camera.rotation
     centre = world_from_camera.transform([card_centre])[0]
     card = quad("card", "wall", centre, -axes[:, 2], 0.5, 0.5, -axes[:, 1], "card")
@@ -65,8 +66,8 @@ def marker_scene(world_from_camera: Rigid3, card_centre, marker_texels: int) -> 
 
 def dark_centroid(image: np.ndarray, around: np.ndarray, radius: int) -> np.ndarray:
     x0, y0 = np.rint(around).astype(int)
-    window = 255.0 - image[y0 - radius:y0 + radius + 1, x0 - radius:x0 + radius + 1].mean(axis=2)
-    v, u = np.mgrid[y0 - radius:y0 + radius + 1, x0 - radius:x0 + radius + 1]
+    window = 255.0 - image[y0 - radius : y0 + radius + 1, x0 - radius : x0 + radius + 1].mean(axis=2)
+    v, u = np.mgrid[y0 - radius : y0 + radius + 1, x0 - radius : x0 + radius + 1]
     return np.array([(window * u).sum(), (window * v).sum()]) / window.sum()
 
 
@@ -123,7 +124,7 @@ def test_ground_truth_pose_reproduces_image_and_depth_lies_on_scene_surfaces(sim
     assert np.array_equal(image, read_rgb(sim_dataset / "images" / "map" / f"{index:06d}.png"))
 
     assert (depth > 0).all()  # enclosed courtyard: no sky in a mapping view
-    rows, cols = np.mgrid[0:camera.height:2, 0:camera.width:2].reshape(2, -1)  # every 4th pixel is plenty
+    rows, cols = np.mgrid[0 : camera.height : 2, 0 : camera.width : 2].reshape(2, -1)  # every 4th pixel is plenty
     points = backproject(camera, poses[index], np.column_stack([cols, rows]).astype(float), depth[rows, cols])
     surfaces = json.loads((sim_dataset / "scene.json").read_text())["surfaces"]
     distances = []
@@ -132,8 +133,12 @@ def test_ground_truth_pose_reproduces_image_and_depth_lies_on_scene_surfaces(sim
         width, height = surface["extent"]
         right, up = (corners[1] - corners[0]) / width, (corners[3] - corners[0]) / height
         offset = points - corners[0]
-        inside = ((offset @ right > -0.01) & (offset @ right < width + 0.01) &
-                  (offset @ up > -0.01) & (offset @ up < height + 0.01))
+        inside = (
+            (offset @ right > -0.01)
+            & (offset @ right < width + 0.01)
+            & (offset @ up > -0.01)
+            & (offset @ up < height + 0.01)
+        )
         distances.append(np.where(inside, np.abs(offset @ normal), np.inf))
     distances = np.array(distances)
     assert distances.min(axis=0).max() < 1e-3
@@ -165,8 +170,11 @@ def test_pose_files_share_one_convention(sim_dataset):
     colmap_camera = model.cameras[1]
     assert colmap_camera.model.name == "PINHOLE"
     assert np.allclose(colmap_camera.params, [camera.fx, camera.fy, camera.cx + 0.5, camera.cy + 0.5])
-    text_lines = [line for line in (sim_dataset / "colmap_gt" / "images.txt").read_text().splitlines()
-                  if line and not line.startswith("#")]
+    text_lines = [
+        line
+        for line in (sim_dataset / "colmap_gt" / "images.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     first = text_lines[0].split()
     qw, qx, qy, qz, tx, ty, tz = map(float, first[1:8])
     assert np.allclose(Rigid3.from_quaternion([qx, qy, qz, qw], [tx, ty, tz]).inverse().matrix, poses[0].matrix)
@@ -215,8 +223,9 @@ def read_bag(path: Path) -> dict:
 
 
 def as_pose(position, orientation) -> Rigid3:
-    return Rigid3.from_quaternion([orientation.x, orientation.y, orientation.z, orientation.w],
-                                  [position.x, position.y, position.z])
+    return Rigid3.from_quaternion(
+        [orientation.x, orientation.y, orientation.z, orientation.w], [position.x, position.y, position.z]
+    )
 
 
 def stamp_ns(header) -> int:
@@ -232,7 +241,8 @@ def test_bag_reads_back_what_the_sim_wrote(sim_dataset, split, storage):
     count = len(summary[split]["images"])
     assert set(messages) == set(TOPICS.values())
     assert {topic: len(m) for topic, m in messages.items()} == {
-        topic: 1 if topic == "/tf_static" else count for topic in TOPICS.values()}
+        topic: 1 if topic == "/tf_static" else count for topic in TOPICS.values()
+    }
     assert connections["/camera/image_raw"].msgtype == "sensor_msgs/msg/Image"
     assert connections["/tf_static"].ext.offered_qos_profiles[0].durability == QosDurability.TRANSIENT_LOCAL
 
@@ -247,7 +257,11 @@ def test_bag_reads_back_what_the_sim_wrote(sim_dataset, split, storage):
     for index, (log_time, image) in enumerate(messages["/camera/image_raw"]):
         assert log_time == stamps[index] == stamp_ns(image.header)
         assert (image.encoding, image.width, image.height, image.header.frame_id) == (
-            "rgb8", 640, 480, "camera_optical_frame")
+            "rgb8",
+            640,
+            480,
+            "camera_optical_frame",
+        )
         png = read_rgb(sim_dataset / summary[split]["images"][index])
         assert np.array_equal(image.data.reshape(480, 640, 3), png)
         if index % 10 == 0:
@@ -268,7 +282,11 @@ def test_bag_reads_back_what_the_sim_wrote(sim_dataset, split, storage):
         odom = messages["/odom"][index][1]
         (tf,) = messages["/tf"][index][1].transforms
         assert (odom.header.frame_id, odom.child_frame_id, tf.header.frame_id, tf.child_frame_id) == (
-            "odom", "base_link", "odom", "base_link")
+            "odom",
+            "base_link",
+            "odom",
+            "base_link",
+        )
         assert stamp_ns(odom.header) == stamp_ns(tf.header) == stamps[index]
         odom_pose = as_pose(odom.pose.pose.position, odom.pose.pose.orientation)
         assert np.allclose(odom_pose.matrix, as_pose(tf.transform.translation, tf.transform.rotation).matrix)
@@ -313,8 +331,9 @@ def test_same_seed_same_bytes_other_seed_other_world(tmp_path):
     assert len(files) >= len(first["map"]["images"]) + len(first["query"]["images"]) + 5
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
-    changed = [(tmp_path / "a" / name).read_bytes() != (tmp_path / "c" / name).read_bytes()
-               for name in first["map"]["images"]]
+    changed = [
+        (tmp_path / "a" / name).read_bytes() != (tmp_path / "c" / name).read_bytes() for name in first["map"]["images"]
+    ]
     assert all(changed)
 
 
@@ -363,11 +382,14 @@ def run_cli(*args) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--width", "-5"], "width must be an integer"),
-    (["--scene", "moon"], "scene must be one of courtyard, repeated"),
-    (["--distortion", "-0.5"], "distortion [-0.5, 0.0, 0.0, 0.0, 0.0] is not invertible"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--width", "-5"], "width must be an integer"),
+        (["--scene", "moon"], "scene must be one of courtyard, repeated"),
+        (["--distortion", "-0.5"], "distortion [-0.5, 0.0, 0.0, 0.0, 0.0] is not invertible"),
+    ],
+)
 def test_invalid_options_exit_2_with_a_message(tmp_path, args, message):
     result = run_cli("--out", str(tmp_path / "out"), *args)
     assert result.returncode == 2, result.stderr
@@ -376,8 +398,23 @@ def test_invalid_options_exit_2_with_a_message(tmp_path, args, message):
 
 
 def test_cli_writes_a_distorted_world(tmp_path):
-    args = ["--out", str(tmp_path / "out"), "--width", "96", "--height", "64", "--map-frames", "3",
-            "--query-frames", "2", "--distortion", "-0.1", "0.01", "--storages", "sqlite3"]
+    args = [
+        "--out",
+        str(tmp_path / "out"),
+        "--width",
+        "96",
+        "--height",
+        "64",
+        "--map-frames",
+        "3",
+        "--query-frames",
+        "2",
+        "--distortion",
+        "-0.1",
+        "0.01",
+        "--storages",
+        "sqlite3",
+    ]
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
     camera = Camera.from_dict(yaml.safe_load((tmp_path / "out" / "camera.yaml").read_text()))

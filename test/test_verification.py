@@ -14,8 +14,7 @@ from vloc_ros.mapping.map_format import load_map
 from vloc_ros.mapping.sources import image_folder_frames, load_intrinsics, read_image_rgb
 from vloc_ros.sim import generate
 from vloc_ros.tum import read_tum
-from vloc_ros.verification import (DEFAULT_VERIFICATION_CONFIG, Evidence, MotionGate, decide,
-                                   inflate_covariance)
+from vloc_ros.verification import DEFAULT_VERIFICATION_CONFIG, Evidence, MotionGate, decide, inflate_covariance
 
 WRONG_TRANSLATION, WRONG_ROTATION_DEG = 0.5, 5.0
 NO_VERIFICATION = {"verification": {"enabled": False}}
@@ -45,10 +44,12 @@ def repeated_world(tmp_path_factory):
     """The repeated-structure scene: identical facades on all four walls, two of them mapped; queries
     look at the unmapped copies, then at mapped ones upside down."""
     out = tmp_path_factory.mktemp("repeated")
-    generate({"scene": "repeated", "seed": 1, "map_frames": 30, "query_frames": 12,
-              "bags": {"storages": []}}, out / "world")
-    frames = image_folder_frames(out / "world" / "images" / "map", out / "world" / "camera.yaml",
-                                 poses_tum=out / "world" / "map_poses.tum")
+    generate(
+        {"scene": "repeated", "seed": 1, "map_frames": 30, "query_frames": 12, "bags": {"storages": []}}, out / "world"
+    )
+    frames = image_folder_frames(
+        out / "world" / "images" / "map", out / "world" / "camera.yaml", poses_tum=out / "world" / "map_poses.tum"
+    )
     build_map(frames, out / "map", progress=False)
     return out / "world", load_map(out / "map")
 
@@ -57,8 +58,9 @@ def test_repeated_structure_publishes_no_wrong_pose(repeated_world):
     world, localization_map = repeated_world
     facts, unverified, _ = run_queries(Localizer(localization_map, NO_VERIFICATION), world)
     _, verified, reasons = run_queries(Localizer(localization_map), world)
-    print(f"wrong-pose rate without verification {wrong_pose_rate(unverified):.2f}, "
-          f"with {wrong_pose_rate(verified):.2f}")
+    print(
+        f"wrong-pose rate without verification {wrong_pose_rate(unverified):.2f}, with {wrong_pose_rate(verified):.2f}"
+    )
     assert wrong_pose_rate(unverified) > 0.3, "the scene must fool an unverified localizer, or it tests nothing"
     assert wrong_pose_rate(verified) == 0.0
     for fact, errors, reason in zip(facts, verified, reasons):
@@ -103,20 +105,30 @@ def test_temple_ring_recall_and_wrong_pose_rate(temple_map, shared_data):
 
 
 def evidence(**changes) -> Evidence:
-    good = dict(num_inliers=500, inlier_ratio=0.5, spread=0.9, second_hypothesis_ratio=0.0,
-                retrieval_agreement=True, relative_position_sigma=0.001, median_depth=2.0)
+    good = dict(
+        num_inliers=500,
+        inlier_ratio=0.5,
+        spread=0.9,
+        second_hypothesis_ratio=0.0,
+        retrieval_agreement=True,
+        relative_position_sigma=0.001,
+        median_depth=2.0,
+    )
     return Evidence(**{**good, **changes})
 
 
-@pytest.mark.parametrize("changes, reason", [
-    ({}, ""),
-    ({"inlier_ratio": 0.05}, "inlier ratio"),
-    ({"spread": 0.125}, "cover"),
-    ({"second_hypothesis_ratio": 0.4}, "ambiguous"),
-    ({"retrieval_agreement": False}, "retrieved keyframe"),
-    ({"relative_position_sigma": 0.1}, "position sigma"),
-    ({"focal_scale": 0.5, "focal_scale_z": -40.0, "focal_scale_cost_drop": 500.0}, "calibration mismatch"),
-])
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({}, ""),
+        ({"inlier_ratio": 0.05}, "inlier ratio"),
+        ({"spread": 0.125}, "cover"),
+        ({"second_hypothesis_ratio": 0.4}, "ambiguous"),
+        ({"retrieval_agreement": False}, "retrieved keyframe"),
+        ({"relative_position_sigma": 0.1}, "position sigma"),
+        ({"focal_scale": 0.5, "focal_scale_z": -40.0, "focal_scale_cost_drop": 500.0}, "calibration mismatch"),
+    ],
+)
 def test_each_rule_rejects_with_its_reason(changes, reason):
     found, confidence = decide(evidence(**changes), DEFAULT_VERIFICATION_CONFIG)
     if reason:

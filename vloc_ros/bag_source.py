@@ -50,10 +50,10 @@ RAW_ENCODINGS = {
 PLUMB_BOB_COMPATIBLE = ("plumb_bob", "rational_polynomial")
 
 GROUND_TRUTH_DEFAULTS = {
-    "topic": "/tf",              # TFMessage, PoseStamped, PoseWithCovarianceStamped or Odometry
-    "parent_frame": "map",       # TF only: the world frame of the ground truth
+    "topic": "/tf",  # TFMessage, PoseStamped, PoseWithCovarianceStamped or Odometry
+    "parent_frame": "map",  # TF only: the world frame of the ground truth
     "child_frame": "base_link",  # the frame the poses describe
-    "camera_frame": None,        # when set: compose child_frame -> camera_frame from static TF
+    "camera_frame": None,  # when set: compose child_frame -> camera_frame from static TF
     "static_topic": "/tf_static",
 }
 
@@ -82,8 +82,8 @@ class MissingTopicError(BagContentError):
 class ReadStop:
     """Where a pass over a damaged bag stopped."""
 
-    topics: tuple[str, ...]   # what the pass was reading ("*" = every topic)
-    messages_read: int        # messages of those topics read before the damage
+    topics: tuple[str, ...]  # what the pass was reading ("*" = every topic)
+    messages_read: int  # messages of those topics read before the damage
     last_stamp: float | None  # bag receive time (s) of the last of them
     error: str
 
@@ -103,8 +103,10 @@ class BagSource:
             for _ in self._until_damage(scan, ("*",)):
                 pass
             if not self._backend.topics:
-                raise BagReadError(f"cannot read {self.path}: no topic before the damage "
-                                   f"({self.read_stops[-1].error if self.read_stops else 'empty'})")
+                raise BagReadError(
+                    f"cannot read {self.path}: no topic before the damage "
+                    f"({self.read_stops[-1].error if self.read_stops else 'empty'})"
+                )
         self.topics: dict[str, str] = dict(self._backend.topics)
 
     def __enter__(self) -> "BagSource":
@@ -138,8 +140,9 @@ class BagSource:
             poses.append(_rigid_from_pose(pose_of(message)))
         return np.asarray(stamps, dtype=np.float64), poses
 
-    def tf_poses(self, parent: str, child: str, topic: str = "/tf",
-                 static_topic: str = "/tf_static") -> tuple[np.ndarray, list[Rigid3]]:
+    def tf_poses(
+        self, parent: str, child: str, topic: str = "/tf", static_topic: str = "/tf_static"
+    ) -> tuple[np.ndarray, list[Rigid3]]:
         """``parent_from_child`` over time through a chain of TF frames (e.g. map -> odom -> base_link).
 
         The stamps are those of the busiest dynamic link; slower links are interpolated at them and
@@ -180,8 +183,9 @@ class BagSource:
         else:
             stamps, poses = self.poses(topic)
         if config["camera_frame"]:
-            child_from_camera = self.static_transform(config["child_frame"], config["camera_frame"],
-                                                      config["static_topic"])
+            child_from_camera = self.static_transform(
+                config["child_frame"], config["camera_frame"], config["static_topic"]
+            )
             poses = [pose @ child_from_camera for pose in poses]
         return stamps, poses
 
@@ -203,8 +207,10 @@ class BagSource:
 
     def _messages(self, topics: set[str]) -> Iterator[tuple[str, int, object]]:
         """(topic, receive time in ns, deserialized message) until the end or the damage."""
-        decoded = ((topic, stamp, self._backend.deserialize(raw, msgtype))
-                   for topic, msgtype, stamp, raw in self._backend.raw_messages(topics))
+        decoded = (
+            (topic, stamp, self._backend.deserialize(raw, msgtype))
+            for topic, msgtype, stamp, raw in self._backend.raw_messages(topics)
+        )
         return self._until_damage(decoded, tuple(sorted(topics)))
 
     def _until_damage(self, items: Iterator[tuple], topics: tuple[str, ...]) -> Iterator[tuple]:
@@ -218,8 +224,14 @@ class BagSource:
                 reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
                 stop = ReadStop(topics, count, last_stamp, reason)
                 self.read_stops.append(stop)
-                logger.warning("bag %s is damaged: reading %s stopped after %d messages (last at %s s): %s",
-                               self.path, ", ".join(topics), count, last_stamp, stop.error)
+                logger.warning(
+                    "bag %s is damaged: reading %s stopped after %d messages (last at %s s): %s",
+                    self.path,
+                    ", ".join(topics),
+                    count,
+                    last_stamp,
+                    stop.error,
+                )
                 return
             count += 1
             last_stamp = item[1] * 1e-9
@@ -254,8 +266,10 @@ def image_from_message(message) -> np.ndarray:
 def camera_from_message(message) -> Camera:
     coefficients = [float(c) for c in message.d]
     if any(coefficients) and (message.distortion_model not in PLUMB_BOB_COMPATIBLE or any(coefficients[5:])):
-        raise ValueError(f"distortion model {message.distortion_model!r} with coefficients {coefficients} "
-                         "is not plumb_bob (k1, k2, p1, p2, k3)")
+        raise ValueError(
+            f"distortion model {message.distortion_model!r} with coefficients {coefficients} "
+            "is not plumb_bob (k1, k2, p1, p2, k3)"
+        )
     return Camera.from_K(message.width, message.height, np.asarray(message.k).reshape(3, 3), coefficients[:5])
 
 
@@ -349,8 +363,9 @@ def _rigid_from_transform(transform) -> Rigid3:
     return Rigid3.from_quaternion([q.x, q.y, q.z, q.w], [t.x, t.y, t.z])
 
 
-def _frame_path(parent: str, child: str, links: dict[tuple[str, str], object],
-                bag: Path) -> list[tuple[tuple[str, str], bool]]:
+def _frame_path(
+    parent: str, child: str, links: dict[tuple[str, str], object], bag: Path
+) -> list[tuple[tuple[str, str], bool]]:
     """The TF links from ``parent`` to ``child`` as (link, traversed child-to-parent) steps."""
     neighbours = defaultdict(list)
     for link in links:

@@ -10,8 +10,12 @@ def merge_config(base: dict, override: dict | None) -> dict:
     merged = dict(base)
     for key, value in (override or {}).items():
         default = merged.get(key)
-        switches = isinstance(value, dict) and "name" in value and isinstance(default, dict) and \
-            value["name"] != default.get("name")
+        switches = (
+            isinstance(value, dict)
+            and "name" in value
+            and isinstance(default, dict)
+            and value["name"] != default.get("name")
+        )
         if isinstance(default, dict) and isinstance(value, dict) and not switches:
             merged[key] = merge_config(default, value)
         else:

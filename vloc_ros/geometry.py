@@ -130,8 +130,15 @@ class Camera:
         """The same camera for an image resized to ``width`` x ``height``."""
         sx, sy = width / self.width, height / self.height
         # Pixel centres at integer coordinates: x' = (x + 0.5) * s - 0.5.
-        return Camera(width, height, self.fx * sx, self.fy * sy,
-                      (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5, self.distortion)
+        return Camera(
+            width,
+            height,
+            self.fx * sx,
+            self.fy * sy,
+            (self.cx + 0.5) * sx - 0.5,
+            (self.cy + 0.5) * sy - 0.5,
+            self.distortion,
+        )
 
     def project(self, points_camera) -> tuple[np.ndarray, np.ndarray]:
         """Project (N, 3) optical-frame points; returns (pixels (N, 2), in_front mask)."""
@@ -155,8 +162,9 @@ class Camera:
 
         # Iterate well past OpenCV's default 5 steps: strong lens distortion needs it for sub-pixel accuracy.
         criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 1e-10)
-        out = cv2.undistortPoints(pixels.reshape(-1, 1, 2), self.K, np.asarray(self.distortion),
-                                  None, self.K, criteria=criteria)
+        out = cv2.undistortPoints(
+            pixels.reshape(-1, 1, 2), self.K, np.asarray(self.distortion), None, self.K, criteria=criteria
+        )
         return out.reshape(-1, 2)
 
     def pinhole(self) -> "Camera":
@@ -173,24 +181,38 @@ class Camera:
         else:
             k1, k2, p1, p2, k3 = self.distortion
             model, params = "FULL_OPENCV", [self.fx, self.fy, cx, cy, k1, k2, p1, p2, k3, 0.0, 0.0, 0.0]
-        return pycolmap.Camera(model=model, width=self.width, height=self.height, params=params,
-                               camera_id=camera_id)
+        return pycolmap.Camera(model=model, width=self.width, height=self.height, params=params, camera_id=camera_id)
 
     def to_dict(self) -> dict:
-        return {"width": self.width, "height": self.height, "fx": self.fx, "fy": self.fy,
-                "cx": self.cx, "cy": self.cy, "distortion": list(self.distortion)}
+        return {
+            "width": self.width,
+            "height": self.height,
+            "fx": self.fx,
+            "fy": self.fy,
+            "cx": self.cx,
+            "cy": self.cy,
+            "distortion": list(self.distortion),
+        }
 
     @staticmethod
     def from_dict(data: dict) -> "Camera":
         try:
-            return Camera(int(data["width"]), int(data["height"]), float(data["fx"]), float(data["fy"]),
-                          float(data["cx"]), float(data["cy"]), tuple(data.get("distortion", ())))
+            return Camera(
+                int(data["width"]),
+                int(data["height"]),
+                float(data["fx"]),
+                float(data["fy"]),
+                float(data["cx"]),
+                float(data["cy"]),
+                tuple(data.get("distortion", ())),
+            )
         except KeyError as missing:
             raise ValueError(f"camera description lacks {missing}; needs width, height, fx, fy, cx, cy") from None
 
 
 # Poses at query stamps (ground truth for evaluation, known poses for mapping): interpolation between
 # the two bracketing samples.
+
 
 class PoseInterpolator:
     """Ground truth prepared once (sorted, repeated stamps dropped) for many lookups.

@@ -15,9 +15,11 @@ from .tum import write_tum
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "localize", help="localize images against a map",
+        "localize",
+        help="localize images against a map",
         description="Localize images against a map. Writes world_from_camera (camera optical frame in the map "
-                    "frame) of every localized image to a TUM file and one JSON line per image to stdout.")
+        "frame) of every localized image to a TUM file and one JSON line per image to stdout.",
+    )
     parser.add_argument("images", nargs="+", type=Path, help="image files or folders")
     parser.add_argument("--map", type=Path, required=True, help="map directory from `vloc build-map`")
     parser.add_argument(

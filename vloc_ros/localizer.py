@@ -77,10 +77,16 @@ class LocalizationResult:
 
     def summary(self) -> dict:
         """A JSON-friendly one-line record."""
-        return {"status": self.status.value, "reason": self.reason, "inliers": self.num_inliers,
-                "matches": self.num_matches, "keypoints": self.num_keypoints,
-                "confidence": round(self.confidence, 4), "evidence": self.evidence,
-                "timings_ms": {k: round(v * 1000, 2) for k, v in self.timings.items()}}
+        return {
+            "status": self.status.value,
+            "reason": self.reason,
+            "inliers": self.num_inliers,
+            "matches": self.num_matches,
+            "keypoints": self.num_keypoints,
+            "confidence": round(self.confidence, 4),
+            "evidence": self.evidence,
+            "timings_ms": {k: round(v * 1000, 2) for k, v in self.timings.items()},
+        }
 
 
 class MapMismatchError(MapError):
@@ -89,12 +95,17 @@ class MapMismatchError(MapError):
 
 def check_extractor_matches_map(extractor, manifest: dict) -> None:
     expected = manifest["extractor"]
-    found = {"name": extractor.name, "weights_sha256": extractor.weights_sha256,
-             "descriptor_dim": extractor.descriptor_dim}
+    found = {
+        "name": extractor.name,
+        "weights_sha256": extractor.weights_sha256,
+        "descriptor_dim": extractor.descriptor_dim,
+    }
     for key, value in found.items():
         if expected.get(key) != value:
-            raise MapMismatchError(f"query extractor {key} is {value!r} but the map was built with "
-                                   f"{expected.get(key)!r}; localize with the map's extractor or rebuild the map")
+            raise MapMismatchError(
+                f"query extractor {key} is {value!r} but the map was built with "
+                f"{expected.get(key)!r}; localize with the map's extractor or rebuild the map"
+            )
 
 
 def _restore(states: dict, component: str, from_state):
@@ -120,9 +131,11 @@ class Localizer:
             try:
                 extractor = create_extractor({**manifest["extractor"]["config"], **inference})
             except ValueError as error:
-                raise MapError(f"cannot make the query extractor from the map's extractor.config with the inference "
-                               f"options {inference}: {error}; fix those options, or rebuild the map if its "
-                               f"extractor.config is damaged") from error
+                raise MapError(
+                    f"cannot make the query extractor from the map's extractor.config with the inference "
+                    f"options {inference}: {error}; fix those options, or rebuild the map if its "
+                    f"extractor.config is damaged"
+                ) from error
         self.extractor = extractor
         check_extractor_matches_map(self.extractor, manifest)
         states = localization_map.states
@@ -130,8 +143,10 @@ class Localizer:
         point_index = _restore(states, "local_index", LOCAL_INDEX_TYPES[manifest["local_index"]["type"]].from_state)
         binarizer = _restore(states, "binarizer", Binarizer.from_state)
         if point_index.num_bits != binarizer.num_bits:
-            raise MapError(f"map state/local_index indexes {point_index.num_bits}-bit codes but state/binarizer "
-                           f"makes {binarizer.num_bits}-bit codes; {REBUILD}")
+            raise MapError(
+                f"map state/local_index indexes {point_index.num_bits}-bit codes but state/binarizer "
+                f"makes {binarizer.num_bits}-bit codes; {REBUILD}"
+            )
         arrays = localization_map.arrays
         self.search = CandidateSearch(
             self.config["search"],
@@ -139,7 +154,8 @@ class Localizer:
             point_index=point_index,
             binarizer=binarizer,
             global_index=GlobalIndex(arrays["keyframe_global_descriptors"]),
-            keyframe_points=(arrays["keyframe_points_offsets"], arrays["keyframe_points"]))
+            keyframe_points=(arrays["keyframe_points_offsets"], arrays["keyframe_points"]),
+        )
 
     def close(self) -> None:
         """Stop the search's threads. Call it once no ``localize`` runs or will run on this localizer."""
@@ -165,8 +181,9 @@ class Localizer:
         features = self.extractor.extract(image)
         timings["extract"] = time.perf_counter() - started
         if len(features) < self.config["min_keypoints"]:
-            return self._reject(f"too few keypoints ({len(features)} < {self.config['min_keypoints']})",
-                                timings, len(features))
+            return self._reject(
+                f"too few keypoints ({len(features)} < {self.config['min_keypoints']})", timings, len(features)
+            )
 
         started = time.perf_counter()
         query_global = self.global_descriptor.describe(features.descriptors)
@@ -175,8 +192,9 @@ class Localizer:
         timings.update(correspondences.timings)
         num_matches = len(correspondences.query_indices)
         if num_matches < self.config["min_matches"]:
-            return self._reject(f"too few matches ({num_matches} < {self.config['min_matches']})",
-                                timings, len(features), num_matches)
+            return self._reject(
+                f"too few matches ({num_matches} < {self.config['min_matches']})", timings, len(features), num_matches
+            )
 
         started = time.perf_counter()
         keypoints = features.keypoints[correspondences.query_indices]
@@ -187,15 +205,27 @@ class Localizer:
         if estimate is None:
             return self._reject("PnP found no pose", timings, len(features), num_matches)
         if estimate.num_inliers < self.config["min_inliers"]:
-            return self._reject(f"too few inliers ({estimate.num_inliers} < {self.config['min_inliers']})",
-                                timings, len(features), num_matches)
+            return self._reject(
+                f"too few inliers ({estimate.num_inliers} < {self.config['min_inliers']})",
+                timings,
+                len(features),
+                num_matches,
+            )
         confidence, evidence = float(estimate.num_inliers / num_matches), {}
         verification = self.config["verification"]
         if verification["enabled"]:
             started = time.perf_counter()
             retrieved = [self.map.keyframes[k].world_from_camera for k in correspondences.retrieved_keyframes]
-            facts = gather_evidence(estimate, correspondences.query_indices, undistorted, points3d, camera.pinhole(),
-                                    retrieved, self.config["pose"], verification)
+            facts = gather_evidence(
+                estimate,
+                correspondences.query_indices,
+                undistorted,
+                points3d,
+                camera.pinhole(),
+                retrieved,
+                self.config["pose"],
+                verification,
+            )
             reason, confidence = decide(facts, verification)
             evidence = facts.to_dict()
             timings["verify"] = time.perf_counter() - started
@@ -205,11 +235,25 @@ class Localizer:
                 return result
         inliers = estimate.inlier_mask
         return LocalizationResult(
-            LocalizationStatus.OK, "", estimate.world_from_camera, estimate.covariance, confidence,
-            inlier_keypoints=keypoints[inliers], inlier_points3d=points3d[inliers],
-            num_keypoints=len(features), num_matches=num_matches, timings=timings, evidence=evidence)
+            LocalizationStatus.OK,
+            "",
+            estimate.world_from_camera,
+            estimate.covariance,
+            confidence,
+            inlier_keypoints=keypoints[inliers],
+            inlier_points3d=points3d[inliers],
+            num_keypoints=len(features),
+            num_matches=num_matches,
+            timings=timings,
+            evidence=evidence,
+        )
 
     @staticmethod
     def _reject(reason: str, timings, num_keypoints=0, num_matches=0) -> LocalizationResult:
-        return LocalizationResult(LocalizationStatus.NOT_LOCALIZED, reason, num_keypoints=num_keypoints,
-                                  num_matches=num_matches, timings=timings)
+        return LocalizationResult(
+            LocalizationStatus.NOT_LOCALIZED,
+            reason,
+            num_keypoints=num_keypoints,
+            num_matches=num_matches,
+            timings=timings,
+        )

@@ -98,15 +98,21 @@ def estimate_pose(points2d, points3d, camera: Camera, config: dict | None = None
         raise ValueError(f"{len(points2d)} 2D points but {len(points3d)} 3D points")
     if len(points2d) < config["min_correspondences"]:
         return None
-    ransac = {"max_reproj_error": config["ransac_max_error_px"],
-              "min_iterations": config["ransac_min_iterations"],
-              "max_iterations": config["ransac_max_iterations"],
-              "dyn_num_trials_mult": config["ransac_trials_multiplier"],
-              "success_prob": config["ransac_confidence"],
-              "progressive_sampling": config["progressive_sampling"]}
+    ransac = {
+        "max_reproj_error": config["ransac_max_error_px"],
+        "min_iterations": config["ransac_min_iterations"],
+        "max_iterations": config["ransac_max_iterations"],
+        "dyn_num_trials_mult": config["ransac_trials_multiplier"],
+        "success_prob": config["ransac_confidence"],
+        "progressive_sampling": config["progressive_sampling"],
+    }
     refinement = {"max_iterations": config["refinement_max_iterations"]}
-    pinhole = {"model": "PINHOLE", "width": camera.width, "height": camera.height,
-               "params": [camera.fx, camera.fy, camera.cx, camera.cy]}
+    pinhole = {
+        "model": "PINHOLE",
+        "width": camera.width,
+        "height": camera.height,
+        "params": [camera.fx, camera.fy, camera.cx, camera.cy],
+    }
     camera_from_world, info = poselib.estimate_absolute_pose(points2d, points3d, pinhole, ransac, refinement)
     if not np.all(np.isfinite(camera_from_world.t)):
         return None
@@ -116,5 +122,4 @@ def estimate_pose(points2d, points3d, camera: Camera, config: dict | None = None
         return None
     residuals = reprojection_residuals(world_from_camera, points2d[inliers], points3d[inliers], camera)
     covariance = pose_covariance(world_from_camera, points3d[inliers], camera, residuals)
-    return PoseEstimate(world_from_camera, inliers, covariance,
-                        float(np.sqrt(np.mean(np.sum(residuals**2, axis=1)))))
+    return PoseEstimate(world_from_camera, inliers, covariance, float(np.sqrt(np.mean(np.sum(residuals**2, axis=1)))))

@@ -61,10 +61,20 @@ def covariance_of_attached_frame(covariance, lever_arm) -> np.ndarray:
     return jacobian @ np.asarray(covariance, dtype=np.float64).reshape(6, 6) @ jacobian.T
 
 
-def publication(map_from_camera: Rigid3, covariance: np.ndarray, confidence: float, *, map_frame: str,
-                camera_frame: str, base_frame: str, odom_frame: str, publish_tf: str,
-                base_from_camera: Rigid3 | None = None, odom_from_camera: Rigid3 | None = None,
-                camera_parent: str | None | Callable[[], str | None] = None) -> Publication:
+def publication(
+    map_from_camera: Rigid3,
+    covariance: np.ndarray,
+    confidence: float,
+    *,
+    map_frame: str,
+    camera_frame: str,
+    base_frame: str,
+    odom_frame: str,
+    publish_tf: str,
+    base_from_camera: Rigid3 | None = None,
+    odom_from_camera: Rigid3 | None = None,
+    camera_parent: str | None | Callable[[], str | None] = None,
+) -> Publication:
     """What to publish for a camera localized at ``map_from_camera`` with ``covariance`` (camera
     frame's, ROS order) and verification ``confidence``.
 
@@ -86,16 +96,23 @@ def publication(map_from_camera: Rigid3, covariance: np.ndarray, confidence: flo
         return Publication(pose_frame, map_from_pose, pose_covariance, None)
     child, child_from_camera, issue, message = camera_frame, Rigid3(), "", ""
     if publish_tf != "map_to_camera":
-        wanted, found = ((odom_frame, odom_from_camera) if publish_tf == "map_to_odom"
-                         else (base_frame, base_from_camera))
+        wanted, found = (
+            (odom_frame, odom_from_camera) if publish_tf == "map_to_odom" else (base_frame, base_from_camera)
+        )
         if found is not None:
             child, child_from_camera = wanted, found
         else:
             parent = camera_parent() if callable(camera_parent) else camera_parent
             if parent not in (None, map_frame):
-                return Publication(pose_frame, map_from_pose, pose_covariance, None, TF_UNLINKED,
-                                   f"no TF {wanted} -> {camera_frame} at the image stamp and the camera has "
-                                   f"another parent: nothing published")
+                return Publication(
+                    pose_frame,
+                    map_from_pose,
+                    pose_covariance,
+                    None,
+                    TF_UNLINKED,
+                    f"no TF {wanted} -> {camera_frame} at the image stamp and the camera has "
+                    f"another parent: nothing published",
+                )
             issue = TF_FALLBACK
             message = f"no TF {wanted} -> {camera_frame}; publishing {map_frame} -> {camera_frame} instead"
     transform = Transform(map_frame, child, map_from_camera @ child_from_camera.inverse())

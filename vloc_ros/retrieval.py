@@ -51,22 +51,34 @@ class VladDescriptor:
         return self.centroids.size
 
     @classmethod
-    def fit(cls, descriptors: np.ndarray, num_clusters: int = 64, seed: int = 0,
-            max_samples: int = 100_000, num_iterations: int = 25) -> "VladDescriptor":
+    def fit(
+        cls,
+        descriptors: np.ndarray,
+        num_clusters: int = 64,
+        seed: int = 0,
+        max_samples: int = 100_000,
+        num_iterations: int = 25,
+    ) -> "VladDescriptor":
         """Learn the vocabulary with k-means on (a seeded random subset of at most ``max_samples``
         of) ``descriptors``; the same inputs and seed give the same vocabulary."""
         import faiss
 
         descriptors = np.asarray(descriptors, dtype=np.float32)
         if descriptors.ndim != 2 or len(descriptors) < num_clusters:
-            raise ValueError(f"need at least num_clusters={num_clusters} descriptors (N, D), "
-                             f"got shape {descriptors.shape}")
+            raise ValueError(
+                f"need at least num_clusters={num_clusters} descriptors (N, D), got shape {descriptors.shape}"
+            )
         if len(descriptors) > max_samples:
             rng = np.random.default_rng(seed)
             descriptors = descriptors[np.sort(rng.choice(len(descriptors), max_samples, replace=False))]
-        kmeans = faiss.Kmeans(descriptors.shape[1], num_clusters, niter=num_iterations, seed=seed,
-                              max_points_per_centroid=len(descriptors),  # we subsampled already
-                              verbose=False)
+        kmeans = faiss.Kmeans(
+            descriptors.shape[1],
+            num_clusters,
+            niter=num_iterations,
+            seed=seed,
+            max_points_per_centroid=len(descriptors),  # we subsampled already
+            verbose=False,
+        )
         kmeans.train(np.ascontiguousarray(descriptors))
         return cls(kmeans.centroids)
 

@@ -112,8 +112,17 @@ def inlier_spread(keypoints: np.ndarray, camera: Camera) -> float:
     return len(np.unique(cells_y * GRID_CELLS + cells_x)) / GRID_CELLS**2
 
 
-def second_hypothesis_ratio(first: Rigid3, first_inliers: np.ndarray, points2d, points3d, explained: np.ndarray,
-                            camera: Camera, pose_config: dict, median_depth: float, config: dict) -> float:
+def second_hypothesis_ratio(
+    first: Rigid3,
+    first_inliers: np.ndarray,
+    points2d,
+    points3d,
+    explained: np.ndarray,
+    camera: Camera,
+    pose_config: dict,
+    median_depth: float,
+    config: dict,
+) -> float:
     """Support of the best pose among the unexplained correspondences that differs from ``first``
     (fitted to the correspondences ``first_inliers``), relative to the first pose's support."""
     remaining = ~explained
@@ -127,8 +136,9 @@ def second_hypothesis_ratio(first: Rigid3, first_inliers: np.ndarray, points2d, 
     turned = rotation_error_deg(second.world_from_camera.rotation, first.rotation)
     if moved <= config["distinct_translation"] * median_depth and turned <= config["distinct_rotation_deg"]:
         return 0.0  # the same pose again, from other points: support, not ambiguity
-    residuals = reprojection_residuals(second.world_from_camera, points2d[first_inliers], points3d[first_inliers],
-                                       camera)
+    residuals = reprojection_residuals(
+        second.world_from_camera, points2d[first_inliers], points3d[first_inliers], camera
+    )
     shared = np.mean(np.linalg.norm(residuals, axis=1) < 2 * pose_config["ransac_max_error_px"])
     if shared >= config["same_pose_shared_inliers"]:
         return 0.0  # the same pose, fitted less well to a few leftovers
@@ -197,8 +207,15 @@ class FocalFit:
     cost_drop: float  # how much lower the refit's truncated reprojection cost is, in residual variances
 
 
-def focal_scale_fit(world_from_camera: Rigid3, inliers: np.ndarray, points2d, points3d, camera: Camera,
-                    threshold_px: float, config: dict) -> FocalFit:
+def focal_scale_fit(
+    world_from_camera: Rigid3,
+    inliers: np.ndarray,
+    points2d,
+    points3d,
+    camera: Camera,
+    threshold_px: float,
+    config: dict,
+) -> FocalFit:
     """The scale of the focal length (fx and fy alike, principal point fixed) that with a refitted
     pose best explains the correspondences ``points2d`` (undistorted pixels) <-> ``points3d``.
 
@@ -224,8 +241,9 @@ def focal_scale_fit(world_from_camera: Rigid3, inliers: np.ndarray, points2d, po
         indices = np.flatnonzero(selected)
         if len(indices) < 8:
             return no_evidence
-        indices = indices[np.linspace(0, len(indices) - 1, min(len(indices), config["focal_fit_max_points"]))
-                          .astype(int)]
+        indices = indices[
+            np.linspace(0, len(indices) - 1, min(len(indices), config["focal_fit_max_points"])).astype(int)
+        ]
         world, targets = points3d[indices], observed[indices]
         dolly = float(np.median(world @ state[0][2] + state[1][2]))
         cost, residuals, jacobian = _focal_fit_system(state, focal, world, targets, dolly)
@@ -240,9 +258,11 @@ def focal_scale_fit(world_from_camera: Rigid3, inliers: np.ndarray, points2d, po
             previous_cost = cost
             for _ in range(4):  # halve a step that does not lower the cost
                 increment = Rotation.from_rotvec(step[:3]).as_matrix()
-                candidate = (increment @ state[0],
-                             increment @ state[1] + step[3:6] + [0.0, 0.0, (np.exp(step[6]) - 1.0) * dolly],
-                             state[2] * float(np.exp(step[6])))
+                candidate = (
+                    increment @ state[0],
+                    increment @ state[1] + step[3:6] + [0.0, 0.0, (np.exp(step[6]) - 1.0) * dolly],
+                    state[2] * float(np.exp(step[6])),
+                )
                 system = _focal_fit_system(candidate, focal, world, targets, dolly)
                 if system[0] < cost:
                     state, (cost, residuals, jacobian) = candidate, system
@@ -259,12 +279,21 @@ def focal_scale_fit(world_from_camera: Rigid3, inliers: np.ndarray, points2d, po
     except np.linalg.LinAlgError:
         return no_evidence
     refit_cost = np.minimum(errors, threshold_px**2).sum()
-    return FocalFit(state[2], float(np.log(state[2]) / max(sigma, 1e-12)),
-                    float((given_cost - refit_cost) / max(variance, 1e-12)))
+    return FocalFit(
+        state[2], float(np.log(state[2]) / max(sigma, 1e-12)), float((given_cost - refit_cost) / max(variance, 1e-12))
+    )
 
 
-def gather_evidence(estimate, query_indices, points2d, points3d, camera: Camera, retrieved: list[Rigid3],
-                    pose_config: dict, config: dict) -> Evidence:
+def gather_evidence(
+    estimate,
+    query_indices,
+    points2d,
+    points3d,
+    camera: Camera,
+    retrieved: list[Rigid3],
+    pose_config: dict,
+    config: dict,
+) -> Evidence:
     """Evidence about ``estimate`` (a PoseEstimate) fitted to the correspondences ``points2d`` (undistorted
     pixels of query keypoints ``query_indices``) <-> ``points3d``."""
     inliers = estimate.inlier_mask
@@ -280,14 +309,16 @@ def gather_evidence(estimate, query_indices, points2d, points3d, camera: Camera,
         num_inliers=int(inliers.sum()),
         inlier_ratio=float(inliers.sum() / len(inliers)),
         spread=inlier_spread(points2d[inliers], camera),
-        second_hypothesis_ratio=second_hypothesis_ratio(pose, inliers, points2d, points3d, explained, camera,
-                                                        pose_config, median_depth, config),
+        second_hypothesis_ratio=second_hypothesis_ratio(
+            pose, inliers, points2d, points3d, explained, camera, pose_config, median_depth, config
+        ),
         retrieval_agreement=retrieval_agrees(pose, retrieved, median_depth, config),
         relative_position_sigma=sigma / max(median_depth, 1e-9),
         median_depth=median_depth,
         focal_scale=focal_fit.scale,
         focal_scale_z=focal_fit.z,
-        focal_scale_cost_drop=focal_fit.cost_drop)
+        focal_scale_cost_drop=focal_fit.cost_drop,
+    )
 
 
 def decide(evidence: Evidence, config: dict) -> tuple[str, float]:
@@ -295,18 +326,25 @@ def decide(evidence: Evidence, config: dict) -> tuple[str, float]:
     margins = {
         "inlier ratio": evidence.inlier_ratio / config["min_inlier_ratio"],
         "inlier spread": evidence.spread / config["min_spread"],
-        "second hypothesis": (config["max_second_hypothesis_ratio"] / evidence.second_hypothesis_ratio
-                              if evidence.second_hypothesis_ratio > 0 else np.inf),
+        "second hypothesis": (
+            config["max_second_hypothesis_ratio"] / evidence.second_hypothesis_ratio
+            if evidence.second_hypothesis_ratio > 0
+            else np.inf
+        ),
         "position sigma": config["max_relative_position_sigma"] / max(evidence.relative_position_sigma, 1e-12),
     }
     confidence = float(np.prod([min(1.0, margin / 2.0) for margin in margins.values()]))
     # First: a wrong calibration fails the other tests too (the pose is far from every retrieved
     # keyframe, a second pose turns up), but it is the cause to report.
-    if (abs(np.log(evidence.focal_scale)) > np.log1p(config["max_focal_scale_error"])
-            and abs(evidence.focal_scale_z) >= config["min_focal_scale_z"]
-            and evidence.focal_scale_cost_drop >= config["min_focal_scale_cost_drop"]):
-        return (f"{CALIBRATION_MISMATCH}: the matches call for a focal length {evidence.focal_scale:.2f} x the "
-                f"camera's ({abs(evidence.focal_scale_z):.0f} sigma); check the CameraInfo"), 0.0
+    if (
+        abs(np.log(evidence.focal_scale)) > np.log1p(config["max_focal_scale_error"])
+        and abs(evidence.focal_scale_z) >= config["min_focal_scale_z"]
+        and evidence.focal_scale_cost_drop >= config["min_focal_scale_cost_drop"]
+    ):
+        return (
+            f"{CALIBRATION_MISMATCH}: the matches call for a focal length {evidence.focal_scale:.2f} x the "
+            f"camera's ({abs(evidence.focal_scale_z):.0f} sigma); check the CameraInfo"
+        ), 0.0
     if not evidence.retrieval_agreement:
         return "no retrieved keyframe views the scene from near the estimated pose", 0.0
     failed = [name for name, margin in margins.items() if margin < 1.0]
@@ -315,10 +353,13 @@ def decide(evidence: Evidence, config: dict) -> tuple[str, float]:
     details = {
         "inlier ratio": f"inlier ratio {evidence.inlier_ratio:.2f} < {config['min_inlier_ratio']}",
         "inlier spread": f"inliers cover {evidence.spread:.2f} of the image < {config['min_spread']}",
-        "second hypothesis": (f"ambiguous: a second, different pose has {evidence.second_hypothesis_ratio:.2f} "
-                              f"of the inliers (repeated structure?)"),
-        "position sigma": (f"position sigma {evidence.relative_position_sigma:.3f} x depth > "
-                           f"{config['max_relative_position_sigma']}"),
+        "second hypothesis": (
+            f"ambiguous: a second, different pose has {evidence.second_hypothesis_ratio:.2f} "
+            f"of the inliers (repeated structure?)"
+        ),
+        "position sigma": (
+            f"position sigma {evidence.relative_position_sigma:.3f} x depth > {config['max_relative_position_sigma']}"
+        ),
     }
     return "; ".join(details[name] for name in failed), 0.0
 
@@ -368,13 +409,15 @@ class MotionGate:
 
     def _agrees(self, a: Rigid3, b: Rigid3, travelled: float) -> bool:
         config = self.config
-        return (np.linalg.norm(a.translation - b.translation)
-                <= config["max_jump_translation"] + config["max_jump_per_distance"] * travelled
-                and rotation_error_deg(a.rotation, b.rotation)
-                <= config["max_jump_rotation_deg"] + config["max_jump_rotation_deg_per_distance"] * travelled)
+        return (
+            np.linalg.norm(a.translation - b.translation)
+            <= config["max_jump_translation"] + config["max_jump_per_distance"] * travelled
+            and rotation_error_deg(a.rotation, b.rotation)
+            <= config["max_jump_rotation_deg"] + config["max_jump_rotation_deg_per_distance"] * travelled
+        )
 
     def check(self, map_from_camera: Rigid3, odom_from_camera: Rigid3) -> str:
-        """"" to publish, else the reason the pose is held back."""
+        """ "" to publish, else the reason the pose is held back."""
         with self._lock:
             return self._check(map_from_camera, odom_from_camera)
 
@@ -393,8 +436,9 @@ class MotionGate:
         if len(self._candidates) >= self.config["confirm_frames"]:
             self._accept(map_from_odom)
             return ""
-        return (f"jump against odometry held back ({len(self._candidates)}/{self.config['confirm_frames']} "
-                "confirmations)")
+        return (
+            f"jump against odometry held back ({len(self._candidates)}/{self.config['confirm_frames']} confirmations)"
+        )
 
     def _accept(self, map_from_odom: Rigid3) -> None:
         self._accepted, self._travelled, self._candidates = map_from_odom, 0.0, []

@@ -56,21 +56,30 @@ def unavailable_reason(backend: str) -> tuple[str, str] | None:
         return None
     if backend == "onnxruntime":
         if importlib.util.find_spec("onnxruntime") is None:
-            return ("the onnxruntime package is not installed",
-                    "Install it (pip install onnxruntime) or use 'torch_cpu'.")
+            return (
+                "the onnxruntime package is not installed",
+                "Install it (pip install onnxruntime) or use 'torch_cpu'.",
+            )
         return None
     if not torch.cuda.is_available():
-        problem = ("this PyTorch build has no CUDA" if torch.version.cuda is None
-                   else "PyTorch finds no CUDA GPU (driver, CUDA_VISIBLE_DEVICES)")
-        return (f"{problem} (torch {torch.__version__})",
-                "Run on an NVIDIA GPU with a CUDA build of PyTorch, or use 'onnxruntime' or 'torch_cpu' on the CPU.")
+        problem = (
+            "this PyTorch build has no CUDA"
+            if torch.version.cuda is None
+            else "PyTorch finds no CUDA GPU (driver, CUDA_VISIBLE_DEVICES)"
+        )
+        return (
+            f"{problem} (torch {torch.__version__})",
+            "Run on an NVIDIA GPU with a CUDA build of PyTorch, or use 'onnxruntime' or 'torch_cpu' on the CPU.",
+        )
     if backend == "tensorrt":
         try:
             import torch_tensorrt  # noqa: F401
         except Exception as error:  # noqa: BLE001 - ImportError, or OSError for missing TensorRT libraries
-            return (f"torch_tensorrt does not import ({type(error).__name__}: {error})",
-                    "Install torch-tensorrt built for this torch and CUDA (pip install torch-tensorrt; on Jetson, "
-                    "NVIDIA's JetPack wheels), or use 'cuda'.")
+            return (
+                f"torch_tensorrt does not import ({type(error).__name__}: {error})",
+                "Install torch-tensorrt built for this torch and CUDA (pip install torch-tensorrt; on Jetson, "
+                "NVIDIA's JetPack wheels), or use 'cuda'.",
+            )
     return None
 
 
@@ -94,8 +103,9 @@ def select_backend(requested: str = "auto") -> str:
     raise AssertionError("torch_cpu is always available")
 
 
-def create_backbone(backend: str, model: torch.nn.Module, *, model_name: str, weights_sha256: str,
-                    options: dict | None = None) -> Backbone:
+def create_backbone(
+    backend: str, model: torch.nn.Module, *, model_name: str, weights_sha256: str, options: dict | None = None
+) -> Backbone:
     """``model`` (fp32, on the CPU) run by ``backend`` ("auto" or one of ``BACKENDS``).
 
     ``model_name`` and ``weights_sha256`` name and key the exported files in the cache."""
@@ -119,5 +129,13 @@ def create_backbone(backend: str, model: torch.nn.Module, *, model_name: str, we
     return TensorRTBackbone(model, model_name, weights_sha256, options["precision"], options["cache_dir"])
 
 
-__all__ = ["BACKENDS", "DEFAULT_OPTIONS", "Backbone", "BackendUnavailableError", "create_backbone",
-           "resolve_backend_options", "select_backend", "unavailable_reason"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_OPTIONS",
+    "Backbone",
+    "BackendUnavailableError",
+    "create_backbone",
+    "resolve_backend_options",
+    "select_backend",
+    "unavailable_reason",
+]

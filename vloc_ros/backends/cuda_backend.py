@@ -53,8 +53,9 @@ class CudaBackbone(Backbone):
     # H100 takes ~0.7 instead of ~1.0 ms (docs/decisions.md).
     memory_format = torch.channels_last
 
-    def __init__(self, model: torch.nn.Module, precision: str = "fp16", cuda_graph: bool = True,
-                 device: str = "cuda"):  # device="cpu" (fp32, no graph) tests the shape logic without a GPU
+    def __init__(
+        self, model: torch.nn.Module, precision: str = "fp16", cuda_graph: bool = True, device: str = "cuda"
+    ):  # device="cpu" (fp32, no graph) tests the shape logic without a GPU
         self.device = torch.device(device)
         self.dtype = check_precision(precision)
         self.precision = precision
@@ -73,8 +74,12 @@ class CudaBackbone(Backbone):
             return self.fixed_shape_run(images)
         if images.shape not in self.warned_shapes:
             self.warned_shapes.add(images.shape)
-            logger.warning("%s backbone prepared for input %s, got %s: running it eagerly (slower)",
-                           self.name, tuple(self.fixed_shape), tuple(images.shape))
+            logger.warning(
+                "%s backbone prepared for input %s, got %s: running it eagerly (slower)",
+                self.name,
+                tuple(self.fixed_shape),
+                tuple(images.shape),
+            )
         return self.model(images)
 
     def fixed_shape_runner(self, example: torch.Tensor):

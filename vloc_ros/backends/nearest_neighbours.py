@@ -26,8 +26,14 @@ def faiss_has_gpu() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def torch_top_k(queries: torch.Tensor, database: torch.Tensor, half_squared_norms: torch.Tensor, k: int,
-                chunk_size: int, query_block: int | None = None) -> torch.Tensor:
+def torch_top_k(
+    queries: torch.Tensor,
+    database: torch.Tensor,
+    half_squared_norms: torch.Tensor,
+    k: int,
+    chunk_size: int,
+    query_block: int | None = None,
+) -> torch.Tensor:
     """Indices (Q, k) of the k database rows nearest to each query, by L2.
 
     The nearest rows maximise q.d - |d|^2 / 2. Scores are computed in tiles of ``query_block``
@@ -38,8 +44,9 @@ def torch_top_k(queries: torch.Tensor, database: torch.Tensor, half_squared_norm
     for block in queries.split(query_block or max(len(queries), 1)):  # no queries: one empty block
         best_scores = best_indices = None
         for start in range(0, len(database), chunk_size):
-            scores = torch.addmm(half_squared_norms[start:start + chunk_size], block,
-                                 database[start:start + chunk_size].T, beta=-1)
+            scores = torch.addmm(
+                half_squared_norms[start : start + chunk_size], block, database[start : start + chunk_size].T, beta=-1
+            )
             scores, indices = scores.topk(min(k, scores.shape[1]), dim=1)
             indices += start
             if best_scores is not None:
@@ -61,8 +68,15 @@ class TorchNearestNeighbours:
     With faiss, the table is held twice on the GPU (faiss's index, and the torch copy for ``knn_subset``).
     """
 
-    def __init__(self, database, precision: str = "fp16", device: str = "cuda", use_faiss: bool | None = None,
-                 chunk_size: int = 1 << 15, query_block: int | None = None):
+    def __init__(
+        self,
+        database,
+        precision: str = "fp16",
+        device: str = "cuda",
+        use_faiss: bool | None = None,
+        chunk_size: int = 1 << 15,
+        query_block: int | None = None,
+    ):
         database = np.ascontiguousarray(database, dtype=np.float32)
         if database.ndim != 2 or len(database) == 0:
             raise ValueError(f"database must be a non-empty (N, D) array, got shape {database.shape}")
@@ -128,8 +142,9 @@ class TorchNearestNeighbours:
         if subset is not None:
             database, half_squared_norms = database[subset], half_squared_norms[subset]
         query_tensor = torch.from_numpy(queries).to(self.device)
-        rows = torch_top_k(query_tensor.to(self.dtype), database, half_squared_norms, k, self.chunk_size,
-                           self.query_block)
+        rows = torch_top_k(
+            query_tensor.to(self.dtype), database, half_squared_norms, k, self.chunk_size, self.query_block
+        )
         if subset is not None:
             rows = subset[rows]
         distances, order = (query_tensor[:, None, :] - self.database[rows]).norm(dim=2).sort(dim=1)

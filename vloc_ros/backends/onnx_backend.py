@@ -41,8 +41,9 @@ def export_onnx(model: torch.nn.Module, path: Path, opset: int, exporter: str) -
     if exporter == "dynamo":
         multiple = torch.export.Dim("height_32", max=256), torch.export.Dim("width_32", max=256)
         shapes = ({0: torch.export.Dim("batch", max=64), 2: 32 * multiple[0], 3: 32 * multiple[1]},)
-        torch.onnx.export(model, example, str(path), dynamo=True, dynamic_shapes=shapes, external_data=False,
-                          verbose=False, **names)
+        torch.onnx.export(
+            model, example, str(path), dynamo=True, dynamic_shapes=shapes, external_data=False, verbose=False, **names
+        )
     elif exporter == "torchscript":
         axes = {name: {0: "batch", 2: "height", 3: "width"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
         with warnings.catch_warnings():  # its deprecation notice, and notes on shape checks traced as constants
@@ -54,8 +55,7 @@ def export_onnx(model: torch.nn.Module, path: Path, opset: int, exporter: str) -
         raise ValueError(f"unknown ONNX exporter {exporter!r}; choose from {EXPORTERS}")
 
 
-def ensure_onnx_model(model: torch.nn.Module, model_name: str, weights_sha256: str, opset: int,
-                      cache_dir=None) -> Path:
+def ensure_onnx_model(model: torch.nn.Module, model_name: str, weights_sha256: str, opset: int, cache_dir=None) -> Path:
     """The cached ONNX file for these weights and opset, exported now if there is none (seconds)."""
     for exporter in EXPORTERS:
         path = onnx_model_path(cache_dir, model_name, weights_sha256, opset, exporter)

@@ -34,14 +34,23 @@ def tensorrt_environment() -> dict:
     import tensorrt
     import torch_tensorrt
 
-    return {"tensorrt": tensorrt.__version__, "torch_tensorrt": torch_tensorrt.__version__,
-            "gpu": torch.cuda.get_device_name()}
+    return {
+        "tensorrt": tensorrt.__version__,
+        "torch_tensorrt": torch_tensorrt.__version__,
+        "gpu": torch.cuda.get_device_name(),
+    }
 
 
-def engine_fields(model_name: str, weights_sha256: str, input_shape: tuple[int, ...], precision: str,
-                  environment: dict) -> dict:
-    return {"model": model_name, "weights_sha256": weights_sha256, "input_shape": [int(n) for n in input_shape],
-            "precision": precision, **environment}
+def engine_fields(
+    model_name: str, weights_sha256: str, input_shape: tuple[int, ...], precision: str, environment: dict
+) -> dict:
+    return {
+        "model": model_name,
+        "weights_sha256": weights_sha256,
+        "input_shape": [int(n) for n in input_shape],
+        "precision": precision,
+        **environment,
+    }
 
 
 def engine_path(cache_dir, fields: dict) -> Path:
@@ -66,20 +75,32 @@ def build_engine(model: torch.nn.Module, input_shape: tuple[int, ...], path: Pat
 
     dtype = next(model.parameters()).dtype
     example = torch.zeros(input_shape, dtype=dtype, device="cuda")
-    engine = torch_tensorrt.dynamo.compile(export_program(model, input_shape), inputs=[example],
-                                           **precision_settings(torch_tensorrt.dynamo.compile, dtype))
+    engine = torch_tensorrt.dynamo.compile(
+        export_program(model, input_shape), inputs=[example], **precision_settings(torch_tensorrt.dynamo.compile, dtype)
+    )
     with atomic_output(path) as temporary:
         torch_tensorrt.save(engine, str(temporary), inputs=[example])
 
 
-def ensure_engine(model: torch.nn.Module, model_name: str, weights_sha256: str, input_shape: tuple[int, ...],
-                  precision: str, cache_dir=None) -> Path:
+def ensure_engine(
+    model: torch.nn.Module,
+    model_name: str,
+    weights_sha256: str,
+    input_shape: tuple[int, ...],
+    precision: str,
+    cache_dir=None,
+) -> Path:
     """The cached engine for this model, shape, precision, TensorRT and GPU; built now if missing."""
     fields = engine_fields(model_name, weights_sha256, input_shape, precision, tensorrt_environment())
     path = engine_path(cache_dir, fields)
     if not path.is_file():
-        logger.info("building the TensorRT engine for %s %s %s (once per machine; minutes) -> %s",
-                    model_name, tuple(input_shape), precision, path)
+        logger.info(
+            "building the TensorRT engine for %s %s %s (once per machine; minutes) -> %s",
+            model_name,
+            tuple(input_shape),
+            precision,
+            path,
+        )
         build_engine(model, input_shape, path)
         write_description(path, fields)
     return path
@@ -97,14 +118,16 @@ class TensorRTBackbone(CudaBackbone):
     name = "tensorrt"
     memory_format = torch.contiguous_format  # TensorRT chooses its own layouts; the export stays as it was
 
-    def __init__(self, model: torch.nn.Module, model_name: str, weights_sha256: str, precision: str = "fp16",
-                 cache_dir=None):
+    def __init__(
+        self, model: torch.nn.Module, model_name: str, weights_sha256: str, precision: str = "fp16", cache_dir=None
+    ):
         super().__init__(model, precision, cuda_graph=False)
         self.model_name, self.weights_sha256, self.cache_dir = model_name, weights_sha256, cache_dir
         self.exported_path: Path | None = None  # the engine, once the fixed shape is known
 
     def fixed_shape_runner(self, example: torch.Tensor):
-        self.exported_path = ensure_engine(self.model, self.model_name, self.weights_sha256, tuple(example.shape),
-                                           self.precision, self.cache_dir)
+        self.exported_path = ensure_engine(
+            self.model, self.model_name, self.weights_sha256, tuple(example.shape), self.precision, self.cache_dir
+        )
         logger.info("TensorRT engine %s", self.exported_path)
         return load_engine(self.exported_path)

@@ -45,8 +45,10 @@ def align(src, dst, with_scale: bool) -> tuple[Rigid3, float]:
 def apply_alignment(poses: list[Rigid3], rigid: Rigid3, scale: float = 1.0) -> list[Rigid3]:
     """Map ``src_from_camera`` poses into the ``dst`` frame of ``align``: positions get the full
     similarity, orientations only the rotation (a scale does not rotate the camera)."""
-    return [Rigid3(rigid.rotation @ pose.rotation, scale * rigid.rotation @ pose.translation + rigid.translation)
-            for pose in poses]
+    return [
+        Rigid3(rigid.rotation @ pose.rotation, scale * rigid.rotation @ pose.translation + rigid.translation)
+        for pose in poses
+    ]
 
 
 def align_records(records: list[FrameRecord], with_scale: bool) -> tuple[list[FrameRecord], Rigid3, float]:
@@ -56,8 +58,10 @@ def align_records(records: list[FrameRecord], with_scale: bool) -> tuple[list[Fr
     flatters a little; prefer evaluating without it when the map is registered to the ground truth.
     """
     pairs = [record for record in records if record.localized and record.evaluated]
-    rigid, scale = align([r.estimate.translation for r in pairs], [r.ground_truth.translation for r in pairs],
-                         with_scale)
-    aligned = [replace(r, estimate=apply_alignment([r.estimate], rigid, scale)[0]) if r.localized else r
-               for r in records]
+    rigid, scale = align(
+        [r.estimate.translation for r in pairs], [r.ground_truth.translation for r in pairs], with_scale
+    )
+    aligned = [
+        replace(r, estimate=apply_alignment([r.estimate], rigid, scale)[0]) if r.localized else r for r in records
+    ]
     return aligned, rigid, scale

@@ -14,38 +14,62 @@ from .report import format_table
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "eval", help="evaluate localization on a rosbag, write a report",
+        "eval",
+        help="evaluate localization on a rosbag, write a report",
         description="Replay a ROS 2 bag through the localizer and score it against ground truth: recall at "
-                    "(5 cm, 1 deg) ... (5 m, 10 deg), wrong-pose rate, errors, latency; writes report.md, "
-                    "report.json, plots and TUM files. With --live the bag is played over ROS 2 to a "
-                    "vloc_localizer node (a running one, or one started here with --map) and its published "
-                    "poses are scored, with dropped frames and end-to-end latency.")
+        "(5 cm, 1 deg) ... (5 m, 10 deg), wrong-pose rate, errors, latency; writes report.md, "
+        "report.json, plots and TUM files. With --live the bag is played over ROS 2 to a "
+        "vloc_localizer node (a running one, or one started here with --map) and its published "
+        "poses are scored, with dropped frames and end-to-end latency.",
+    )
     parser.add_argument("bag", type=Path, help="ROS 2 bag (mcap or sqlite3)")
-    parser.add_argument("--map", type=Path, help="map directory (required offline; with --live: start a "
-                                                     "localizer node with it in this process)")
+    parser.add_argument(
+        "--map",
+        type=Path,
+        help="map directory (required offline; with --live: start a localizer node with it in this process)",
+    )
     parser.add_argument("--output", "-o", type=Path, default=Path("eval_report"), help="report directory")
-    parser.add_argument("--image-topic", default=DEFAULT_EVAL_CONFIG["image_topic"],
-                        help="sensor_msgs/Image or CompressedImage topic")
+    parser.add_argument(
+        "--image-topic", default=DEFAULT_EVAL_CONFIG["image_topic"], help="sensor_msgs/Image or CompressedImage topic"
+    )
     parser.add_argument("--camera-info-topic", default=DEFAULT_EVAL_CONFIG["camera_info_topic"])
     gt = DEFAULT_EVAL_CONFIG["ground_truth"]
     parser.add_argument("--gt-topic", default=gt["topic"], help="PoseStamped, Odometry or /tf ground truth")
     parser.add_argument("--gt-parent-frame", default="map", help="with --gt-topic /tf: the world frame")
     parser.add_argument("--gt-child-frame", default=gt["child_frame"], help="the frame the ground truth tracks")
-    parser.add_argument("--gt-camera-frame", default=gt["camera_frame"],
-                        help="camera optical frame, composed from /tf_static; '' when ground truth is the camera")
+    parser.add_argument(
+        "--gt-camera-frame",
+        default=gt["camera_frame"],
+        help="camera optical frame, composed from /tf_static; '' when ground truth is the camera",
+    )
     parser.add_argument("--gt-tum", type=Path, help="ground-truth camera poses as a TUM file instead of a topic")
-    parser.add_argument("--max-gap", type=float, default=DEFAULT_EVAL_CONFIG["max_gap"],
-                        help="frames whose ground-truth samples are further apart (s) are left unevaluated")
-    parser.add_argument("--align", choices=["none", "se3", "sim3"], default="none",
-                        help="align the estimate to ground truth first (map frame != ground-truth frame)")
+    parser.add_argument(
+        "--max-gap",
+        type=float,
+        default=DEFAULT_EVAL_CONFIG["max_gap"],
+        help="frames whose ground-truth samples are further apart (s) are left unevaluated",
+    )
+    parser.add_argument(
+        "--align",
+        choices=["none", "se3", "sim3"],
+        default="none",
+        help="align the estimate to ground truth first (map frame != ground-truth frame)",
+    )
     parser.add_argument("--mode", choices=["parallel", "global_only", "local_only"], help="candidate search mode")
     live = parser.add_argument_group("live evaluation over ROS 2")
     live.add_argument("--live", action="store_true", help="replay the bag with rclpy to a localizer node")
-    live.add_argument("--node", default=DEFAULT_LIVE_CONFIG["node"],
-                      help="fully qualified name of the running localizer node (without --map)")
+    live.add_argument(
+        "--node",
+        default=DEFAULT_LIVE_CONFIG["node"],
+        help="fully qualified name of the running localizer node (without --map)",
+    )
     live.add_argument("--rate", type=float, default=DEFAULT_LIVE_CONFIG["rate"], help="replay speed factor")
-    live.add_argument("--no-tf", dest="replay_tf", action="store_false",
-                      help="do not replay /tf and /tf_static (the node then publishes camera poses)")
+    live.add_argument(
+        "--no-tf",
+        dest="replay_tf",
+        action="store_false",
+        help="do not replay /tf and /tf_static (the node then publishes camera poses)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -64,9 +88,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     localizer = Localizer(localization_map, {"search": {"mode": args.mode}} if args.mode else None)
     try:
-        _, metrics, report_dir = evaluate_bag(localizer, args.bag, args.output, _config(args), progress=True,
-                                              description={"map": str(args.map),
-                                                           "search_mode": localizer.config["search"]["mode"]})
+        _, metrics, report_dir = evaluate_bag(
+            localizer,
+            args.bag,
+            args.output,
+            _config(args),
+            progress=True,
+            description={"map": str(args.map), "search_mode": localizer.config["search"]["mode"]},
+        )
     except (BagContentError, BagReadError) as error:
         raise UsageError(str(error)) from None
     print(format_table(metrics))
@@ -75,10 +104,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> dict:
-    return {"image_topic": args.image_topic, "camera_info_topic": args.camera_info_topic,
-            "ground_truth": {"topic": args.gt_topic, "parent_frame": args.gt_parent_frame,
-                             "child_frame": args.gt_child_frame, "camera_frame": args.gt_camera_frame or None},
-            "ground_truth_tum": args.gt_tum, "max_gap": args.max_gap, "alignment": args.align}
+    return {
+        "image_topic": args.image_topic,
+        "camera_info_topic": args.camera_info_topic,
+        "ground_truth": {
+            "topic": args.gt_topic,
+            "parent_frame": args.gt_parent_frame,
+            "child_frame": args.gt_child_frame,
+            "camera_frame": args.gt_camera_frame or None,
+        },
+        "ground_truth_tum": args.gt_tum,
+        "max_gap": args.max_gap,
+        "alignment": args.align,
+    }
 
 
 def run_live(args: argparse.Namespace) -> int:
@@ -89,8 +127,9 @@ def run_live(args: argparse.Namespace) -> int:
     config = {**_config(args), "node": args.node, "rate": args.rate, "replay_tf": args.replay_tf}
     node_parameters = {"search_mode": args.mode} if args.mode else {}
     try:
-        _, metrics, report_dir = evaluate_live(args.bag, args.output, config, map_path=args.map,
-                                               node_parameters=node_parameters)
+        _, metrics, report_dir = evaluate_live(
+            args.bag, args.output, config, map_path=args.map, node_parameters=node_parameters
+        )
     except (BagContentError, BagReadError, LiveEvalError) as error:
         raise UsageError(str(error)) from None
     live = metrics["live"]

@@ -34,8 +34,13 @@ def compute_metrics(records: list[FrameRecord], config: dict | None = None) -> d
     recall = []
     for max_translation, max_rotation in config["recall_thresholds"]:
         within = np.sum((translation_errors <= max_translation) & (rotation_errors <= max_rotation))
-        recall.append({"max_translation": float(max_translation), "max_rotation_deg": float(max_rotation),
-                       "recall": _ratio(within, len(evaluated))})
+        recall.append(
+            {
+                "max_translation": float(max_translation),
+                "max_rotation_deg": float(max_rotation),
+                "recall": _ratio(within, len(evaluated)),
+            }
+        )
     wrong_translation, wrong_rotation = config["wrong_pose_bound"]
     wrong = int(np.sum((translation_errors > wrong_translation) | (rotation_errors > wrong_rotation)))
 
@@ -74,9 +79,13 @@ def latency_percentiles(records: list[FrameRecord]) -> dict:
             samples.setdefault(stage, []).append(float(seconds))
         if "total" not in record.timings:
             samples.setdefault("total", []).append(float(sum(record.timings.values())))
-    return {stage: {**{f"p{q}": float(np.percentile(np.multiply(values, 1e3), q)) for q in LATENCY_PERCENTILES},
-                    "mean": float(np.mean(values) * 1e3)}
-            for stage, values in samples.items()}
+    return {
+        stage: {
+            **{f"p{q}": float(np.percentile(np.multiply(values, 1e3), q)) for q in LATENCY_PERCENTILES},
+            "mean": float(np.mean(values) * 1e3),
+        }
+        for stage, values in samples.items()
+    }
 
 
 def _median_p90(values: np.ndarray) -> dict:

@@ -19,8 +19,7 @@ DEFAULT_EVAL_CONFIG = {
     "image_topic": "/camera/image_raw",
     "camera_info_topic": "/camera/camera_info",
     # Ground truth: a bag topic (BagSource.ground_truth keys) or a TUM file of camera poses.
-    "ground_truth": {"topic": "/ground_truth/pose", "child_frame": "base_link",
-                     "camera_frame": "camera_optical_frame"},
+    "ground_truth": {"topic": "/ground_truth/pose", "child_frame": "base_link", "camera_frame": "camera_optical_frame"},
     "ground_truth_tum": None,
     "max_gap": 0.25,  # seconds between ground-truth samples bracketing an image
     "alignment": "none",  # none | se3 | sim3: when the map frame is not the ground-truth frame
@@ -30,10 +29,10 @@ DEFAULT_EVAL_CONFIG = {
 DEFAULT_LIVE_CONFIG = {
     **DEFAULT_EVAL_CONFIG,
     "node": "/vloc_localizer",  # the localizer node to evaluate (when not started here)
-    "rate": 1.0,                # replay speed: 2.0 = twice the bag's pace
-    "replay_tf": True,          # also replay /tf and /tf_static
-    "wait_s": 30.0,             # for the node's topics to appear
-    "drain_s": 3.0,             # after the last image, for the poses still to come
+    "rate": 1.0,  # replay speed: 2.0 = twice the bag's pace
+    "replay_tf": True,  # also replay /tf and /tf_static
+    "wait_s": 30.0,  # for the node's topics to appear
+    "drain_s": 3.0,  # after the last image, for the poses still to come
 }
 
 
@@ -57,8 +56,9 @@ def ground_truth_at(stamps, config: dict, source: BagSource) -> list[Rigid3 | No
     return interpolate_poses(gt_stamps, gt_poses, stamps, config["max_gap"])
 
 
-def evaluate_bag(localizer, bag, output_dir, config: dict | None = None, progress: bool = False,
-                 description: dict | None = None):
+def evaluate_bag(
+    localizer, bag, output_dir, config: dict | None = None, progress: bool = False, description: dict | None = None
+):
     """Localize every image of ``bag``, compare with ground truth, write the report.
 
     Returns (records, metrics, report directory).
@@ -68,17 +68,33 @@ def evaluate_bag(localizer, bag, output_dir, config: dict | None = None, progres
         camera = source.camera(config["camera_info_topic"])
         stamps, results = localize_bag(localizer, source, config["image_topic"], camera, progress)
         truths = ground_truth_at(stamps, config, source)
-        read_stops = [f"after {stop.messages_read} messages of {', '.join(stop.topics)} (last receive stamp "
-                      f"{stop.last_stamp}): {stop.error}" for stop in source.read_stops]
-    records = [FrameRecord(stamp, result.world_from_camera if result.ok else None, result.reason,
-                           result.num_inliers, dict(result.timings), truth)
-               for stamp, result, truth in zip(stamps, results, truths)]
+        read_stops = [
+            f"after {stop.messages_read} messages of {', '.join(stop.topics)} (last receive stamp "
+            f"{stop.last_stamp}): {stop.error}"
+            for stop in source.read_stops
+        ]
+    records = [
+        FrameRecord(
+            stamp,
+            result.world_from_camera if result.ok else None,
+            result.reason,
+            result.num_inliers,
+            dict(result.timings),
+            truth,
+        )
+        for stamp, result, truth in zip(stamps, results, truths)
+    ]
     if config["alignment"] != "none":
         records, _, _ = align_records(records, with_scale=config["alignment"] == "sim3")
     metrics = compute_metrics(records)
     for stop in read_stops:
         logger.warning("bag read stopped early: %s", stop)
-    info = {"bag": str(bag), "frames": len(records), "alignment": config["alignment"],
-            "read_stops": read_stops, **(description or {})}
+    info = {
+        "bag": str(bag),
+        "frames": len(records),
+        "alignment": config["alignment"],
+        "read_stops": read_stops,
+        **(description or {}),
+    }
     report_dir = write_report(Path(output_dir), records, metrics, info)
     return records, metrics, report_dir

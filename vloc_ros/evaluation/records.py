@@ -9,12 +9,12 @@ from ..geometry import Rigid3, pose_error
 
 @dataclass(frozen=True)
 class FrameRecord:
-    stamp: float                               # image header stamp, seconds
-    estimate: Rigid3 | None                    # world_from_camera; None = not localized
-    reason: str = ""                           # the localizer's reason when not localized
+    stamp: float  # image header stamp, seconds
+    estimate: Rigid3 | None  # world_from_camera; None = not localized
+    reason: str = ""  # the localizer's reason when not localized
     num_inliers: int = 0
     timings: dict = field(default_factory=dict)  # stage -> seconds
-    ground_truth: Rigid3 | None = None         # world_from_camera at stamp; None = unevaluated
+    ground_truth: Rigid3 | None = None  # world_from_camera at stamp; None = unevaluated
 
     @property
     def localized(self) -> bool:

@@ -16,11 +16,13 @@ def create_extractor(config: dict | None = None, device: str = "cpu") -> Extract
     name = config.get("name", "xfeat")
     if name == "xfeat":
         from .xfeat import XFeatExtractor
+
         return XFeatExtractor(config, device, backend, backend_options)
     if name == "aliked":
         if backend not in (None, "torch_cpu") or backend_options:
             raise ValueError(f"backend {backend!r} is for XFeat; ALIKED runs in PyTorch on the given device")
         from .aliked import AlikedExtractor
+
         return AlikedExtractor(config, device)
     raise ValueError(f"unknown extractor {name!r}; choose 'xfeat' or 'aliked'")
 

@@ -36,15 +36,19 @@ class AlikedExtractor(Extractor):
         if model_name not in ALIKED_MODELS:
             raise ValueError(f"unknown ALIKED model {model_name!r}; choose from {sorted(ALIKED_MODELS)}")
         self.descriptor_dim = ALIKED_MODELS[model_name]
-        self.model = ALIKED(model_name, max_num_keypoints=self.config["max_keypoints"],
-                            detection_threshold=self.config["detection_threshold"],
-                            nms_radius=self.config["nms_radius"])
+        self.model = ALIKED(
+            model_name,
+            max_num_keypoints=self.config["max_keypoints"],
+            detection_threshold=self.config["detection_threshold"],
+            nms_radius=self.config["nms_radius"],
+        )
         state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         # dkd.hw_grid is a constant buffer built in __init__; every learned tensor must come from the file.
         if unexpected or set(missing) - {"dkd.hw_grid"}:
-            raise RuntimeError(f"{self.weights_path} does not fit kornia's {model_name}: "
-                               f"missing {missing}, unexpected {unexpected}")
+            raise RuntimeError(
+                f"{self.weights_path} does not fit kornia's {model_name}: missing {missing}, unexpected {unexpected}"
+            )
         self.model.to(self.device).eval()
 
     @property
@@ -58,6 +62,11 @@ class AlikedExtractor(Extractor):
             if self.config["detection_threshold"] > 0:
                 # kornia falls back to 'above the mean score' when nothing passes the threshold; we do not.
                 order = order[features.keypoint_scores[order] > self.config["detection_threshold"]]
-            outputs.append((features.keypoints[order].cpu().numpy(), features.keypoint_scores[order].cpu().numpy(),
-                            features.descriptors[order].cpu().numpy()))
+            outputs.append(
+                (
+                    features.keypoints[order].cpu().numpy(),
+                    features.keypoint_scores[order].cpu().numpy(),
+                    features.descriptors[order].cpu().numpy(),
+                )
+            )
         return outputs

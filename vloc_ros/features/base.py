@@ -26,18 +26,22 @@ from ..hashing import file_sha256
 
 @dataclass
 class Features:
-    keypoints: np.ndarray    # (N, 2) float32, pixels of the image given to extract()
-    scores: np.ndarray       # (N,) float32
+    keypoints: np.ndarray  # (N, 2) float32, pixels of the image given to extract()
+    scores: np.ndarray  # (N,) float32
     descriptors: np.ndarray  # (N, D) float32, L2-normalised rows
-    image_size: tuple        # (width, height) of that image
+    image_size: tuple  # (width, height) of that image
 
     def __len__(self) -> int:
         return len(self.keypoints)
 
     @staticmethod
     def empty(descriptor_dim: int, image_size: tuple) -> "Features":
-        return Features(np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
-                        np.zeros((0, descriptor_dim), np.float32), tuple(image_size))
+        return Features(
+            np.zeros((0, 2), np.float32),
+            np.zeros(0, np.float32),
+            np.zeros((0, descriptor_dim), np.float32),
+            tuple(image_size),
+        )
 
 
 def package_file(package: str, relative_path: str) -> Path:
@@ -102,8 +106,8 @@ class Extractor:
     name: str
     descriptor_dim: int
     default_config: dict
-    min_network_side: int      # smaller network inputs yield no keypoints
-    size_multiple: int = 1     # network input sides must be multiples of this
+    min_network_side: int  # smaller network inputs yield no keypoints
+    size_multiple: int = 1  # network input sides must be multiples of this
 
     def __init__(self, config: dict | None = None, device: str = "cpu"):
         config = dict(config or {})
@@ -150,8 +154,9 @@ class Extractor:
             outputs = self._extract_tensors(self._to_tensor(network_images))
             for i, (keypoints, scores, descriptors) in zip(batch, outputs):
                 keypoints = keypoints_to_original(keypoints, sizes[i], results[i].image_size)
-                results[i] = Features(keypoints, scores.astype(np.float32), descriptors.astype(np.float32),
-                                      results[i].image_size)
+                results[i] = Features(
+                    keypoints, scores.astype(np.float32), descriptors.astype(np.float32), results[i].image_size
+                )
         return results
 
 

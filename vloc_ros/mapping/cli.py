@@ -10,16 +10,17 @@ import yaml
 from ..bag_source import BagContentError, BagReadError
 from ..cli import UsageError
 from .builder import BuildError, build_map
-from .keyframes import (DEFAULT_MIN_INTERVAL_S, DEFAULT_MIN_ROTATION_DEG, DEFAULT_MIN_TRANSLATION_M,
-                        KeyframeSelector)
+from .keyframes import DEFAULT_MIN_INTERVAL_S, DEFAULT_MIN_ROTATION_DEG, DEFAULT_MIN_TRANSLATION_M, KeyframeSelector
 from .sources import SourceError, bag_frames, image_folder_frames
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "build-map", help="build a localization map from images or a rosbag",
+        "build-map",
+        help="build a localization map from images or a rosbag",
         description="Build a localization map. Known poses (TUM, COLMAP model or a bag pose topic) give a "
-                    "metric map by triangulation; without them pycolmap runs incremental SfM (arbitrary scale).")
+        "metric map by triangulation; without them pycolmap runs incremental SfM (arbitrary scale).",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", type=Path, help="folder of images (searched recursively, sorted by path)")
     source.add_argument("--bag", type=Path, help="ROS 2 bag directory or file (mcap or sqlite3)")
@@ -45,15 +46,29 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--every-nth", type=int, default=1, help="use every n-th bag image (before keyframe selection)")
     keyframes = parser.add_argument_group(
-        "bag keyframe selection", "as the vloc_map_builder node: a bag image becomes a keyframe when --min-interval-s "
+        "bag keyframe selection",
+        "as the vloc_map_builder node: a bag image becomes a keyframe when --min-interval-s "
         "passed since the last one and, with poses, the camera moved --min-translation-m or turned "
-        "--min-rotation-deg (0 0 0: every image)")
-    keyframes.add_argument("--min-interval-s", type=float, default=DEFAULT_MIN_INTERVAL_S,
-                           help="least time between keyframes, seconds (default: %(default)s)")
-    keyframes.add_argument("--min-translation-m", type=float, default=DEFAULT_MIN_TRANSLATION_M,
-                           help="with poses: least camera motion since the last keyframe, m (default: %(default)s)")
-    keyframes.add_argument("--min-rotation-deg", type=float, default=DEFAULT_MIN_ROTATION_DEG,
-                           help="with poses: or least rotation since the last keyframe, degrees (default: %(default)s)")
+        "--min-rotation-deg (0 0 0: every image)",
+    )
+    keyframes.add_argument(
+        "--min-interval-s",
+        type=float,
+        default=DEFAULT_MIN_INTERVAL_S,
+        help="least time between keyframes, seconds (default: %(default)s)",
+    )
+    keyframes.add_argument(
+        "--min-translation-m",
+        type=float,
+        default=DEFAULT_MIN_TRANSLATION_M,
+        help="with poses: least camera motion since the last keyframe, m (default: %(default)s)",
+    )
+    keyframes.add_argument(
+        "--min-rotation-deg",
+        type=float,
+        default=DEFAULT_MIN_ROTATION_DEG,
+        help="with poses: or least rotation since the last keyframe, degrees (default: %(default)s)",
+    )
     parser.add_argument("--config", type=Path, help="YAML overriding the build config (extractor, matcher, pairs, ...)")
     parser.add_argument(
         "--cache", type=Path, help="feature cache directory (default: OUTPUT.cache; lets a killed build resume)"
@@ -90,8 +105,9 @@ def run(args: argparse.Namespace) -> int:
                 else None
             )
             selector = KeyframeSelector(args.min_interval_s, args.min_translation_m, args.min_rotation_deg)
-            frames = bag_frames(args.bag, args.image_topic, args.camera_info_topic, ground_truth, args.every_nth,
-                                keyframes=selector)
+            frames = bag_frames(
+                args.bag, args.image_topic, args.camera_info_topic, ground_truth, args.every_nth, keyframes=selector
+            )
             description = f"bag {args.bag} ({args.image_topic})"
         summary = build_map(
             frames,

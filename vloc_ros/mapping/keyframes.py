@@ -26,10 +26,13 @@ class KeyframeSelector:
     attributes: the node updates them from its (dynamic) parameters.
     """
 
-    def __init__(self, min_interval_s: float = DEFAULT_MIN_INTERVAL_S,
-                 min_translation_m: float = DEFAULT_MIN_TRANSLATION_M,
-                 min_rotation_deg: float = DEFAULT_MIN_ROTATION_DEG,
-                 last: tuple[int, Rigid3 | None] | None = None):
+    def __init__(
+        self,
+        min_interval_s: float = DEFAULT_MIN_INTERVAL_S,
+        min_translation_m: float = DEFAULT_MIN_TRANSLATION_M,
+        min_rotation_deg: float = DEFAULT_MIN_ROTATION_DEG,
+        last: tuple[int, Rigid3 | None] | None = None,
+    ):
         self.min_interval_s = min_interval_s
         self.min_translation_m = min_translation_m
         self.min_rotation_deg = min_rotation_deg

@@ -59,8 +59,14 @@ STATE_SPECS = {
 # search.LOCAL_INDEX_TYPES maps the same names to classes; the names live here so that loading a
 # map needs no search code.
 LOCAL_INDEX_STATES = {
-    "random_trees": {"node_bit": ("i", ("N",)), "node_child": ("i", ("N",)), "tree_roots": ("i", ("T",)),
-                     "leaf_points": ("i", ("L", "S")), "point_codes": ("u", ("P", "C")), "depth": ("i", ())},
+    "random_trees": {
+        "node_bit": ("i", ("N",)),
+        "node_child": ("i", ("N",)),
+        "tree_roots": ("i", ("T",)),
+        "leaf_points": ("i", ("L", "S")),
+        "point_codes": ("u", ("P", "C")),
+        "depth": ("i", ()),
+    },
     "faiss_binary": {"faiss_index": ("u", ("F",))},
 }
 _KIND_NAMES = {"f": "float", "i": "signed integer", "u": "unsigned integer", "U": "string"}
@@ -76,8 +82,14 @@ MANIFEST_SCHEMA = {
     "global_descriptor": {"name": str, "dim": int},
     "binarizer": {"method": str, "num_bits": int, "code_bytes": int},
     "local_index": {"type": tuple(LOCAL_INDEX_STATES)},
-    "counts": {"keyframes": int, "points": int, "observations": int, "mean_track_length": float,
-               "mean_reprojection_error_px": float, "images_given": int},
+    "counts": {
+        "keyframes": int,
+        "points": int,
+        "observations": int,
+        "mean_track_length": float,
+        "mean_reprojection_error_px": float,
+        "images_given": int,
+    },
     "build": dict,
     "files": dict,  # relative path -> sha256, checked entry by entry by load_map
 }
@@ -121,24 +133,39 @@ class LocalizationMap:
 
 def _keyframe_to_json(keyframe: Keyframe) -> dict:
     pose = keyframe.world_from_camera
-    return {"name": keyframe.name, "camera": keyframe.camera.to_dict(),
-            "world_from_camera": {"translation": pose.translation.tolist(),
-                                  "quaternion_xyzw": pose.quaternion_xyzw.tolist()}}
+    return {
+        "name": keyframe.name,
+        "camera": keyframe.camera.to_dict(),
+        "world_from_camera": {
+            "translation": pose.translation.tolist(),
+            "quaternion_xyzw": pose.quaternion_xyzw.tolist(),
+        },
+    }
 
 
 def _keyframe_from_json(data, source: str) -> Keyframe:
     _check_schema(data, KEYFRAME_SCHEMA, source)
     pose = data["world_from_camera"]
     try:
-        return Keyframe(data["name"], Camera.from_dict(data["camera"]),
-                        Rigid3.from_quaternion(pose["quaternion_xyzw"], pose["translation"]))
+        return Keyframe(
+            data["name"],
+            Camera.from_dict(data["camera"]),
+            Rigid3.from_quaternion(pose["quaternion_xyzw"], pose["translation"]),
+        )
     except (ValueError, TypeError) as error:
         raise MapError(f"{source} is malformed ({error}); {REBUILD}") from None
 
 
 def _json_type_name(value) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-             dict: "an object", type(None): "null"}
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -157,12 +184,14 @@ def _check_schema(value, schema: dict, source: str, prefix: str = "") -> None:
             _check_schema(item, expected, source, path + ".")
         elif isinstance(expected, tuple):
             if item not in expected:
-                raise MapError(f"{path} in {source} is {item!r}, expected one of "
-                               f"{', '.join(map(repr, expected))}; {REBUILD}")
+                raise MapError(
+                    f"{path} in {source} is {item!r}, expected one of {', '.join(map(repr, expected))}; {REBUILD}"
+                )
         # JSON true/false parse as bool, a subclass of int; a JSON number may parse as int where float is expected.
         elif isinstance(item, bool) or not isinstance(item, (int, float) if expected is float else expected):
-            raise MapError(f"{path} in {source} is {_json_type_name(item)}, expected "
-                           f"{_json_type_name(expected())}; {REBUILD}")
+            raise MapError(
+                f"{path} in {source} is {_json_type_name(item)}, expected {_json_type_name(expected())}; {REBUILD}"
+            )
 
 
 def _check_shape(label: str, array: np.ndarray, shape: tuple, sizes: dict[str, int]) -> None:
@@ -193,8 +222,10 @@ def validate_arrays(arrays: dict[str, np.ndarray], num_keyframes: int) -> dict[s
         if array.dtype != np.dtype(dtype):
             raise MapError(f"array {name} has dtype {array.dtype}, expected {dtype}")
         _check_shape(f"array {name}", array, shape, sizes)
-    for prefix, values, bound in (("point_keyframes", arrays["point_keyframes"], num_keyframes),
-                                  ("keyframe_points", arrays["keyframe_points"], sizes["P"])):
+    for prefix, values, bound in (
+        ("point_keyframes", arrays["point_keyframes"], num_keyframes),
+        ("keyframe_points", arrays["keyframe_points"], sizes["P"]),
+    ):
         offsets = arrays[prefix + "_offsets"]
         if offsets[0] != 0 or offsets[-1] != len(values) or np.any(np.diff(offsets) < 0):
             raise MapError(f"{prefix}_offsets is not a valid CSR offset array for {len(values)} values")
@@ -221,15 +252,22 @@ def validate_states(states: dict[str, dict[str, np.ndarray]], local_index_type: 
             _check_shape(label, array, shape, component_sizes)
     centroids = states["global_descriptor"]["centroids"]
     if centroids.size != sizes["G"]:
-        raise MapError(f"state/global_descriptor/centroids.npy has shape {centroids.shape}, which gives "
-                       f"{centroids.size}-dimensional global descriptors, but the keyframes' have {sizes['G']}")
+        raise MapError(
+            f"state/global_descriptor/centroids.npy has shape {centroids.shape}, which gives "
+            f"{centroids.size}-dimensional global descriptors, but the keyframes' have {sizes['G']}"
+        )
 
 
 def _check_manifest_describes_arrays(manifest: dict, sizes: dict[str, int]) -> None:
     """The manifest's sizes must be the arrays' (``sizes``): else it was edited or belongs to another map."""
-    described = {"counts.keyframes": sizes["K"], "counts.points": sizes["P"], "extractor.descriptor_dim": sizes["D"],
-                 "binarizer.code_bytes": sizes["C"], "binarizer.num_bits": 8 * sizes["C"],
-                 "global_descriptor.dim": sizes["G"]}
+    described = {
+        "counts.keyframes": sizes["K"],
+        "counts.points": sizes["P"],
+        "extractor.descriptor_dim": sizes["D"],
+        "binarizer.code_bytes": sizes["C"],
+        "binarizer.num_bits": 8 * sizes["C"],
+        "global_descriptor.dim": sizes["G"],
+    }
     for path, actual in described.items():
         section, key = path.split(".")
         if manifest[section][key] != actual:
@@ -255,11 +293,11 @@ def save_map(localization_map: LocalizationMap, out_dir, overwrite: bool = False
         if sparse_dir:
             shutil.copytree(sparse_dir, tmp / "sparse")
         (tmp / "keyframes.json").write_text(
-            json.dumps([_keyframe_to_json(k) for k in localization_map.keyframes], indent=1))
+            json.dumps([_keyframe_to_json(k) for k in localization_map.keyframes], indent=1)
+        )
         manifest = dict(localization_map.manifest)
         manifest["format"], manifest["format_version"] = FORMAT_NAME, FORMAT_VERSION
-        manifest["files"] = {str(p.relative_to(tmp)): file_sha256(p)
-                             for p in sorted(tmp.rglob("*")) if p.is_file()}
+        manifest["files"] = {str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")
@@ -289,13 +327,18 @@ def read_manifest(map_dir) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise MapError(f"{manifest_path} is corrupt: {error}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise MapError(f"{map_dir} is not a vloc_ros map (manifest format is {manifest.get('format')!r})"
-                       if isinstance(manifest, dict) else f"{manifest_path} is not a JSON object")
+        raise MapError(
+            f"{map_dir} is not a vloc_ros map (manifest format is {manifest.get('format')!r})"
+            if isinstance(manifest, dict)
+            else f"{manifest_path} is not a JSON object"
+        )
     version = manifest.get("format_version")
     if type(version) is not int or version != FORMAT_VERSION:
         age = "older" if type(version) is int and version < FORMAT_VERSION else "newer or unknown"
-        raise MapError(f"{map_dir} has map format version {version} ({age}); this vloc_ros reads version "
-                       f"{FORMAT_VERSION}. Rebuild the map with `vloc build-map`.")
+        raise MapError(
+            f"{map_dir} has map format version {version} ({age}); this vloc_ros reads version "
+            f"{FORMAT_VERSION}. Rebuild the map with `vloc build-map`."
+        )
     _check_schema(manifest, MANIFEST_SCHEMA, str(manifest_path))
     return manifest
 
@@ -311,8 +354,10 @@ def _read_keyframes(map_dir: Path) -> list[Keyframe]:
     except (OSError, ValueError) as error:
         raise MapError(f"{path} is unreadable ({error}); {REBUILD}") from None
     if not isinstance(entries, list) or not entries:
-        raise MapError(f"{path} holds {_json_type_name(entries)}{' (empty)' if entries == [] else ''}, "
-                       f"expected a list of keyframes; {REBUILD}")
+        raise MapError(
+            f"{path} holds {_json_type_name(entries)}{' (empty)' if entries == [] else ''}, "
+            f"expected a list of keyframes; {REBUILD}"
+        )
     return [_keyframe_from_json(entry, f"{path} entry {index}") for index, entry in enumerate(entries)]
 
 
@@ -333,15 +378,24 @@ def load_map(map_dir, verify_checksums: bool = True) -> LocalizationMap:
     for relative, digest in files.items():
         path = PurePosixPath(relative)
         if not isinstance(digest, str) or path.is_absolute() or ".." in path.parts:
-            raise MapError(f"files in {map_dir}/manifest.json has the entry {relative!r}: {digest!r}, expected a "
-                           f"path inside the map and its sha256; {REBUILD}")
-    required = ["keyframes.json", *(f"arrays/{name}.npy" for name in ARRAY_SPECS),
-                *(f"state/{component}/{key}.npy"
-                  for component, spec in _state_specs(manifest["local_index"]["type"]).items() for key in spec)]
+            raise MapError(
+                f"files in {map_dir}/manifest.json has the entry {relative!r}: {digest!r}, expected a "
+                f"path inside the map and its sha256; {REBUILD}"
+            )
+    required = [
+        "keyframes.json",
+        *(f"arrays/{name}.npy" for name in ARRAY_SPECS),
+        *(
+            f"state/{component}/{key}.npy"
+            for component, spec in _state_specs(manifest["local_index"]["type"]).items()
+            for key in spec
+        ),
+    ]
     unlisted = [relative for relative in required if relative not in files]
     if unlisted:
-        raise MapError(f"the map at {map_dir} is incomplete: manifest.json does not list {', '.join(unlisted)}; "
-                       f"{REBUILD}")
+        raise MapError(
+            f"the map at {map_dir} is incomplete: manifest.json does not list {', '.join(unlisted)}; {REBUILD}"
+        )
     for relative, digest in files.items():
         path = map_dir / relative
         if not path.is_file():

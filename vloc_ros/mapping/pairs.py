@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def select_pairs(global_descriptors: np.ndarray, sequential_window: int = 4,
-                 retrieval_top_k: int = 5) -> list[tuple[int, int]]:
+def select_pairs(
+    global_descriptors: np.ndarray, sequential_window: int = 4, retrieval_top_k: int = 5
+) -> list[tuple[int, int]]:
     """Sorted unique pairs (i, j), i < j, of the union of both rules."""
     count = len(global_descriptors)
     pairs = {(i, j) for i in range(count) for j in range(i + 1, min(i + 1 + sequential_window, count))}

@@ -23,8 +23,9 @@ class PointTracks:
         return len(self.points_xyz)
 
 
-def collect_tracks(reconstruction, features_by_image_id: dict[int, Features],
-                   keyframe_of_image_id: dict[int, int]) -> PointTracks:
+def collect_tracks(
+    reconstruction, features_by_image_id: dict[int, Features], keyframe_of_image_id: dict[int, int]
+) -> PointTracks:
     points_xyz, observation_point, observation_keyframe, descriptors = [], [], [], []
     for point_index, point in enumerate(reconstruction.points3D.values()):
         points_xyz.append(point.xyz)
@@ -33,10 +34,12 @@ def collect_tracks(reconstruction, features_by_image_id: dict[int, Features],
             observation_keyframe.append(keyframe_of_image_id[element.image_id])
             descriptors.append(features_by_image_id[element.image_id].descriptors[element.point2D_idx])
     dim = next(iter(features_by_image_id.values())).descriptors.shape[1]
-    return PointTracks(np.asarray(points_xyz, dtype=np.float64).reshape(-1, 3),
-                       np.asarray(observation_point, dtype=np.int64),
-                       np.asarray(observation_keyframe, dtype=np.int64),
-                       np.asarray(descriptors, dtype=np.float32).reshape(-1, dim))
+    return PointTracks(
+        np.asarray(points_xyz, dtype=np.float64).reshape(-1, 3),
+        np.asarray(observation_point, dtype=np.int64),
+        np.asarray(observation_keyframe, dtype=np.int64),
+        np.asarray(descriptors, dtype=np.float32).reshape(-1, dim),
+    )
 
 
 def medoid_descriptors(tracks: PointTracks) -> np.ndarray:
@@ -64,9 +67,13 @@ def csr(groups: np.ndarray, values: np.ndarray, num_groups: int) -> tuple[np.nda
 
 
 def visibility_arrays(tracks: PointTracks, num_keyframes: int) -> dict[str, np.ndarray]:
-    point_keyframes_offsets, point_keyframes = csr(tracks.observation_point, tracks.observation_keyframe,
-                                                   tracks.num_points)
-    keyframe_points_offsets, keyframe_points = csr(tracks.observation_keyframe, tracks.observation_point,
-                                                   num_keyframes)
-    return {"point_keyframes_offsets": point_keyframes_offsets, "point_keyframes": point_keyframes,
-            "keyframe_points_offsets": keyframe_points_offsets, "keyframe_points": keyframe_points}
+    point_keyframes_offsets, point_keyframes = csr(
+        tracks.observation_point, tracks.observation_keyframe, tracks.num_points
+    )
+    keyframe_points_offsets, keyframe_points = csr(tracks.observation_keyframe, tracks.observation_point, num_keyframes)
+    return {
+        "point_keyframes_offsets": point_keyframes_offsets,
+        "point_keyframes": point_keyframes,
+        "keyframe_points_offsets": keyframe_points_offsets,
+        "keyframe_points": keyframe_points,
+    }

@@ -41,8 +41,13 @@ def _camera_ids(cameras: list[Camera]) -> tuple[list[Camera], list[int]]:
     return distinct, ids
 
 
-def write_database(path: Path, names: list[str], cameras: list[Camera], features: list[Features],
-                   matches: dict[tuple[int, int], np.ndarray]) -> None:
+def write_database(
+    path: Path,
+    names: list[str],
+    cameras: list[Camera],
+    features: list[Features],
+    matches: dict[tuple[int, int], np.ndarray],
+) -> None:
     """A COLMAP database with one trivial rig per camera and one frame per image.
 
     Image ids are ``image_id(frame index)``, camera ids as ``_camera_ids``.
@@ -60,12 +65,16 @@ def write_database(path: Path, names: list[str], cameras: list[Camera], features
             rig.add_ref_sensor(pycolmap.sensor_t(type=pycolmap.SensorType.CAMERA, id=camera_id))
             rig_ids[camera_id] = database.write_rig(rig)
         for index, (name, camera_id, frame_features) in enumerate(zip(names, camera_ids, features)):
-            database.write_image(pycolmap.Image(name=name, camera_id=camera_id, image_id=image_id(index)),
-                                 use_image_id=True)
+            database.write_image(
+                pycolmap.Image(name=name, camera_id=camera_id, image_id=image_id(index)), use_image_id=True
+            )
             frame = pycolmap.Frame()
             frame.rig_id = rig_ids[camera_id]
-            frame.add_data_id(pycolmap.data_t(
-                sensor_id=pycolmap.sensor_t(type=pycolmap.SensorType.CAMERA, id=camera_id), id=image_id(index)))
+            frame.add_data_id(
+                pycolmap.data_t(
+                    sensor_id=pycolmap.sensor_t(type=pycolmap.SensorType.CAMERA, id=camera_id), id=image_id(index)
+                )
+            )
             database.write_frame(frame)
             # COLMAP puts the first pixel centre at 0.5.
             database.write_keypoints(image_id(index), (frame_features.keypoints + 0.5).astype(np.float32))
@@ -89,9 +98,15 @@ def _pipeline_options(config: dict, default_threads: int):
     return options
 
 
-def reconstruct(database_path: Path, work_dir: Path, names: list[str], cameras: list[Camera],
-                poses: list[Rigid3 | None], config: dict,
-                on_image_registered: Callable[[], None] | None = None):
+def reconstruct(
+    database_path: Path,
+    work_dir: Path,
+    names: list[str],
+    cameras: list[Camera],
+    poses: list[Rigid3 | None],
+    config: dict,
+    on_image_registered: Callable[[], None] | None = None,
+):
     """Verify matches, then map (poses unknown) or triangulate (all poses known).
 
     Returns the pycolmap Reconstruction; with unknown poses the largest model is kept.
@@ -123,15 +138,16 @@ def reconstruct(database_path: Path, work_dir: Path, names: list[str], cameras: 
             camera_from_world = pose.inverse()
             reference.add_image_with_trivial_frame(
                 pycolmap.Image(name=name, camera_id=camera_id, image_id=image_id(index)),
-                pycolmap.Rigid3d(pycolmap.Rotation3d(camera_from_world.rotation), camera_from_world.translation))
+                pycolmap.Rigid3d(pycolmap.Rotation3d(camera_from_world.rotation), camera_from_world.translation),
+            )
         output = work_dir / "triangulated"
         output.mkdir(parents=True, exist_ok=True)
-        return pycolmap.triangulate_points(reference, str(database_path), str(work_dir), str(output),
-                                           options=options)
+        return pycolmap.triangulate_points(reference, str(database_path), str(work_dir), str(output), options=options)
     output = work_dir / "incremental"
     output.mkdir(parents=True, exist_ok=True)
-    models = pycolmap.incremental_mapping(str(database_path), str(work_dir), str(output), options,
-                                          next_image_callback=on_image_registered)
+    models = pycolmap.incremental_mapping(
+        str(database_path), str(work_dir), str(output), options, next_image_callback=on_image_registered
+    )
     if not models:
         return None
     return max(models.values(), key=lambda model: model.num_reg_images())

@@ -100,8 +100,7 @@ def _poses_from_colmap(model_dir) -> dict[str, Rigid3]:
     for image in reconstruction.images.values():
         if image.has_pose:
             camera_from_world = image.cam_from_world()
-            poses[image.name] = Rigid3(camera_from_world.rotation.matrix(),
-                                       camera_from_world.translation).inverse()
+            poses[image.name] = Rigid3(camera_from_world.rotation.matrix(), camera_from_world.translation).inverse()
     return poses
 
 
@@ -120,8 +119,10 @@ def image_folder_frames(folder, intrinsics=None, poses_tum=None, poses_colmap=No
     if poses_tum:
         tum_stamps, tum_poses = read_tum(poses_tum)
         if len(tum_poses) != len(paths):
-            raise SourceError(f"{poses_tum} has {len(tum_poses)} poses for {len(paths)} images in {folder}; "
-                              "TUM poses associate with the images in name order, one line each")
+            raise SourceError(
+                f"{poses_tum} has {len(tum_poses)} poses for {len(paths)} images in {folder}; "
+                "TUM poses associate with the images in name order, one line each"
+            )
         poses, stamps = list(tum_poses), [float(s) for s in tum_stamps]
     elif poses_colmap:
         by_name = _poses_from_colmap(poses_colmap)
@@ -130,8 +131,9 @@ def image_folder_frames(folder, intrinsics=None, poses_tum=None, poses_colmap=No
     for path, name, pose, stamp in zip(paths, names, poses, stamps):
         frame_camera = camera or intrinsics_from_exif(path)
         if frame_camera is None:
-            raise SourceError(f"no intrinsics for {path}: pass --intrinsics (YAML) or use images with an EXIF "
-                              "focal length")
+            raise SourceError(
+                f"no intrinsics for {path}: pass --intrinsics (YAML) or use images with an EXIF focal length"
+            )
         frames.append(MapFrame(name, frame_camera, lambda path=path: read_image_rgb(path), pose, stamp))
     return frames
 

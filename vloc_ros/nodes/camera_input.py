@@ -15,24 +15,48 @@ from vloc_ros.geometry import Camera
 
 from .input_guard import InputGuard
 from .parameters import ParameterSpec
-from .ros_compat import (DEFAULT_MAX_IMAGE_PIXELS, InvalidMessage, camera_info_to_camera, compressed_to_numpy,
-                         image_to_numpy)
+from .ros_compat import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    InvalidMessage,
+    camera_info_to_camera,
+    compressed_to_numpy,
+    image_to_numpy,
+)
+
 # The parameters of a node's camera input (read once, at start-up).
 CAMERA_PARAMETERS = (
-    ParameterSpec("image_topic", "/camera/image_raw", "Image topic; with transport 'compressed' the node "
-                  "subscribes <image_topic>/compressed.", read_only=True),
-    ParameterSpec("camera_info_topic", "/camera/camera_info", "CameraInfo of the (unrectified) images: K and "
-                  "plumb_bob distortion.", read_only=True),
+    ParameterSpec(
+        "image_topic",
+        "/camera/image_raw",
+        "Image topic; with transport 'compressed' the node subscribes <image_topic>/compressed.",
+        read_only=True,
+    ),
+    ParameterSpec(
+        "camera_info_topic",
+        "/camera/camera_info",
+        "CameraInfo of the (unrectified) images: K and plumb_bob distortion.",
+        read_only=True,
+    ),
     ParameterSpec("transport", "raw", "Image transport.", choices=("raw", "compressed"), read_only=True),
     ParameterSpec("camera_frame", "", "Camera optical frame; empty: the image header's frame_id.", read_only=True),
-    ParameterSpec("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "Largest image (width x height) accepted; "
-                  "a CameraInfo or image header claiming more is rejected before anything is decoded.",
-                  value_range=(1, 1 << 30), read_only=True),
-    ParameterSpec("image_qos", "sensor_data", "QoS of the camera subscriptions. sensor_data (best effort) matches "
-                  "every publisher; raw images from another process arrive whole with the Fast DDS profile the "
-                  "node applies (config/fastdds.xml), most are lost without it. reliable matches reliable "
-                  "publishers only.",
-                  choices=("sensor_data", "reliable"), read_only=True),
+    ParameterSpec(
+        "max_image_pixels",
+        DEFAULT_MAX_IMAGE_PIXELS,
+        "Largest image (width x height) accepted; "
+        "a CameraInfo or image header claiming more is rejected before anything is decoded.",
+        value_range=(1, 1 << 30),
+        read_only=True,
+    ),
+    ParameterSpec(
+        "image_qos",
+        "sensor_data",
+        "QoS of the camera subscriptions. sensor_data (best effort) matches "
+        "every publisher; raw images from another process arrive whole with the Fast DDS profile the "
+        "node applies (config/fastdds.xml), most are lost without it. reliable matches reliable "
+        "publishers only.",
+        choices=("sensor_data", "reliable"),
+        read_only=True,
+    ),
 )
 # Reliable, yet only the newest few frames wait: a late frame is not worth a queue.
 RELIABLE_CAMERA_QOS = QoSProfile(depth=qos_profile_sensor_data.depth, reliability=ReliabilityPolicy.RELIABLE)
@@ -46,7 +70,8 @@ class CameraInput:
         self._on_frame = on_frame
         self._counters = guard.counters
         image_topic, camera_info_topic, transport, self._camera_frame, self._max_pixels, image_qos = (
-            node.get_parameter(spec.name).value for spec in CAMERA_PARAMETERS)
+            node.get_parameter(spec.name).value for spec in CAMERA_PARAMETERS
+        )
         self._decode = compressed_to_numpy if transport == "compressed" else image_to_numpy
         qos = qos_profile_sensor_data if image_qos == "sensor_data" else RELIABLE_CAMERA_QOS
         # CameraInfo first: executors serve ready subscriptions in creation order, so a CameraInfo

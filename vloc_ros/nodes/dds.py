@@ -76,8 +76,11 @@ def requested_receive_buffer(profile: Path) -> int:
         root = ET.parse(profile).getroot()
     except (OSError, ET.ParseError):
         return 0
-    sizes = [int(e.text) for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "receiveBufferSize"
-             and (e.text or "").strip().isdigit()]
+    sizes = [
+        int(e.text)
+        for e in root.iter()
+        if e.tag.rsplit("}", 1)[-1] == "receiveBufferSize" and (e.text or "").strip().isdigit()
+    ]
     return max(sizes, default=0)
 
 
@@ -94,6 +97,8 @@ def receive_buffer_warning(environ=os.environ, rmem_max_file: Path = RMEM_MAX) -
         return None
     if rmem_max >= requested:
         return None
-    return (f"net.core.rmem_max is {rmem_max} bytes, less than the {requested}-byte UDP receive buffer that "
-            f"{profile} asks for: large images from other processes may be lost. Raise it with "
-            f"`sudo sysctl -w net.core.rmem_max={requested}` (and in /etc/sysctl.d to keep it).")
+    return (
+        f"net.core.rmem_max is {rmem_max} bytes, less than the {requested}-byte UDP receive buffer that "
+        f"{profile} asks for: large images from other processes may be lost. Raise it with "
+        f"`sudo sysctl -w net.core.rmem_max={requested}` (and in /etc/sysctl.d to keep it)."
+    )

@@ -54,8 +54,13 @@ def diagnostic_status(name: str, hardware_id: str, level: bytes, message: str, v
             return "n/a"
         return f"{value:.2f}" if isinstance(value, float) else str(value)
 
-    return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
-                            values=[KeyValue(key=key, value=text(value)) for key, value in values.items()])
+    return DiagnosticStatus(
+        level=level,
+        name=name,
+        message=message,
+        hardware_id=hardware_id,
+        values=[KeyValue(key=key, value=text(value)) for key, value in values.items()],
+    )
 
 
 class DiagnosticsPublisher:

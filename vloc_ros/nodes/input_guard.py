@@ -38,7 +38,10 @@ class InputGuard:
                 self.reject(error.reason, f"message on {topic} rejected: {error}")
             except Exception:  # noqa: BLE001 - the executor must keep spinning; see the module docstring
                 self.counters.add("callback_errors")
-                self._log.error(f"callback_error {topic}", f"the callback of {topic} failed (counted on /diagnostics "
-                                                           f"as callback_errors):\n{traceback.format_exc()}")
+                self._log.error(
+                    f"callback_error {topic}",
+                    f"the callback of {topic} failed (counted on /diagnostics "
+                    f"as callback_errors):\n{traceback.format_exc()}",
+                )
 
         return guarded_callback

@@ -30,8 +30,13 @@ class Keyframe:
     image_path: Path
 
     def to_map_frame(self) -> MapFrame:
-        return MapFrame(self.image_path.name, self.camera, lambda: read_image_rgb(self.image_path),
-                        self.world_from_camera, self.stamp_ns * 1e-9)
+        return MapFrame(
+            self.image_path.name,
+            self.camera,
+            lambda: read_image_rgb(self.image_path),
+            self.world_from_camera,
+            self.stamp_ns * 1e-9,
+        )
 
 
 class KeyframeBuffer:
@@ -56,8 +61,14 @@ class KeyframeBuffer:
         if not ok:
             raise OSError(f"OpenCV could not encode keyframe {stamp_ns} as PNG")
         _write_atomically(image_path, png.tobytes())
-        pose = None if world_from_camera is None else {"translation": world_from_camera.translation.tolist(),
-                                                       "quaternion_xyzw": world_from_camera.quaternion_xyzw.tolist()}
+        pose = (
+            None
+            if world_from_camera is None
+            else {
+                "translation": world_from_camera.translation.tolist(),
+                "quaternion_xyzw": world_from_camera.quaternion_xyzw.tolist(),
+            }
+        )
         record = {"stamp_ns": stamp_ns, "image": image_path.name, "camera": camera.to_dict(), "world_from_camera": pose}
         _write_atomically(self.directory / f"{stamp_ns}.json", json.dumps(record).encode())
         keyframe = Keyframe(stamp_ns, camera, world_from_camera, image_path)
@@ -79,10 +90,14 @@ class KeyframeBuffer:
         for path in self.directory.glob("*.json"):
             record = json.loads(path.read_text())
             pose = record["world_from_camera"]
-            keyframes.append(Keyframe(int(record["stamp_ns"]), Camera.from_dict(record["camera"]),
-                                      None if pose is None else Rigid3.from_quaternion(pose["quaternion_xyzw"],
-                                                                                       pose["translation"]),
-                                      self.directory / record["image"]))
+            keyframes.append(
+                Keyframe(
+                    int(record["stamp_ns"]),
+                    Camera.from_dict(record["camera"]),
+                    None if pose is None else Rigid3.from_quaternion(pose["quaternion_xyzw"], pose["translation"]),
+                    self.directory / record["image"],
+                )
+            )
         recorded = {k.image_path.name for k in keyframes}
         for path in self.directory.glob("*.png"):
             if path.name not in recorded:  # image written, JSON not: the keyframe never completed

@@ -80,11 +80,13 @@ class BagPublishers:
     def __init__(self, node, topic_types: dict[str, str]):
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._publishers = {topic: node.create_publisher(message_class(msgtype), topic,
-                                                         latched if topic == "/tf_static" else 10)
-                            for topic, msgtype in topic_types.items()}
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        self._publishers = {
+            topic: node.create_publisher(message_class(msgtype), topic, latched if topic == "/tf_static" else 10)
+            for topic, msgtype in topic_types.items()
+        }
 
     def publish(self, topic: str, msg) -> None:
         self._publishers[topic].publish(msg)
@@ -125,8 +127,14 @@ class _Recorder:
                 self.node_counters = {value.key: value.value for value in status.values}
 
 
-def evaluate_live(bag, output_dir, config: dict | None = None, map_path=None, node_parameters: dict | None = None,
-                  description: dict | None = None):
+def evaluate_live(
+    bag,
+    output_dir,
+    config: dict | None = None,
+    map_path=None,
+    node_parameters: dict | None = None,
+    description: dict | None = None,
+):
     """Replay ``bag`` to a localizer node, score its poses and write the report.
 
     With ``map_path`` a vloc_localizer is started in this process (``node_parameters`` override its
@@ -145,8 +153,10 @@ def evaluate_live(bag, output_dir, config: dict | None = None, map_path=None, no
         topics += [topic for topic in TF_TOPICS if topic in topic_types]
     if "/tf_static" in topics:  # the node gets the camera extrinsic and publishes its base frame's pose
         if config["ground_truth_tum"]:
-            raise LiveEvalError("a TUM ground truth holds camera poses, but with /tf_static replayed the node "
-                                "publishes base-frame poses: replay without TF (--no-tf)")
+            raise LiveEvalError(
+                "a TUM ground truth holds camera poses, but with /tf_static replayed the node "
+                "publishes base-frame poses: replay without TF (--no-tf)"
+            )
         config["ground_truth"] = {**config["ground_truth"], "camera_frame": None}
 
     context = rclpy.Context()
@@ -179,9 +189,13 @@ def evaluate_live(bag, output_dir, config: dict | None = None, map_path=None, no
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
-    live = {"node": node_name, "rate": config["rate"], "replayed_topics": topics,
-            "pose_of": "camera" if config["ground_truth"]["camera_frame"] else "base frame (ground-truth child frame)",
-            "node_counters": node_counters}
+    live = {
+        "node": node_name,
+        "rate": config["rate"],
+        "replayed_topics": topics,
+        "pose_of": "camera" if config["ground_truth"]["camera_frame"] else "base frame (ground-truth child frame)",
+        "node_counters": node_counters,
+    }
     return _score(bag, output_dir, config, published, poses, live, description)
 
 
@@ -193,10 +207,16 @@ def _start_localizer(context, map_path, config: dict, node_parameters: dict):
     image_topic, transport = config["image_topic"], "raw"
     if image_topic.endswith("/compressed"):
         image_topic, transport = image_topic[: -len("/compressed")], "compressed"
-    parameters = {"map_path": str(map_path), "image_topic": image_topic, "transport": transport,
-                  "camera_info_topic": config["camera_info_topic"], **node_parameters}
-    return LocalizerNode(context=context, parameter_overrides=[Parameter(name, value=value)
-                                                               for name, value in parameters.items()])
+    parameters = {
+        "map_path": str(map_path),
+        "image_topic": image_topic,
+        "transport": transport,
+        "camera_info_topic": config["camera_info_topic"],
+        **node_parameters,
+    }
+    return LocalizerNode(
+        context=context, parameter_overrides=[Parameter(name, value=value) for name, value in parameters.items()]
+    )
 
 
 def _wait_for_node(player, pose_topic: str, config: dict) -> None:
@@ -205,8 +225,10 @@ def _wait_for_node(player, pose_topic: str, config: dict) -> None:
     deadline = time.monotonic() + config["wait_s"]
     while not (player.count_publishers(pose_topic) and player.count_subscribers(image_topic)):
         if time.monotonic() > deadline:
-            raise LiveEvalError(f"no localizer found within {config['wait_s']:.0f} s: nothing publishes {pose_topic} "
-                                f"and subscribes {image_topic}; start vloc_localizer (or give a map to start one here)")
+            raise LiveEvalError(
+                f"no localizer found within {config['wait_s']:.0f} s: nothing publishes {pose_topic} "
+                f"and subscribes {image_topic}; start vloc_localizer (or give a map to start one here)"
+            )
         time.sleep(0.1)
     time.sleep(0.5)  # discovery is per pair of endpoints: let the remaining ones (CameraInfo, TF) match too
 
@@ -246,14 +268,17 @@ def _score(bag, output_dir, config, published, poses, live: dict, description):
     if config["alignment"] != "none":
         records, _, _ = align_records(records, with_scale=config["alignment"] == "sim3")
     metrics = compute_metrics(records)
-    live.update({
-        "frames_published": len(stamps_ns),
-        "poses_received": len(end_to_end),
-        "dropped_frame_rate": 1.0 - len(end_to_end) / len(stamps_ns) if stamps_ns else None,
-        "latency_end_to_end_ms": _percentiles_ms(end_to_end),
-        "latency_from_image_stamp_ms": _percentiles_ms(from_stamp) if same_clock else "n/a: bag stamps are not "
-                                                                                      "on this machine's clock",
-    })
+    live.update(
+        {
+            "frames_published": len(stamps_ns),
+            "poses_received": len(end_to_end),
+            "dropped_frame_rate": 1.0 - len(end_to_end) / len(stamps_ns) if stamps_ns else None,
+            "latency_end_to_end_ms": _percentiles_ms(end_to_end),
+            "latency_from_image_stamp_ms": _percentiles_ms(from_stamp)
+            if same_clock
+            else "n/a: bag stamps are not on this machine's clock",
+        }
+    )
     metrics["live"] = live
     info = {"bag": str(bag), "mode": "live", "frames": len(records), "live": live, **(description or {})}
     return records, metrics, write_report(Path(output_dir), records, metrics, info)

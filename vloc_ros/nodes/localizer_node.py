@@ -81,14 +81,29 @@ from vloc_ros.publishing import PUBLISH_TF_MODES, TF_UNLINKED, Publication, publ
 from vloc_ros.verification import CALIBRATION_MISMATCH, MotionGate
 
 from .camera_input import CAMERA_PARAMETERS, CameraInput
-from .diagnostics import (ERROR, OK, WARN, Counters, DiagnosticsPublisher, LatencyWindow, ThrottledLogger,
-                          diagnostic_status)
+from .diagnostics import (
+    ERROR,
+    OK,
+    WARN,
+    Counters,
+    DiagnosticsPublisher,
+    LatencyWindow,
+    ThrottledLogger,
+    diagnostic_status,
+)
 from .entry import run_node
 from .frame_gate import LatestFrameGate
 from .input_guard import InputGuard
 from .parameters import ParameterSpec, declare_parameters
-from .ros_compat import (InvalidMessage, TfLookupError, make_tf_broadcaster, make_tf_buffer, numpy_to_image,
-                         rigid_to_pose, rigid_to_transform_stamped)
+from .ros_compat import (
+    InvalidMessage,
+    TfLookupError,
+    make_tf_broadcaster,
+    make_tf_buffer,
+    numpy_to_image,
+    rigid_to_pose,
+    rigid_to_transform_stamped,
+)
 from .visualization import draw_keypoints, points_to_cloud
 
 NODE_NAME = "vloc_localizer"
@@ -98,33 +113,88 @@ CALIBRATION_WINDOW = 10  # frames over which calibration mismatches are judged
 LOAD_ERRORS = (MapError, BackendUnavailableError)
 
 PARAMETERS = CAMERA_PARAMETERS + (
-    ParameterSpec("map_path", "", "Map directory (from `vloc build-map` or vloc_map_builder). Read at start-up and "
-                  "by ~/reload_map, so it can be changed with `ros2 param set` and then reloaded."),
-    ParameterSpec("backend", "auto", "Inference backend of the feature network (vloc_ros.backends); 'auto' takes "
-                  "the fastest that runs here. Applied at the next map load.", choices=("auto", *BACKENDS)),
-    ParameterSpec("max_keypoints", 1024, "Keypoints extracted per camera image: fewer is faster, more helps in "
-                  "low texture. Applied at the next map load.", value_range=(50, 16384)),
-    ParameterSpec("search_mode", "parallel", "Correspondence search: local and global descriptors in parallel, "
-                  "or one of them alone. Applied at the next map load.", choices=SEARCH_MODES),
-    ParameterSpec("min_inliers", 20, "PnP inliers a pose needs to be published. Applied at the next map load.",
-                  value_range=(4, 100000)),
-    ParameterSpec("ransac_max_error_px", 4.0, "RANSAC inlier threshold (pixels). Applied at the next map load.",
-                  value_range=(0.1, 100.0)),
-    ParameterSpec("map_frame", "", "Frame of the published poses; empty: the map's own (manifest map_frame, "
-                  "usually 'map').", read_only=True),
-    ParameterSpec("odom_frame", "odom", "Odometry frame (REP-105), child of map_frame with publish_tf map_to_odom.",
-                  read_only=True),
-    ParameterSpec("base_frame", "base_link", "Robot body frame: ~/pose is its pose when TF links it to the camera.",
-                  read_only=True),
-    ParameterSpec("publish_tf", "map_to_odom", "Transform to broadcast per localized frame: map->odom (from TF "
-                  "odom->camera at the image stamp), map->base, map->camera, or none.", choices=PUBLISH_TF_MODES,
-                  read_only=True),
-    ParameterSpec("tf_timeout_s", 0.1, "How long to wait for a transform at the image stamp that has not "
-                  "arrived yet (seconds).", value_range=(0.0, 5.0), read_only=True),
-    ParameterSpec("max_rate_hz", 10.0, "Most frames localized per second; 0: as many as the CPU allows. Frames "
-                  "in between are dropped (latest frame wins) and counted.", value_range=(0.0, 1000.0)),
-    ParameterSpec("publish_debug_image", False, "Publish ~/debug_image: the image with the inlier keypoints.",
-                  read_only=True),
+    ParameterSpec(
+        "map_path",
+        "",
+        "Map directory (from `vloc build-map` or vloc_map_builder). Read at start-up and "
+        "by ~/reload_map, so it can be changed with `ros2 param set` and then reloaded.",
+    ),
+    ParameterSpec(
+        "backend",
+        "auto",
+        "Inference backend of the feature network (vloc_ros.backends); 'auto' takes "
+        "the fastest that runs here. Applied at the next map load.",
+        choices=("auto", *BACKENDS),
+    ),
+    ParameterSpec(
+        "max_keypoints",
+        1024,
+        "Keypoints extracted per camera image: fewer is faster, more helps in "
+        "low texture. Applied at the next map load.",
+        value_range=(50, 16384),
+    ),
+    ParameterSpec(
+        "search_mode",
+        "parallel",
+        "Correspondence search: local and global descriptors in parallel, "
+        "or one of them alone. Applied at the next map load.",
+        choices=SEARCH_MODES,
+    ),
+    ParameterSpec(
+        "min_inliers",
+        20,
+        "PnP inliers a pose needs to be published. Applied at the next map load.",
+        value_range=(4, 100000),
+    ),
+    ParameterSpec(
+        "ransac_max_error_px",
+        4.0,
+        "RANSAC inlier threshold (pixels). Applied at the next map load.",
+        value_range=(0.1, 100.0),
+    ),
+    ParameterSpec(
+        "map_frame",
+        "",
+        "Frame of the published poses; empty: the map's own (manifest map_frame, usually 'map').",
+        read_only=True,
+    ),
+    ParameterSpec(
+        "odom_frame",
+        "odom",
+        "Odometry frame (REP-105), child of map_frame with publish_tf map_to_odom.",
+        read_only=True,
+    ),
+    ParameterSpec(
+        "base_frame",
+        "base_link",
+        "Robot body frame: ~/pose is its pose when TF links it to the camera.",
+        read_only=True,
+    ),
+    ParameterSpec(
+        "publish_tf",
+        "map_to_odom",
+        "Transform to broadcast per localized frame: map->odom (from TF "
+        "odom->camera at the image stamp), map->base, map->camera, or none.",
+        choices=PUBLISH_TF_MODES,
+        read_only=True,
+    ),
+    ParameterSpec(
+        "tf_timeout_s",
+        0.1,
+        "How long to wait for a transform at the image stamp that has not arrived yet (seconds).",
+        value_range=(0.0, 5.0),
+        read_only=True,
+    ),
+    ParameterSpec(
+        "max_rate_hz",
+        10.0,
+        "Most frames localized per second; 0: as many as the CPU allows. Frames "
+        "in between are dropped (latest frame wins) and counted.",
+        value_range=(0.0, 1000.0),
+    ),
+    ParameterSpec(
+        "publish_debug_image", False, "Publish ~/debug_image: the image with the inlier keypoints.", read_only=True
+    ),
 )
 
 
@@ -179,11 +249,15 @@ class LocalizerNode(Node):
         self._pose_publisher = self.create_publisher(PoseStamped, "~/pose", 10)
         self._pose_covariance_publisher = self.create_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", 10)
         self._inliers_publisher = self.create_publisher(PointCloud2, "~/inliers", 10)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
         self._map_cloud_publisher = self.create_publisher(PointCloud2, "~/map_cloud", latched)
-        self._debug_image_publisher = (self.create_publisher(Image, "~/debug_image", qos_profile_sensor_data)
-                                       if param("publish_debug_image") else None)
+        self._debug_image_publisher = (
+            self.create_publisher(Image, "~/debug_image", qos_profile_sensor_data)
+            if param("publish_debug_image")
+            else None
+        )
 
         self._input = CameraInput(self, self._guard, self._on_frame)
         self._map_loading = False  # a ~/reload_map is loading (on its thread)
@@ -199,8 +273,10 @@ class LocalizerNode(Node):
         except Exception as error:  # noqa: BLE001 - whatever fails, the node stays up and says why
             self._log_load_failure(error)
             self._status = (ERROR, f"no map: {error}")
-            self.get_logger().error(f"running without a map ({error}); fix map_path or backend with `ros2 param "
-                                    f"set`, then call {self.get_fully_qualified_name()}/reload_map")
+            self.get_logger().error(
+                f"running without a map ({error}); fix map_path or backend with `ros2 param "
+                f"set`, then call {self.get_fully_qualified_name()}/reload_map"
+            )
         self._worker = threading.Thread(target=self._process_frames, name="vloc_localize", daemon=True)
         self._worker.start()
 
@@ -246,16 +322,18 @@ class LocalizerNode(Node):
             if mismatch:
                 self._counters.add("calibration_mismatch")
             if sum(self._calibration_mismatches) >= CALIBRATION_WINDOW // 2:
-                self._status = (ERROR, f"suspected calibration mismatch in {sum(self._calibration_mismatches)} of "
-                                       f"the last {len(self._calibration_mismatches)} frames: {result.reason}")
+                self._status = (
+                    ERROR,
+                    f"suspected calibration mismatch in {sum(self._calibration_mismatches)} of "
+                    f"the last {len(self._calibration_mismatches)} frames: {result.reason}",
+                )
             else:
                 self._status = (WARN, f"not localized: {result.reason}")
             return
         if self._stopping.is_set():
             return
         odom_from_camera = self._lookup(self._odom_frame, frame.camera_frame, frame.header.stamp)
-        held_back = odom_from_camera is not None and self._motion_gate.check(result.world_from_camera,
-                                                                             odom_from_camera)
+        held_back = odom_from_camera is not None and self._motion_gate.check(result.world_from_camera, odom_from_camera)
         if held_back:
             self._counters.add("held_back")
             self._status = (WARN, f"not published: {held_back}")
@@ -270,21 +348,33 @@ class LocalizerNode(Node):
     def _publish(self, frame: Frame, loaded: LoadedMap, result, odom_from_camera: Rigid3 | None) -> None:
         stamp = frame.header.stamp
         out = publication(
-            result.world_from_camera, result.covariance, result.confidence, map_frame=loaded.frame_id,
-            camera_frame=frame.camera_frame, base_frame=self._base_frame, odom_frame=self._odom_frame,
-            publish_tf=self._publish_tf, base_from_camera=self._lookup(self._base_frame, frame.camera_frame, stamp),
-            odom_from_camera=odom_from_camera, camera_parent=lambda: self._tf_buffer.parent_of(frame.camera_frame))
+            result.world_from_camera,
+            result.covariance,
+            result.confidence,
+            map_frame=loaded.frame_id,
+            camera_frame=frame.camera_frame,
+            base_frame=self._base_frame,
+            odom_frame=self._odom_frame,
+            publish_tf=self._publish_tf,
+            base_from_camera=self._lookup(self._base_frame, frame.camera_frame, stamp),
+            odom_from_camera=odom_from_camera,
+            camera_parent=lambda: self._tf_buffer.parent_of(frame.camera_frame),
+        )
         self._pose_frame = out.pose_frame
         header = Header(stamp=stamp, frame_id=loaded.frame_id)
         pose = rigid_to_pose(out.map_from_pose)
         self._pose_publisher.publish(PoseStamped(header=header, pose=pose))
-        self._pose_covariance_publisher.publish(PoseWithCovarianceStamped(
-            header=header, pose=PoseWithCovariance(pose=pose, covariance=out.covariance.reshape(-1).tolist())))
+        self._pose_covariance_publisher.publish(
+            PoseWithCovarianceStamped(
+                header=header, pose=PoseWithCovariance(pose=pose, covariance=out.covariance.reshape(-1).tolist())
+            )
+        )
         self._broadcast(out, stamp)
         self._inliers_publisher.publish(points_to_cloud(result.inlier_points3d, loaded.frame_id, stamp))
         if self._debug_image_publisher is not None:
-            self._debug_image_publisher.publish(numpy_to_image(
-                draw_keypoints(frame.image, result.inlier_keypoints), "rgb8", stamp, frame.camera_frame))
+            self._debug_image_publisher.publish(
+                numpy_to_image(draw_keypoints(frame.image, result.inlier_keypoints), "rgb8", stamp, frame.camera_frame)
+            )
 
     def _broadcast(self, out: Publication, stamp) -> None:
         """``out``'s transform (map -> ``publish_tf``'s child, see ``vloc_ros.publishing``) at the image stamp."""
@@ -293,8 +383,11 @@ class LocalizerNode(Node):
         if out.tf_issue:
             self._log.warning(out.tf_issue, out.tf_message)
         if out.transform is not None:
-            self._tf_broadcaster.sendTransform(rigid_to_transform_stamped(
-                out.transform.parent_from_child, out.transform.parent, out.transform.child, stamp))
+            self._tf_broadcaster.sendTransform(
+                rigid_to_transform_stamped(
+                    out.transform.parent_from_child, out.transform.parent, out.transform.child, stamp
+                )
+            )
 
     def _lookup(self, parent: str, child: str, stamp) -> Rigid3 | None:
         """``parent_from_child`` at ``stamp``; waits up to tf_timeout_s when TF links the frames but not
@@ -318,13 +411,18 @@ class LocalizerNode(Node):
             "map_points": loaded.num_points if loaded else 0,
             "pose_frame": self._pose_frame or "n/a",
             "inliers": self._last_inliers,
-            "latency_p50_ms": latency["p50"], "latency_p95_ms": latency["p95"],
-            "processing_p50_ms": processing["p50"], "processing_p95_ms": processing["p95"],
+            "latency_p50_ms": latency["p50"],
+            "latency_p95_ms": latency["p95"],
+            "processing_p50_ms": processing["p50"],
+            "processing_p95_ms": processing["p95"],
             **{name: 0 for name in ("frames_received", "frames_processed", "frames_dropped", "localized")},
             **self._counters.snapshot(),
         }
-        return [diagnostic_status(f"{self.get_name()}: localization", self.get_fully_qualified_name(),
-                                  level, message, values)]
+        return [
+            diagnostic_status(
+                f"{self.get_name()}: localization", self.get_fully_qualified_name(), level, message, values
+            )
+        ]
 
     # ------------------------------------------------------------------ map
 
@@ -332,10 +430,12 @@ class LocalizerNode(Node):
         if not path:
             raise MapError("map_path is empty")
         localization_map = load_map(path)
-        config = {"inference": {"backend": self._param("backend"), "max_keypoints": self._param("max_keypoints")},
-                  "search": {"mode": self._param("search_mode")},
-                  "min_inliers": self._param("min_inliers"),
-                  "pose": {"ransac_max_error_px": self._param("ransac_max_error_px")}}
+        config = {
+            "inference": {"backend": self._param("backend"), "max_keypoints": self._param("max_keypoints")},
+            "search": {"mode": self._param("search_mode")},
+            "min_inliers": self._param("min_inliers"),
+            "pose": {"ransac_max_error_px": self._param("ransac_max_error_px")},
+        }
         localizer = Localizer(localization_map, config)
         frame_id = self._param("map_frame") or localization_map.manifest.get("map_frame", "map")
         return LoadedMap(localizer, str(path), frame_id, localization_map.num_points)
@@ -346,8 +446,9 @@ class LocalizerNode(Node):
             with self._retired_lock:
                 self._retired.append(old.localizer)
         self._motion_gate.reset()  # poses in a new map owe nothing to the old one's
-        self._map_cloud_publisher.publish(points_to_cloud(loaded.localizer.map.arrays["points_xyz"], loaded.frame_id,
-                                                          self.get_clock().now()))
+        self._map_cloud_publisher.publish(
+            points_to_cloud(loaded.localizer.map.arrays["points_xyz"], loaded.frame_id, self.get_clock().now())
+        )
         self._status = (OK, f"map loaded: {loaded.path}")
         self.get_logger().info(f"serving map {loaded.path} ({loaded.num_points} points) in frame '{loaded.frame_id}'")
 
@@ -382,8 +483,9 @@ class LocalizerNode(Node):
         else is a bug in loading, logged with its traceback."""
         self._counters.add("map_load_failures")
         if not isinstance(error, LOAD_ERRORS):
-            self.get_logger().error("loading the map failed unexpectedly:\n" + "".join(
-                traceback.format_exception(error)))
+            self.get_logger().error(
+                "loading the map failed unexpectedly:\n" + "".join(traceback.format_exception(error))
+            )
 
     def _on_thread(self, function, *args) -> Future:
         """``function(*args)`` on a thread of its own, as a Future that callbacks of this node's executor
@@ -406,8 +508,9 @@ class LocalizerNode(Node):
             self._counters.add("frames_dropped")
         self._motion_gate.reset()
         response.success = True
-        response.message = ("motion prior cleared: the next pose is accepted without odometry consistency; "
-                            + ("dropped the frame waiting to be processed" if dropped else "no frame was waiting"))
+        response.message = "motion prior cleared: the next pose is accepted without odometry consistency; " + (
+            "dropped the frame waiting to be processed" if dropped else "no frame was waiting"
+        )
         return response
 
     def destroy_node(self):

@@ -39,8 +39,12 @@ from std_srvs.srv import Trigger
 
 from vloc_ros.geometry import Camera, Rigid3, interpolate_poses
 from vloc_ros.mapping.builder import DEFAULT_BUILD_CONFIG, build_map
-from vloc_ros.mapping.keyframes import (DEFAULT_MIN_INTERVAL_S, DEFAULT_MIN_ROTATION_DEG, DEFAULT_MIN_TRANSLATION_M,
-                                        KeyframeSelector)
+from vloc_ros.mapping.keyframes import (
+    DEFAULT_MIN_INTERVAL_S,
+    DEFAULT_MIN_ROTATION_DEG,
+    DEFAULT_MIN_TRANSLATION_M,
+    KeyframeSelector,
+)
 
 from .camera_input import CAMERA_PARAMETERS, CameraInput
 from .diagnostics import ERROR, OK, WARN, Counters, DiagnosticsPublisher, diagnostic_status
@@ -54,28 +58,58 @@ NODE_NAME = "vloc_map_builder"
 POSE_TYPES = {"pose_stamped": PoseStamped, "odometry": Odometry}
 
 PARAMETERS = CAMERA_PARAMETERS + (
-    ParameterSpec("pose_topic", "", "Known poses (PoseStamped or Odometry) for a metric map; empty: none, the "
-                  "map is reconstructed from the images alone (arbitrary scale).", read_only=True),
-    ParameterSpec("pose_type", "pose_stamped", "Message type on pose_topic.", choices=tuple(POSE_TYPES),
-                  read_only=True),
-    ParameterSpec("pose_frame", "base_link", "The frame whose pose pose_topic gives (an Odometry child_frame_id "
-                  "must match). TF pose_frame -> camera gives the camera pose; set it to the camera frame when the "
-                  "poses are of the camera.", read_only=True),
-    ParameterSpec("pose_max_gap_s", 0.25, "A frame whose bracketing poses are further apart (seconds) has no pose "
-                  "and is skipped.", value_range=(0.0, 10.0), read_only=True),
-    ParameterSpec("min_interval_s", DEFAULT_MIN_INTERVAL_S, "Least time between keyframes (seconds).",
-                  value_range=(0.0, 3600.0)),
-    ParameterSpec("min_translation_m", DEFAULT_MIN_TRANSLATION_M, "With poses: least camera motion since the last "
-                  "keyframe (metres).", value_range=(0.0, 100.0)),
-    ParameterSpec("min_rotation_deg", DEFAULT_MIN_ROTATION_DEG, "With poses: or least camera rotation since the "
-                  "last keyframe (degrees).", value_range=(0.0, 180.0)),
-    ParameterSpec("buffer_dir", "~/.ros/vloc_map_builder/keyframes", "Where keyframes are kept as they arrive; "
-                  "a restarted node continues the buffer it finds there.", read_only=True),
+    ParameterSpec(
+        "pose_topic",
+        "",
+        "Known poses (PoseStamped or Odometry) for a metric map; empty: none, the "
+        "map is reconstructed from the images alone (arbitrary scale).",
+        read_only=True,
+    ),
+    ParameterSpec(
+        "pose_type", "pose_stamped", "Message type on pose_topic.", choices=tuple(POSE_TYPES), read_only=True
+    ),
+    ParameterSpec(
+        "pose_frame",
+        "base_link",
+        "The frame whose pose pose_topic gives (an Odometry child_frame_id "
+        "must match). TF pose_frame -> camera gives the camera pose; set it to the camera frame when the "
+        "poses are of the camera.",
+        read_only=True,
+    ),
+    ParameterSpec(
+        "pose_max_gap_s",
+        0.25,
+        "A frame whose bracketing poses are further apart (seconds) has no pose and is skipped.",
+        value_range=(0.0, 10.0),
+        read_only=True,
+    ),
+    ParameterSpec(
+        "min_interval_s", DEFAULT_MIN_INTERVAL_S, "Least time between keyframes (seconds).", value_range=(0.0, 3600.0)
+    ),
+    ParameterSpec(
+        "min_translation_m",
+        DEFAULT_MIN_TRANSLATION_M,
+        "With poses: least camera motion since the last keyframe (metres).",
+        value_range=(0.0, 100.0),
+    ),
+    ParameterSpec(
+        "min_rotation_deg",
+        DEFAULT_MIN_ROTATION_DEG,
+        "With poses: or least camera rotation since the last keyframe (degrees).",
+        value_range=(0.0, 180.0),
+    ),
+    ParameterSpec(
+        "buffer_dir",
+        "~/.ros/vloc_map_builder/keyframes",
+        "Where keyframes are kept as they arrive; a restarted node continues the buffer it finds there.",
+        read_only=True,
+    ),
     ParameterSpec("output_map_path", "", "Directory ~/build writes the map to."),
     ParameterSpec("overwrite", False, "Let ~/build replace an existing map at output_map_path."),
     ParameterSpec("map_frame", "map", "Frame name stored in the map (the localizer's default map_frame)."),
-    ParameterSpec("extractor", "xfeat", "Local features of the map (the localizer uses the map's).",
-                  choices=("xfeat", "aliked")),
+    ParameterSpec(
+        "extractor", "xfeat", "Local features of the map (the localizer uses the map's).", choices=("xfeat", "aliked")
+    ),
     ParameterSpec("max_keypoints", 2048, "Keypoints per keyframe.", value_range=(64, 16384)),
 )
 
@@ -83,6 +117,7 @@ PARAMETERS = CAMERA_PARAMETERS + (
 @dataclass
 class Candidate:
     """A frame due for a keyframe, possibly waiting for the pose at its stamp to arrive."""
+
     stamp_ns: int
     image: np.ndarray
     camera: Camera
@@ -141,8 +176,9 @@ class MapBuilderNode(Node):
     def _on_pose(self, msg) -> None:
         if isinstance(msg, Odometry):
             if msg.child_frame_id and msg.child_frame_id != self._pose_frame:
-                raise InvalidMessage(f"Odometry of '{msg.child_frame_id}': pose_frame is '{self._pose_frame}'",
-                                     "pose_frame_mismatch")
+                raise InvalidMessage(
+                    f"Odometry of '{msg.child_frame_id}': pose_frame is '{self._pose_frame}'", "pose_frame_mismatch"
+                )
             pose = msg.pose.pose
         else:
             pose = msg.pose
@@ -160,8 +196,9 @@ class MapBuilderNode(Node):
             return self._record(candidate, None)
         if not self._poses or self._poses[-1][0] < stamp_ns * 1e-9:
             if self._waiting is not None:  # its pose never came while the camera moved on
-                self._guard.reject("no_pose", f"frame at {self._waiting.stamp_ns * 1e-9:.3f} s skipped: no pose "
-                                             "arrived for its stamp")
+                self._guard.reject(
+                    "no_pose", f"frame at {self._waiting.stamp_ns * 1e-9:.3f} s skipped: no pose arrived for its stamp"
+                )
             self._waiting = candidate
             return
         self._record_with_pose(candidate)
@@ -171,13 +208,15 @@ class MapBuilderNode(Node):
         stamps, poses = zip(*self._poses)
         world_from_pose_frame = interpolate_poses(stamps, list(poses), [stamp], self._pose_max_gap)[0]
         if world_from_pose_frame is None:
-            return self._guard.reject("no_pose", f"frame at {stamp:.3f} s skipped: no poses within "
-                                                f"{self._pose_max_gap} s around it")
+            return self._guard.reject(
+                "no_pose", f"frame at {stamp:.3f} s skipped: no poses within {self._pose_max_gap} s around it"
+            )
         try:
             pose_frame_from_camera = self._tf_buffer.lookup(self._pose_frame, candidate.camera_frame, stamp)
         except TfLookupError as error:
-            return self._guard.reject("no_camera_extrinsic", f"frame skipped: no TF {self._pose_frame} -> "
-                                                            f"{candidate.camera_frame}: {error}")
+            return self._guard.reject(
+                "no_camera_extrinsic", f"frame skipped: no TF {self._pose_frame} -> {candidate.camera_frame}: {error}"
+            )
         world_from_camera = world_from_pose_frame @ pose_frame_from_camera
         if not self._keyframe_selector().moved(world_from_camera):
             return
@@ -209,31 +248,41 @@ class MapBuilderNode(Node):
         else:
             keyframes = list(self._buffer.keyframes)
             self._build = BuildState("extracting features", 0, len(keyframes))
-            self._build_thread = threading.Thread(target=self._run_build, args=(keyframes, output),
-                                                  name="vloc_build_map", daemon=True)
+            self._build_thread = threading.Thread(
+                target=self._run_build, args=(keyframes, output), name="vloc_build_map", daemon=True
+            )
             self._build_thread.start()
             response.success, response.message = True, f"build started: {len(keyframes)} keyframes -> {output}"
         self.get_logger().info(response.message)
         return response
 
     def _run_build(self, keyframes, output: str) -> None:
-        config = {"extractor": {"name": self._param("extractor"), "max_keypoints": self._param("max_keypoints")},
-                  "map_frame": self._param("map_frame")}
+        config = {
+            "extractor": {"name": self._param("extractor"), "max_keypoints": self._param("max_keypoints")},
+            "map_frame": self._param("map_frame"),
+        }
         frames = [keyframe.to_map_frame() for keyframe in keyframes]
         started = time.monotonic()
         try:
-            summary = build_map(frames, output, config, cache_dir=self._buffer.build_cache,
-                                progress=self._on_progress,
-                                overwrite=self._param("overwrite"),
-                                source_description=f"{NODE_NAME} keyframes in {self._buffer.directory}")
+            summary = build_map(
+                frames,
+                output,
+                config,
+                cache_dir=self._buffer.build_cache,
+                progress=self._on_progress,
+                overwrite=self._param("overwrite"),
+                source_description=f"{NODE_NAME} keyframes in {self._buffer.directory}",
+            )
         except Exception as error:  # noqa: BLE001 - BuildError, MapError, pycolmap's: all end this build, not the node
             self._build.stage, self._build.outcome = "failed", f"build failed: {error}"
             self.get_logger().error(self._build.outcome)
             return
         self._build.stage = "done"
-        self._build.outcome = (f"map written to {summary.output} in {time.monotonic() - started:.0f} s: "
-                               f"{summary.images_registered}/{summary.images_given} keyframes registered, "
-                               f"{summary.num_points} points")
+        self._build.outcome = (
+            f"map written to {summary.output} in {time.monotonic() - started:.0f} s: "
+            f"{summary.images_registered}/{summary.images_given} keyframes registered, "
+            f"{summary.num_points} points"
+        )
         self.get_logger().info(f"{self._build.outcome}\n{summary.format()}")
 
     def _on_progress(self, stage: str, done: int, total: int | None) -> None:
@@ -269,17 +318,28 @@ class MapBuilderNode(Node):
         else:
             level, message = OK, f"recording: {len(self._buffer)} keyframes"
         percent = 100.0 * build.images_loaded / build.images_total if build.images_total else None
-        values = {"keyframes": len(self._buffer), "buffer_dir": str(self._buffer.directory),
-                  "output_map_path": self._param("output_map_path"), "build_stage": build.stage,
-                  "build_features_percent": percent if build.stage == "extracting features" else None,
-                  "frames_received": 0, "keyframes_recorded": 0, **self._counters.snapshot()}
-        return [diagnostic_status(f"{self.get_name()}: map builder", self.get_fully_qualified_name(),
-                                  level, message, values)]
+        values = {
+            "keyframes": len(self._buffer),
+            "buffer_dir": str(self._buffer.directory),
+            "output_map_path": self._param("output_map_path"),
+            "build_stage": build.stage,
+            "build_features_percent": percent if build.stage == "extracting features" else None,
+            "frames_received": 0,
+            "keyframes_recorded": 0,
+            **self._counters.snapshot(),
+        }
+        return [
+            diagnostic_status(
+                f"{self.get_name()}: map builder", self.get_fully_qualified_name(), level, message, values
+            )
+        ]
 
     def destroy_node(self):
         if self._building():
-            self.get_logger().warning("shutting down during a build: it stops unfinished; its features are cached "
-                                      f"in {self._buffer.build_cache} for the next ~/build")
+            self.get_logger().warning(
+                "shutting down during a build: it stops unfinished; its features are cached "
+                f"in {self._buffer.build_cache} for the next ~/build"
+            )
         super().destroy_node()
 
 

@@ -32,7 +32,8 @@ class ParameterSpec:
                 descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=0)]
             else:
                 descriptor.floating_point_range = [
-                    FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
+                    FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)
+                ]
         return descriptor
 
     def check(self, value) -> str | None:
@@ -61,4 +62,3 @@ def declare_parameters(node, specs: tuple[ParameterSpec, ...]) -> None:
         return SetParametersResult(successful=True)
 
     node.add_on_set_parameters_callback(check_update)
-

@@ -93,21 +93,25 @@ def _mono16_to_8(values: np.ndarray) -> np.ndarray:
 DEFAULT_MAX_IMAGE_PIXELS = 1 << 24
 
 
-def check_image_size(width: int, height: int, expected_size: tuple[int, int] | None = None,
-                     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+def check_image_size(
+    width: int, height: int, expected_size: tuple[int, int] | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> None:
     """Raise :class:`InvalidMessage` unless ``width x height`` is non-empty, ``expected_size``
     (``(width, height)``, when given) and at most ``max_pixels``."""
     if width <= 0 or height <= 0:
         raise InvalidMessage(f"empty image ({width}x{height})", "empty_image")
     if expected_size is not None and (width, height) != tuple(expected_size):
-        raise InvalidMessage(f"image is {width}x{height} but its CameraInfo says {expected_size[0]}x{expected_size[1]}",
-                             "camera_info_size_mismatch")
+        raise InvalidMessage(
+            f"image is {width}x{height} but its CameraInfo says {expected_size[0]}x{expected_size[1]}",
+            "camera_info_size_mismatch",
+        )
     if width * height > max_pixels:
         raise InvalidMessage(f"image of {width}x{height} exceeds the limit of {max_pixels} pixels", "image_too_large")
 
 
-def image_to_numpy(msg, expected_size: tuple[int, int] | None = None,
-                   max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+def image_to_numpy(
+    msg, expected_size: tuple[int, int] | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> np.ndarray:
     """``sensor_msgs/Image`` -> ``uint8`` ``HxWx3`` RGB (colour encodings) or ``HxW`` gray (mono8/mono16).
 
     mono16 is scaled to 8 bits over its full range (``value / 257``). Alpha channels are dropped.
@@ -115,19 +119,24 @@ def image_to_numpy(msg, expected_size: tuple[int, int] | None = None,
     """
     encoding = str(msg.encoding).strip().lower()
     if encoding not in IMAGE_ENCODINGS:
-        raise InvalidMessage(f"unsupported image encoding '{msg.encoding}'; supported: {', '.join(IMAGE_ENCODINGS)}",
-                             "unsupported_encoding")
+        raise InvalidMessage(
+            f"unsupported image encoding '{msg.encoding}'; supported: {', '.join(IMAGE_ENCODINGS)}",
+            "unsupported_encoding",
+        )
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     check_image_size(width, height, expected_size, max_pixels)
     channels, depth = IMAGE_ENCODINGS[encoding]
     row_bytes = width * channels * depth
     if step < row_bytes:
-        raise InvalidMessage(f"step {step} is smaller than width*bytes per pixel = {row_bytes} "
-                             f"({encoding}, width {width})", "malformed_image")
+        raise InvalidMessage(
+            f"step {step} is smaller than width*bytes per pixel = {row_bytes} ({encoding}, width {width})",
+            "malformed_image",
+        )
     data = _buffer(msg.data)
     if data.size != step * height:
-        raise InvalidMessage(f"data has {data.size} bytes but step*height = {step}*{height} = {step * height}",
-                             "malformed_image")
+        raise InvalidMessage(
+            f"data has {data.size} bytes but step*height = {step}*{height} = {step * height}", "malformed_image"
+        )
     rows = data.reshape(height, step)[:, :row_bytes]
     if depth == 2:
         dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
@@ -155,8 +164,9 @@ def numpy_to_image(array, encoding: str | None = None, stamp=None, frame_id: str
         encoding = "mono8" if array.ndim == 2 else "rgb8"
     encoding = encoding.lower()
     if encoding not in IMAGE_ENCODINGS:
-        raise InvalidMessage(f"unsupported image encoding '{encoding}'; supported: {', '.join(IMAGE_ENCODINGS)}",
-                             "unsupported_encoding")
+        raise InvalidMessage(
+            f"unsupported image encoding '{encoding}'; supported: {', '.join(IMAGE_ENCODINGS)}", "unsupported_encoding"
+        )
     channels, depth = IMAGE_ENCODINGS[encoding]
     if array.size == 0:
         raise InvalidMessage(f"empty image (shape {array.shape})", "empty_image")
@@ -176,8 +186,9 @@ def numpy_to_image(array, encoding: str | None = None, stamp=None, frame_id: str
             pixels = array
     else:
         if array.ndim != 3 or array.shape[2] not in (3, 4) or array.dtype != np.uint8:
-            raise ValueError(f"{encoding} needs an HxWx3 (RGB) or HxWx4 (RGBA) uint8 image, "
-                             f"got {array.shape} {array.dtype}")
+            raise ValueError(
+                f"{encoding} needs an HxWx3 (RGB) or HxWx4 (RGBA) uint8 image, got {array.shape} {array.dtype}"
+            )
         rgb, alpha = array[..., :3], array[..., 3:]
         if encoding.startswith("bgr"):
             rgb = rgb[..., ::-1]

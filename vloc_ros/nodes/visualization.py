@@ -9,16 +9,25 @@ from std_msgs.msg import Header
 
 from .ros_compat import to_time_msg
 
-_XYZ_FIELDS = [PointField(name=axis, offset=4 * i, datatype=PointField.FLOAT32, count=1)
-               for i, axis in enumerate("xyz")]
+_XYZ_FIELDS = [
+    PointField(name=axis, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, axis in enumerate("xyz")
+]
 
 
 def points_to_cloud(points, frame_id: str, stamp=None) -> PointCloud2:
     """(N, 3) points -> an unorganised ``sensor_msgs/PointCloud2`` of float32 x, y, z."""
     xyz = np.ascontiguousarray(np.asarray(points, dtype=np.float32).reshape(-1, 3))
-    return PointCloud2(header=Header(stamp=to_time_msg(stamp), frame_id=frame_id), height=1, width=len(xyz),
-                       fields=_XYZ_FIELDS, is_bigendian=False, point_step=12, row_step=12 * len(xyz),
-                       data=xyz.tobytes(), is_dense=True)
+    return PointCloud2(
+        header=Header(stamp=to_time_msg(stamp), frame_id=frame_id),
+        height=1,
+        width=len(xyz),
+        fields=_XYZ_FIELDS,
+        is_bigendian=False,
+        point_step=12,
+        row_step=12 * len(xyz),
+        data=xyz.tobytes(),
+        is_dense=True,
+    )
 
 
 def draw_keypoints(image: np.ndarray, keypoints, colour=(0, 255, 0)) -> np.ndarray:

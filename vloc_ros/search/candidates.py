@@ -158,8 +158,9 @@ class CandidateSearch:
         point_ids, distances = (np.concatenate([part[i] for part in parts]) for i in (1, 2))
         best_first = np.argsort(distances, kind="stable")  # for PROSAC
         timings["search"] = time.perf_counter() - start
-        return Correspondences(query_indices[best_first], point_ids[best_first], distances[best_first], keyframes,
-                               timings)
+        return Correspondences(
+            query_indices[best_first], point_ids[best_first], distances[best_first], keyframes, timings
+        )
 
     def global_candidates(self, queries: np.ndarray, global_descriptor: np.ndarray) -> np.ndarray:
         """Global branch: (Q, global_candidates_per_keypoint) point ids, -1 where there are fewer points."""
@@ -191,8 +192,12 @@ class CandidateSearch:
             return self.gpu_nearest_neighbours.knn_subset(queries, points, width)[1]
         # Nearest by L2 = largest q.p - |p|^2 / 2. Tiles of 256 keypoints keep the scores in cache.
         found = min(width, points.size)
-        columns = np.concatenate([top_k_scores(block @ descriptors.T, half_sq_norms, found)
-                                  for block in np.split(queries, range(256, len(queries), 256))])
+        columns = np.concatenate(
+            [
+                top_k_scores(block @ descriptors.T, half_sq_norms, found)
+                for block in np.split(queries, range(256, len(queries), 256))
+            ]
+        )
         return np.pad(points[columns], ((0, 0), (0, width - found)), constant_values=-1)
 
     def local_candidates(self, queries: np.ndarray) -> np.ndarray:

@@ -68,8 +68,9 @@ def apply_camera_effects(image: np.ndarray, effects: dict, rng: np.random.Genera
     """Exposure and gamma, motion blur, then sensor noise (Gaussian read noise plus shot noise)."""
     values = np.clip(image.astype(np.float32) / 255.0 * effects["exposure"], 0.0, 1.0) ** effects["gamma"]
     if effects["blur_px"] >= 1.0:
-        values = cv2.filter2D(values, -1, _line_kernel(effects["blur_px"], effects["blur_angle_deg"]),
-                              borderType=cv2.BORDER_REFLECT)
+        values = cv2.filter2D(
+            values, -1, _line_kernel(effects["blur_px"], effects["blur_angle_deg"]), borderType=cv2.BORDER_REFLECT
+        )
     values = values * 255.0
     sigma = np.sqrt(effects["noise_sigma"] ** 2 + 0.05 * values)  # shot noise grows with the signal
     values = values + rng.standard_normal(values.shape, dtype=np.float32) * sigma

@@ -41,8 +41,17 @@ MAP_FRAME, ODOM_FRAME, BASE_FRAME, CAMERA_FRAME = "map", "odom", "base_link", "c
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 DISTROS = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY, "kilted": Stores.ROS2_KILTED}
 # What a latched /tf_static publisher offers, so that players re-deliver it to late subscribers.
-TF_STATIC_QOS = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
-                    QosTime(0, 0), QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(0, 0), False)
+TF_STATIC_QOS = Qos(
+    QosHistory.KEEP_LAST,
+    1,
+    QosReliability.RELIABLE,
+    QosDurability.TRANSIENT_LOCAL,
+    QosTime(0, 0),
+    QosTime(0, 0),
+    QosLiveliness.AUTOMATIC,
+    QosTime(0, 0),
+    False,
+)
 # Nominal odometry uncertainty (diagonal: x y z roll pitch yaw), only for consumers that read it.
 ODOM_COVARIANCE = np.diag([1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-4]).ravel()
 
@@ -54,8 +63,16 @@ class CameraBagWriter:
     inverse times the current one. The /odom twist is the backward difference (zero at the first frame).
     """
 
-    def __init__(self, path, camera: Camera, base_from_camera: Rigid3 | None = None, *, storage: str = "mcap",
-                 distro: str = "jazzy", jpeg_quality: int = 90):
+    def __init__(
+        self,
+        path,
+        camera: Camera,
+        base_from_camera: Rigid3 | None = None,
+        *,
+        storage: str = "mcap",
+        distro: str = "jazzy",
+        jpeg_quality: int = 90,
+    ):
         if storage not in STORAGES:
             raise ValueError(f"unknown bag storage {storage!r}; choose one of {', '.join(STORAGES)}")
         if distro not in DISTROS:
@@ -68,18 +85,25 @@ class CameraBagWriter:
         self._writer = Writer(self.path, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage])
         self._writer.open()
         self._connections = {}
-        for key, msgtype in (("tf_static", "tf2_msgs/msg/TFMessage"), ("tf", "tf2_msgs/msg/TFMessage"),
-                             ("odom", "nav_msgs/msg/Odometry"), ("ground_truth", "geometry_msgs/msg/PoseStamped"),
-                             ("camera_info", "sensor_msgs/msg/CameraInfo"), ("image", "sensor_msgs/msg/Image"),
-                             ("compressed", "sensor_msgs/msg/CompressedImage")):
+        for key, msgtype in (
+            ("tf_static", "tf2_msgs/msg/TFMessage"),
+            ("tf", "tf2_msgs/msg/TFMessage"),
+            ("odom", "nav_msgs/msg/Odometry"),
+            ("ground_truth", "geometry_msgs/msg/PoseStamped"),
+            ("camera_info", "sensor_msgs/msg/CameraInfo"),
+            ("image", "sensor_msgs/msg/Image"),
+            ("compressed", "sensor_msgs/msg/CompressedImage"),
+        ):
             qos = [TF_STATIC_QOS] if key == "tf_static" else []
-            self._connections[key] = self._writer.add_connection(TOPICS[key], msgtype, typestore=self._typestore,
-                                                                 offered_qos_profiles=qos)
+            self._connections[key] = self._writer.add_connection(
+                TOPICS[key], msgtype, typestore=self._typestore, offered_qos_profiles=qos
+            )
         self._previous = None  # (stamp_ns, odom_from_base) of the last frame
         self._first_map_from_base = None
 
-    def write_frame(self, stamp_ns: int, image: np.ndarray, world_from_camera: Rigid3,
-                    odom_from_base: Rigid3 | None = None) -> None:
+    def write_frame(
+        self, stamp_ns: int, image: np.ndarray, world_from_camera: Rigid3, odom_from_base: Rigid3 | None = None
+    ) -> None:
         stamp_ns = int(stamp_ns)
         if self._previous is not None and stamp_ns <= self._previous[0]:
             raise ValueError(f"stamps must increase strictly: {stamp_ns} after {self._previous[0]}")
@@ -117,10 +141,19 @@ class CameraBagWriter:
         self.close()
 
 
-def write_camera_bag(path, stamps_ns: Sequence[int], images: Iterable[np.ndarray],
-                     world_from_camera: Sequence[Rigid3], camera: Camera, base_from_camera: Rigid3 | None = None, *,
-                     odom_from_base: Sequence[Rigid3] | None = None, storage: str = "mcap",
-                     distro: str = "jazzy", jpeg_quality: int = 90) -> Path:
+def write_camera_bag(
+    path,
+    stamps_ns: Sequence[int],
+    images: Iterable[np.ndarray],
+    world_from_camera: Sequence[Rigid3],
+    camera: Camera,
+    base_from_camera: Rigid3 | None = None,
+    *,
+    odom_from_base: Sequence[Rigid3] | None = None,
+    storage: str = "mcap",
+    distro: str = "jazzy",
+    jpeg_quality: int = 90,
+) -> Path:
     """Write a bag at ``path`` (must not exist) with one camera frame per stamp (see module doc).
 
     ``images``: HxWx3 RGB or HxW gray uint8, one per stamp. ``world_from_camera``: optical-frame
@@ -130,8 +163,9 @@ def write_camera_bag(path, stamps_ns: Sequence[int], images: Iterable[np.ndarray
     odometry = odom_from_base if odom_from_base is not None else [None] * len(stamps_ns)
     if not len(world_from_camera) == len(odometry) == len(stamps_ns):
         raise ValueError("stamps, poses and odometry must have one entry per frame")
-    with CameraBagWriter(path, camera, base_from_camera, storage=storage, distro=distro,
-                         jpeg_quality=jpeg_quality) as writer:
+    with CameraBagWriter(
+        path, camera, base_from_camera, storage=storage, distro=distro, jpeg_quality=jpeg_quality
+    ) as writer:
         for stamp, image, pose, odom in zip(stamps_ns, images, world_from_camera, odometry, strict=True):
             writer.write_frame(stamp, image, pose, odom)
     return Path(path)
@@ -159,9 +193,11 @@ class _Messages:
 
     def tf(self, stamp: int, parent: str, child: str, parent_from_child: Rigid3):
         transform = self.types["geometry_msgs/msg/Transform"](
-            translation=self._vector(parent_from_child.translation), rotation=self._quaternion(parent_from_child))
+            translation=self._vector(parent_from_child.translation), rotation=self._quaternion(parent_from_child)
+        )
         stamped = self.types["geometry_msgs/msg/TransformStamped"](
-            header=self.header(stamp, parent), child_frame_id=child, transform=transform)
+            header=self.header(stamp, parent), child_frame_id=child, transform=transform
+        )
         return self.types["tf2_msgs/msg/TFMessage"](transforms=[stamped])
 
     def pose_stamped(self, stamp: int, frame: str, pose: Rigid3):
@@ -171,31 +207,50 @@ class _Messages:
         """Twist in the child frame: ``step`` (odometry motion over ``dt`` seconds) as velocities."""
         twist = self.types["geometry_msgs/msg/Twist"](
             linear=self._vector(step.translation / dt),
-            angular=self._vector(Rotation.from_matrix(step.rotation).as_rotvec() / dt))
+            angular=self._vector(Rotation.from_matrix(step.rotation).as_rotvec() / dt),
+        )
         return self.types["nav_msgs/msg/Odometry"](
-            header=self.header(stamp, ODOM_FRAME), child_frame_id=BASE_FRAME,
-            pose=self.types["geometry_msgs/msg/PoseWithCovariance"](pose=self._pose(odom_from_base),
-                                                                    covariance=ODOM_COVARIANCE.copy()),
-            twist=self.types["geometry_msgs/msg/TwistWithCovariance"](twist=twist, covariance=ODOM_COVARIANCE.copy()))
+            header=self.header(stamp, ODOM_FRAME),
+            child_frame_id=BASE_FRAME,
+            pose=self.types["geometry_msgs/msg/PoseWithCovariance"](
+                pose=self._pose(odom_from_base), covariance=ODOM_COVARIANCE.copy()
+            ),
+            twist=self.types["geometry_msgs/msg/TwistWithCovariance"](twist=twist, covariance=ODOM_COVARIANCE.copy()),
+        )
 
     def camera_info(self, stamp: int, camera: Camera):
         K = camera.K
         P = np.hstack([K, np.zeros((3, 1))])
-        roi = self.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
-                                                             do_rectify=False)
+        roi = self.types["sensor_msgs/msg/RegionOfInterest"](
+            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+        )
         return self.types["sensor_msgs/msg/CameraInfo"](
-            header=self.header(stamp, CAMERA_FRAME), height=camera.height, width=camera.width,
-            distortion_model="plumb_bob", d=np.asarray(camera.distortion, dtype=np.float64),
-            k=K.ravel(), r=np.eye(3).ravel(), p=P.ravel(), binning_x=0, binning_y=0, roi=roi)
+            header=self.header(stamp, CAMERA_FRAME),
+            height=camera.height,
+            width=camera.width,
+            distortion_model="plumb_bob",
+            d=np.asarray(camera.distortion, dtype=np.float64),
+            k=K.ravel(),
+            r=np.eye(3).ravel(),
+            p=P.ravel(),
+            binning_x=0,
+            binning_y=0,
+            roi=roi,
+        )
 
     def image(self, stamp: int, image: np.ndarray):
         channels = 1 if image.ndim == 2 else image.shape[2]
         if channels not in (1, 3):
             raise ValueError(f"images must be HxW gray or HxWx3 RGB, got shape {image.shape}")
         return self.types["sensor_msgs/msg/Image"](
-            header=self.header(stamp, CAMERA_FRAME), height=image.shape[0], width=image.shape[1],
-            encoding="mono8" if channels == 1 else "rgb8", is_bigendian=0, step=image.shape[1] * channels,
-            data=image.reshape(-1))
+            header=self.header(stamp, CAMERA_FRAME),
+            height=image.shape[0],
+            width=image.shape[1],
+            encoding="mono8" if channels == 1 else "rgb8",
+            is_bigendian=0,
+            step=image.shape[1] * channels,
+            data=image.reshape(-1),
+        )
 
     def compressed(self, stamp: int, image: np.ndarray, quality: int):
         bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
@@ -204,5 +259,6 @@ class _Messages:
             raise RuntimeError("JPEG encoding failed")
         # image_transport's format string: the raw encoding, then what the JPEG holds.
         fmt = "mono8; jpeg compressed mono8" if image.ndim == 2 else "rgb8; jpeg compressed bgr8"
-        return self.types["sensor_msgs/msg/CompressedImage"](header=self.header(stamp, CAMERA_FRAME), format=fmt,
-                                                              data=jpeg.reshape(-1))
+        return self.types["sensor_msgs/msg/CompressedImage"](
+            header=self.header(stamp, CAMERA_FRAME), format=fmt, data=jpeg.reshape(-1)
+        )

@@ -52,12 +52,19 @@ DEFAULT_CONFIG = {
     "mount": {"translation": [0.10, 0.0, 1.20], "tilt_down_deg": 12.0},  # base_link -> camera
     "query": {
         # Pose offsets from the mapping ring (amplitudes of smooth sinusoids).
-        "lateral_m": 0.3, "height_m": 0.1, "heading_deg": 15.0, "pitch_deg": 4.0, "roll_deg": 3.0,
+        "lateral_m": 0.3,
+        "height_m": 0.1,
+        "heading_deg": 15.0,
+        "pitch_deg": 4.0,
+        "roll_deg": 3.0,
         # Illumination (sun: ambient + Lambert gain per surface) and camera effects.
-        "sun_ambient": 0.6, "sun_strength": 0.5,
-        "exposure_range": [0.75, 1.3], "gamma_range": [0.8, 1.25],
+        "sun_ambient": 0.6,
+        "sun_strength": 0.5,
+        "exposure_range": [0.75, 1.3],
+        "gamma_range": [0.8, 1.25],
         "noise_sigma": 2.5,  # read noise, 8-bit levels (shot noise comes on top)
-        "motion_blur_px": 5.0, "motion_blur_fraction": 0.3,
+        "motion_blur_px": 5.0,
+        "motion_blur_fraction": 0.3,
         "occluder_fraction": 0.3,  # share of frames with the moving occluder in view
     },
     "odom_drift": {"scale_error": 0.02, "yaw_deg_per_m": 1.0},
@@ -67,10 +74,17 @@ DEFAULT_CONFIG = {
 # Query options for a harder run: as far from the mapping ring as the scene allows, with harsher
 # light and camera effects (``{"query": HARD_QUERY}``). Where the default queries localize whatever
 # the search mode, these separate the modes.
-HARD_QUERY = {"lateral_m": 0.6, "height_m": 0.3, "heading_deg": 45.0, "pitch_deg": 10.0, "roll_deg": 8.0,
-              "exposure_range": [0.5, 1.8], "noise_sigma": 6.0, "motion_blur_fraction": 0.6,
-              "occluder_fraction": 0.6}
-
+HARD_QUERY = {
+    "lateral_m": 0.6,
+    "height_m": 0.3,
+    "heading_deg": 45.0,
+    "pitch_deg": 10.0,
+    "roll_deg": 8.0,
+    "exposure_range": [0.5, 1.8],
+    "noise_sigma": 6.0,
+    "motion_blur_fraction": 0.6,
+    "occluder_fraction": 0.6,
+}
 
 
 def resolve_config(config: dict | None) -> dict:
@@ -184,16 +198,20 @@ def generate(config: dict | None, out_dir) -> dict:
     query_rng = np.random.default_rng([seed, 1])
     noise_rng = np.random.default_rng([seed, 2])
     bases = {"map": trajectories.mapping_trajectory(config["scene"], scene.size, config["map_frames"])}
-    bases["query"], query_facts = trajectories.query_trajectory(config["scene"], scene.size, config["query_frames"],
-                                                                query_rng, config["query"], mount)
+    bases["query"], query_facts = trajectories.query_trajectory(
+        config["scene"], scene.size, config["query_frames"], query_rng, config["query"], mount
+    )
     runs = {split: trajectories.cameras_from_bases(world_from_base, mount) for split, world_from_base in bases.items()}
     sun = appearance.sample_sun(query_rng)
-    query_gains = appearance.sun_gains(scene, sun["direction"], config["query"]["sun_ambient"],
-                                       config["query"]["sun_strength"], sun["tint"])
+    query_gains = appearance.sun_gains(
+        scene, sun["direction"], config["query"]["sun_ambient"], config["query"]["sun_strength"], sun["tint"]
+    )
 
     names = {split: [f"{index:06d}.png" for index in range(len(poses))] for split, poses in runs.items()}
-    stamps = {split: frame_stamps_ns(config[f"{split}_start_ns"], len(poses), config["frame_rate"])
-              for split, poses in runs.items()}
+    stamps = {
+        split: frame_stamps_ns(config[f"{split}_start_ns"], len(poses), config["frame_rate"])
+        for split, poses in runs.items()
+    }
     drift = config["odom_drift"]
     bags = {f"{split}_{storage}": f"bags/{split}_{storage}" for split in runs for storage in config["bags"]["storages"]}
     with Renderer(scene, camera) as renderer:
@@ -202,16 +220,33 @@ def generate(config: dict | None, out_dir) -> dict:
             odometry = trajectories.drifting_odometry(bases[split], drift["scale_error"], drift["yaw_deg_per_m"])
             with contextlib.ExitStack() as stack:
                 # Bags are written while rendering: every image is made once and never held for long.
-                writers = [stack.enter_context(CameraBagWriter(out / bags[f"{split}_{storage}"], camera, mount,
-                                                               storage=storage, distro=config["bags"]["distro"],
-                                                               jpeg_quality=config["bags"]["jpeg_quality"]))
-                           for storage in config["bags"]["storages"]]
+                writers = [
+                    stack.enter_context(
+                        CameraBagWriter(
+                            out / bags[f"{split}_{storage}"],
+                            camera,
+                            mount,
+                            storage=storage,
+                            distro=config["bags"]["distro"],
+                            jpeg_quality=config["bags"]["jpeg_quality"],
+                        )
+                    )
+                    for storage in config["bags"]["storages"]
+                ]
                 for index, pose in enumerate(poses):
                     if split == "map":
                         image = renderer.render(pose)
                     else:
-                        image = _render_query(renderer, pose, query_gains, config["query"], index, query_rng,
-                                              noise_rng, query_facts[index])
+                        image = _render_query(
+                            renderer,
+                            pose,
+                            query_gains,
+                            config["query"],
+                            index,
+                            query_rng,
+                            noise_rng,
+                            query_facts[index],
+                        )
                     _write_png(out / "images" / split / names[split][index], image)
                     for writer in writers:
                         writer.write_frame(stamps[split][index], image, pose, odometry[index])
@@ -226,18 +261,34 @@ def generate(config: dict | None, out_dir) -> dict:
         "config": config,
         "camera": camera.to_dict(),
         "base_from_camera": _pose_dict(mount),
-        "map": {"images": [f"images/map/{name}" for name in names["map"]], "stamps_ns": stamps["map"],
-                "map_from_odom": _pose_dict(bases["map"][0])},
-        "query": {"images": [f"images/query/{name}" for name in names["query"]], "stamps_ns": stamps["query"],
-                  "map_from_odom": _pose_dict(bases["query"][0]), "sun": sun, "frames": query_facts},
+        "map": {
+            "images": [f"images/map/{name}" for name in names["map"]],
+            "stamps_ns": stamps["map"],
+            "map_from_odom": _pose_dict(bases["map"][0]),
+        },
+        "query": {
+            "images": [f"images/query/{name}" for name in names["query"]],
+            "stamps_ns": stamps["query"],
+            "map_from_odom": _pose_dict(bases["query"][0]),
+            "sun": sun,
+            "frames": query_facts,
+        },
         "bags": bags,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return {**summary, "out_dir": str(out), "seconds": time.perf_counter() - started}
 
 
-def _render_query(renderer: Renderer, world_from_camera, gains: np.ndarray, query_config: dict, index: int,
-                  query_rng: np.random.Generator, noise_rng: np.random.Generator, facts: dict) -> np.ndarray:
+def _render_query(
+    renderer: Renderer,
+    world_from_camera,
+    gains: np.ndarray,
+    query_config: dict,
+    index: int,
+    query_rng: np.random.Generator,
+    noise_rng: np.random.Generator,
+    facts: dict,
+) -> np.ndarray:
     """One query image: sun-lit surfaces, maybe the occluder, then camera effects (recorded in ``facts``)."""
     effects = appearance.sample_frame_effects(query_rng, query_config, index)
     movers = None

@@ -15,8 +15,9 @@ def write_camera_yaml(path, camera: Camera) -> None:
     Path(path).write_text(yaml.safe_dump(camera.to_dict(), sort_keys=False))
 
 
-def write_colmap_text_model(directory, camera: Camera, image_names: Sequence[str],
-                            world_from_camera: Sequence[Rigid3]) -> None:
+def write_colmap_text_model(
+    directory, camera: Camera, image_names: Sequence[str], world_from_camera: Sequence[Rigid3]
+) -> None:
     """cameras.txt, images.txt (camera_from_world, ``QW QX QY QZ TX TY TZ``, no 2D points) and an
     empty points3D.txt: the posed-images model that COLMAP's point triangulator starts from.
 
@@ -31,10 +32,13 @@ def write_colmap_text_model(directory, camera: Camera, image_names: Sequence[str
     params = " ".join(repr(float(p)) for p in colmap_camera.params)
     (directory / "cameras.txt").write_text(
         "# Camera list with one line of data per camera:\n#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n"
-        f"1 {colmap_camera.model.name} {camera.width} {camera.height} {params}\n")
-    lines = ["# Image list with two lines of data per image:",
-             "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
-             "#   POINTS2D[] as (X, Y, POINT3D_ID)"]
+        f"1 {colmap_camera.model.name} {camera.width} {camera.height} {params}\n"
+    )
+    lines = [
+        "# Image list with two lines of data per image:",
+        "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
+        "#   POINTS2D[] as (X, Y, POINT3D_ID)",
+    ]
     for image_id, (name, pose) in enumerate(zip(image_names, world_from_camera), start=1):
         camera_from_world = pose.inverse()
         qx, qy, qz, qw = camera_from_world.quaternion_xyzw

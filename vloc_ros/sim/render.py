@@ -79,8 +79,10 @@ def _import_pyrender():
         elif ctypes.util.find_library("OSMesa"):
             os.environ["PYOPENGL_PLATFORM"] = "osmesa"
         else:
-            raise RuntimeError("no headless OpenGL for the simulator: EGL does not initialise and OSMesa is "
-                               "missing; install Mesa's EGL (libegl1 libegl-mesa0) or OSMesa (libosmesa6)")
+            raise RuntimeError(
+                "no headless OpenGL for the simulator: EGL does not initialise and OSMesa is "
+                "missing; install Mesa's EGL (libegl1 libegl-mesa0) or OSMesa (libosmesa6)"
+            )
     import pyrender
 
     return pyrender
@@ -91,19 +93,24 @@ def check_distortion(camera: Camera) -> None:
     if not camera.has_distortion:
         return
     ideal = _undistorted_pixel_grid(camera)
-    rays = np.column_stack([(ideal[:, 0] - camera.cx) / camera.fx, (ideal[:, 1] - camera.cy) / camera.fy,
-                            np.ones(len(ideal))])
+    rays = np.column_stack(
+        [(ideal[:, 0] - camera.cx) / camera.fx, (ideal[:, 1] - camera.cy) / camera.fy, np.ones(len(ideal))]
+    )
     reprojected, _ = camera.project(rays)
     grid = _pixel_grid(camera.width, camera.height)
     error = float(np.max(np.linalg.norm(reprojected - grid, axis=1))) if np.isfinite(ideal).all() else np.inf
     if not error <= MAX_DISTORTION_ROUND_TRIP_PX:
-        raise ValueError(f"distortion {list(camera.distortion)} is not invertible over the {camera.width}x"
-                         f"{camera.height} image (round trip error {error:.3g} px); use smaller coefficients")
+        raise ValueError(
+            f"distortion {list(camera.distortion)} is not invertible over the {camera.width}x"
+            f"{camera.height} image (round trip error {error:.3g} px); use smaller coefficients"
+        )
     low, high = ideal.min(axis=0), ideal.max(axis=0)
     size = np.array([camera.width, camera.height])
     if np.any(-low > MAX_DISTORTION_MARGIN * size) or np.any(high - size > MAX_DISTORTION_MARGIN * size):
-        raise ValueError(f"distortion {list(camera.distortion)} is too strong: the undistorted field of view "
-                         f"is more than {1 + 2 * MAX_DISTORTION_MARGIN:g}x the image")
+        raise ValueError(
+            f"distortion {list(camera.distortion)} is too strong: the undistorted field of view "
+            f"is more than {1 + 2 * MAX_DISTORTION_MARGIN:g}x the image"
+        )
 
 
 def _pixel_grid(width: int, height: int) -> np.ndarray:
@@ -131,10 +138,12 @@ def pack_atlas(textures: dict[str, np.ndarray], padding: int = ATLAS_PADDING) ->
     atlas = np.zeros((row_top + row_height, width, 3), dtype=np.uint8)
     for name, (top, left, height_px, width_px) in places.items():
         framed = cv2.copyMakeBorder(textures[name], padding, padding, padding, padding, cv2.BORDER_REPLICATE)
-        atlas[top - padding:top + height_px + padding, left - padding:left + width_px + padding] = framed
+        atlas[top - padding : top + height_px + padding, left - padding : left + width_px + padding] = framed
     if max(atlas.shape[:2]) > MAX_ATLAS_PIXELS:
-        raise ValueError(f"scene textures need a {atlas.shape[1]}x{atlas.shape[0]} atlas, more than "
-                         f"{MAX_ATLAS_PIXELS} px; use a smaller scene or image size")
+        raise ValueError(
+            f"scene textures need a {atlas.shape[1]}x{atlas.shape[0]} atlas, more than "
+            f"{MAX_ATLAS_PIXELS} px; use a smaller scene or image size"
+        )
     return atlas, places
 
 
@@ -156,11 +165,13 @@ class Renderer:
         self._render_scene = pyrender.Scene(bg_color=[*BACKGROUND_RGB, 1.0], ambient_light=[1.0, 1.0, 1.0])
         atlas, places = pack_atlas(scene.textures)
         # Bilinear within the nearest mipmap level: trilinear costs llvmpipe twice the time for no visible gain.
-        sampler = pyrender.Sampler(magFilter=GL_LINEAR, minFilter=GL_LINEAR_MIPMAP_NEAREST,
-                                   wrapS=GL_CLAMP_TO_EDGE, wrapT=GL_CLAMP_TO_EDGE)
+        sampler = pyrender.Sampler(
+            magFilter=GL_LINEAR, minFilter=GL_LINEAR_MIPMAP_NEAREST, wrapS=GL_CLAMP_TO_EDGE, wrapT=GL_CLAMP_TO_EDGE
+        )
         self._material = pyrender.MetallicRoughnessMaterial(
             baseColorTexture=pyrender.Texture(source=atlas, source_channels="RGB", sampler=sampler),
-            baseColorFactor=[1.0, 1.0, 1.0, 1.0])
+            baseColorFactor=[1.0, 1.0, 1.0, 1.0],
+        )
         self._atlas_shape, self._places = atlas.shape[:2], places
         self._static_node, self._static_gains = None, None
         self._set_static_gains(np.ones((len(scene.surfaces), 3)))
@@ -173,9 +184,11 @@ class Renderer:
         try:
             self._renderer = pyrender.OffscreenRenderer(self._render_size[0], self._render_size[1])
         except Exception as error:  # noqa: BLE001 - any GL failure means the same to the user
-            raise RuntimeError(f"cannot open an offscreen OpenGL context with PYOPENGL_PLATFORM="
-                               f"{os.environ.get('PYOPENGL_PLATFORM')!r} ({error}); try PYOPENGL_PLATFORM=osmesa "
-                               "with libosmesa6 installed") from error
+            raise RuntimeError(
+                f"cannot open an offscreen OpenGL context with PYOPENGL_PLATFORM="
+                f"{os.environ.get('PYOPENGL_PLATFORM')!r} ({error}); try PYOPENGL_PLATFORM=osmesa "
+                "with libosmesa6 installed"
+            ) from error
 
     def _mesh(self, surfaces: list[Surface], gains: np.ndarray | None):
         """One primitive for all ``surfaces`` (front faces counter-clockwise, back faces culled)."""
@@ -192,8 +205,11 @@ class Renderer:
         colours = None if gains is None else np.column_stack([np.repeat(gains, 4, axis=0), np.ones(4 * len(surfaces))])
         primitive = self._pyrender.Primitive(
             positions=np.concatenate([surface.corners for surface in surfaces]).astype(np.float32),
-            texcoord_0=np.asarray(uvs, dtype=np.float32).reshape(-1, 2), color_0=colours,
-            indices=indices.astype(np.uint32), material=self._material)
+            texcoord_0=np.asarray(uvs, dtype=np.float32).reshape(-1, 2),
+            color_0=colours,
+            indices=indices.astype(np.uint32),
+            material=self._material,
+        )
         return self._pyrender.Mesh([primitive])
 
     def _set_static_gains(self, gains: np.ndarray) -> None:
@@ -216,12 +232,15 @@ class Renderer:
             margin[:2] = np.maximum(0, np.ceil(-low) + 2).astype(int)
             margin[2:] = np.maximum(0, np.ceil(high - [camera.width - 1, camera.height - 1]) + 2).astype(int)
             shape = (camera.height, camera.width)
-            self._remap = ((ideal[:, 0] + margin[0]).reshape(shape).astype(np.float32),
-                           (ideal[:, 1] + margin[1]).reshape(shape).astype(np.float32))
+            self._remap = (
+                (ideal[:, 0] + margin[0]).reshape(shape).astype(np.float32),
+                (ideal[:, 1] + margin[1]).reshape(shape).astype(np.float32),
+            )
         self._render_size = (camera.width + margin[0] + margin[2], camera.height + margin[1] + margin[3])
         far = 4.0 * self.scene.size + 10.0
-        gl_camera = self._pyrender.IntrinsicsCamera(pinhole.fx, pinhole.fy, pinhole.cx + margin[0] + 0.5,
-                                                    pinhole.cy + margin[1] + 0.5, znear=0.02, zfar=far)
+        gl_camera = self._pyrender.IntrinsicsCamera(
+            pinhole.fx, pinhole.fy, pinhole.cx + margin[0] + 0.5, pinhole.cy + margin[1] + 0.5, znear=0.02, zfar=far
+        )
         self._camera_node = self._render_scene.add(gl_camera)
 
     def _place(self, world_from_camera: Rigid3, mover_poses: dict[str, Rigid3] | None) -> None:
@@ -232,8 +251,12 @@ class Renderer:
                 self._render_scene.set_pose(node, mover_poses[name].matrix)
         self._render_scene.set_pose(self._camera_node, world_from_camera.matrix @ OPTICAL_FROM_OPENGL)
 
-    def render(self, world_from_camera: Rigid3, surface_gains: np.ndarray | None = None,
-               mover_poses: dict[str, Rigid3] | None = None) -> np.ndarray:
+    def render(
+        self,
+        world_from_camera: Rigid3,
+        surface_gains: np.ndarray | None = None,
+        mover_poses: dict[str, Rigid3] | None = None,
+    ) -> np.ndarray:
         """The HxWx3 uint8 RGB image (4x multisampled: anti-aliased edges, interiors sampled at pixel centres).
 
         ``surface_gains`` (num_surfaces, 3) multiplies each static surface's texture (default 1);
@@ -257,8 +280,7 @@ class Renderer:
         self._place(world_from_camera, mover_poses)
         visible = {self._static_node: (255, 255, 255)}
         visible.update({node: (255, 255, 255) for node in self._movers.values() if node.mesh.is_visible})
-        _, depth = self._renderer.render(self._render_scene, flags=self._pyrender.RenderFlags.SEG,
-                                         seg_node_map=visible)
+        _, depth = self._renderer.render(self._render_scene, flags=self._pyrender.RenderFlags.SEG, seg_node_map=visible)
         if self._remap is not None:
             # Nearest: interpolating across an occlusion edge would invent geometry.
             depth = cv2.remap(depth, *self._remap, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)

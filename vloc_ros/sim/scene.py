@@ -58,13 +58,20 @@ class Surface:
     @property
     def extent(self) -> tuple[float, float]:
         """(width, height) in metres."""
-        return (float(np.linalg.norm(self.corners[1] - self.corners[0])),
-                float(np.linalg.norm(self.corners[3] - self.corners[0])))
+        return (
+            float(np.linalg.norm(self.corners[1] - self.corners[0])),
+            float(np.linalg.norm(self.corners[3] - self.corners[0])),
+        )
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "texture": self.texture,
-                "corners": np.round(self.corners, 9).tolist(), "normal": np.round(self.normal, 9).tolist(),
-                "extent": [round(e, 9) for e in self.extent]}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "texture": self.texture,
+            "corners": np.round(self.corners, 9).tolist(),
+            "normal": np.round(self.normal, 9).tolist(),
+            "extent": [round(e, 9) for e in self.extent],
+        }
 
 
 @dataclass
@@ -83,8 +90,12 @@ class Scene:
     def to_dict(self) -> dict:
         """What scene.json holds: the static geometry in world (map) coordinates."""
         return {
-            "name": self.name, "units": "m", "frame": "map", "up": [0.0, 0.0, 1.0],
-            "size": self.size, "wall_height": self.wall_height,
+            "name": self.name,
+            "units": "m",
+            "frame": "map",
+            "up": [0.0, 0.0, 1.0],
+            "size": self.size,
+            "wall_height": self.wall_height,
             "texture_pixels_per_metre": self.pixels_per_metre,
             "symmetry": {"axis_point": [0.0, 0.0], "rotation_deg": 90.0} if self.name == "repeated" else None,
             "surfaces": [surface.to_dict() for surface in self.surfaces],
@@ -102,8 +113,14 @@ def quad(name: str, kind: str, center, normal, half_width: float, half_height: f
     """A quad facing ``normal`` whose texture's up direction is ``up``."""
     center, normal, up = (np.asarray(v, dtype=np.float64) for v in (center, normal, up))
     right = np.cross(up, normal)  # the viewer's right when looking at the front
-    corners = np.stack([center - right * half_width - up * half_height, center + right * half_width - up * half_height,
-                        center + right * half_width + up * half_height, center - right * half_width + up * half_height])
+    corners = np.stack(
+        [
+            center - right * half_width - up * half_height,
+            center + right * half_width - up * half_height,
+            center + right * half_width + up * half_height,
+            center - right * half_width + up * half_height,
+        ]
+    )
     return Surface(name, kind, corners, texture)
 
 
@@ -113,12 +130,27 @@ def box_faces(name: str, center, size, yaw_deg: float, texture_prefix: str) -> l
     rotation = yaw_rotation(yaw_deg)
     x_axis, y_axis, z_axis = rotation.T
     faces = []
-    for face, normal, half_normal, half_width in (("px", x_axis, half[0], half[1]), ("nx", -x_axis, half[0], half[1]),
-                                                   ("py", y_axis, half[1], half[0]), ("ny", -y_axis, half[1], half[0])):
-        faces.append(quad(f"{name}_{face}", "box", center + normal * half_normal, normal, half_width, half[2],
-                          z_axis, f"{texture_prefix}_{face}"))
-    faces.append(quad(f"{name}_top", "box", center + z_axis * half[2], z_axis, half[0], half[1], y_axis,
-                      f"{texture_prefix}_top"))
+    for face, normal, half_normal, half_width in (
+        ("px", x_axis, half[0], half[1]),
+        ("nx", -x_axis, half[0], half[1]),
+        ("py", y_axis, half[1], half[0]),
+        ("ny", -y_axis, half[1], half[0]),
+    ):
+        faces.append(
+            quad(
+                f"{name}_{face}",
+                "box",
+                center + normal * half_normal,
+                normal,
+                half_width,
+                half[2],
+                z_axis,
+                f"{texture_prefix}_{face}",
+            )
+        )
+    faces.append(
+        quad(f"{name}_top", "box", center + z_axis * half[2], z_axis, half[0], half[1], y_axis, f"{texture_prefix}_top")
+    )
     return faces
 
 
@@ -170,27 +202,43 @@ def build_scene(name: str, size: float, seed: int, focal_length: float) -> Scene
                 width, height = face.extent
                 texture_images[face.texture] = textures.mosaic(px(width), px(height), rng, tile_px)
         surfaces.extend(faces)
-        boxes.append({"name": box_name, "center": np.round(center, 9).tolist(),
-                      "size": box_size.tolist(), "yaw_deg": float(yaw_deg)})
+        boxes.append(
+            {
+                "name": box_name,
+                "center": np.round(center, 9).tolist(),
+                "size": box_size.tolist(),
+                "yaw_deg": float(yaw_deg),
+            }
+        )
 
     if repeated:
         (x, y), crate_size, crate_yaw = COURTYARD_CRATES[0]
         for turn in range(4):
             rotation = yaw_rotation(90.0 * turn)[:2, :2]
-            add_box(f"crate_{turn}", rotation @ np.array([x, y]) * size, np.multiply(crate_size, scale),
-                    crate_yaw + 90.0 * turn, "crate")
+            add_box(
+                f"crate_{turn}",
+                rotation @ np.array([x, y]) * size,
+                np.multiply(crate_size, scale),
+                crate_yaw + 90.0 * turn,
+                "crate",
+            )
     else:
         for index, ((x, y), crate_size, crate_yaw) in enumerate(COURTYARD_CRATES):
-            add_box(f"crate_{index}", (x * size, y * size), np.multiply(crate_size, scale),
-                    crate_yaw, f"crate_{index}")
+            add_box(f"crate_{index}", (x * size, y * size), np.multiply(crate_size, scale), crate_yaw, f"crate_{index}")
     for turn in range(4):
         corner = yaw_rotation(90.0 * turn)[:2, :2] @ np.array([PILLAR_POSITION, PILLAR_POSITION]) * size
-        add_box(f"pillar_{turn}", corner, (PILLAR_WIDTH * scale, PILLAR_WIDTH * scale, wall_height), 90.0 * turn,
-                "pillar" if repeated else f"pillar_{turn}")
+        add_box(
+            f"pillar_{turn}",
+            corner,
+            (PILLAR_WIDTH * scale, PILLAR_WIDTH * scale, wall_height),
+            90.0 * turn,
+            "pillar" if repeated else f"pillar_{turn}",
+        )
 
     occluder_faces = box_faces("occluder", (0, 0, 0), OCCLUDER_SIZE, 0.0, "occluder")
     for face in occluder_faces:
         width, height = face.extent
         texture_images[face.texture] = textures.mosaic(px(width), px(height), rng, tile_px)
-    return Scene(name, float(size), float(wall_height), ppm, surfaces, texture_images, boxes,
-                 {"occluder": occluder_faces})
+    return Scene(
+        name, float(size), float(wall_height), ppm, surfaces, texture_images, boxes, {"occluder": occluder_faces}
+    )

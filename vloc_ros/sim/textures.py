@@ -16,8 +16,22 @@ import numpy as np
 TILE_PIXELS = 320  # photo crops (300-640 px) shrink a little: dense, sharp detail
 
 # Bundled with scikit-image (skimage/data/*), chosen for texture: no large flat or black areas.
-PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "brick", "grass",
-               "gravel", "camera", "coins", "moon", "cell", "page", "text")
+PHOTO_NAMES = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "immunohistochemistry",
+    "brick",
+    "grass",
+    "gravel",
+    "camera",
+    "coins",
+    "moon",
+    "cell",
+    "page",
+    "text",
+)
 _LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789#&@%"
 
 
@@ -38,7 +52,7 @@ def random_tile(rng: np.random.Generator, size: int = TILE_PIXELS) -> np.ndarray
     height, width = photo.shape[:2]
     side = int(min(height, width) * rng.uniform(0.6, 1.0))
     top, left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
-    crop = photo[top:top + side, left:left + side]
+    crop = photo[top : top + side, left : left + side]
     interpolation = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
     tile = cv2.resize(crop, (size, size), interpolation=interpolation)
     if rng.random() < 0.5:
@@ -78,8 +92,9 @@ def _draw_marks(tile: np.ndarray, rng: np.random.Generator) -> None:
     text = "".join(_LETTERS[i] for i in rng.integers(len(_LETTERS), size=int(rng.integers(2, 5))))
     font_scale = float(rng.uniform(1.5, 3.0)) * scale
     origin = (int(rng.integers(0, size // 2)), int(rng.integers(size // 4, size)))
-    cv2.putText(tile, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, colour(), max(1, int(font_scale * 2.5)),
-                cv2.LINE_AA)
+    cv2.putText(
+        tile, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, colour(), max(1, int(font_scale * 2.5)), cv2.LINE_AA
+    )
 
 
 def mosaic(width_px: int, height_px: int, rng: np.random.Generator, tile_px: int = TILE_PIXELS) -> np.ndarray:
@@ -89,7 +104,7 @@ def mosaic(width_px: int, height_px: int, rng: np.random.Generator, tile_px: int
     canvas = np.empty((rows * tile_px, columns * tile_px, 3), dtype=np.uint8)
     for top in range(0, rows * tile_px, tile_px):
         for left in range(0, columns * tile_px, tile_px):
-            canvas[top:top + tile_px, left:left + tile_px] = random_tile(rng, tile_px)
+            canvas[top : top + tile_px, left : left + tile_px] = random_tile(rng, tile_px)
     return np.ascontiguousarray(canvas[:height_px, :width_px])
 
 

@@ -34,13 +34,26 @@ def base_pose(x: float, y: float, z: float, yaw_deg: float, pitch_deg: float = 0
     return Rigid3(rotation, [x, y, z])
 
 
-def ring_pose(size: float, angle_deg: float, radial_offset: float = 0.0, height_offset: float = 0.0,
-              heading_offset_deg: float = 0.0, pitch_deg: float = 0.0, roll_deg: float = 0.0) -> Rigid3:
+def ring_pose(
+    size: float,
+    angle_deg: float,
+    radial_offset: float = 0.0,
+    height_offset: float = 0.0,
+    heading_offset_deg: float = 0.0,
+    pitch_deg: float = 0.0,
+    roll_deg: float = 0.0,
+) -> Rigid3:
     """``world_from_base`` on the ring at ``angle_deg``, facing outward (plus the given offsets)."""
     radius = RING_RADIUS * size + radial_offset
     angle = np.radians(angle_deg)
-    return base_pose(radius * np.cos(angle), radius * np.sin(angle), BASE_HEIGHT + height_offset,
-                     angle_deg + heading_offset_deg, pitch_deg, roll_deg)
+    return base_pose(
+        radius * np.cos(angle),
+        radius * np.sin(angle),
+        BASE_HEIGHT + height_offset,
+        angle_deg + heading_offset_deg,
+        pitch_deg,
+        roll_deg,
+    )
 
 
 def mapping_angles(scene_name: str, num_frames: int) -> np.ndarray:
@@ -58,8 +71,9 @@ def mapping_trajectory(scene_name: str, size: float, num_frames: int) -> list[Ri
     return [ring_pose(size, angle, heading_offset_deg=5.0 * np.sin(np.radians(3.0 * angle))) for angle in angles]
 
 
-def query_trajectory(scene_name: str, size: float, num_frames: int, rng: np.random.Generator,
-                     offsets: dict, base_from_camera: Rigid3) -> tuple[list[Rigid3], list[dict]]:
+def query_trajectory(
+    scene_name: str, size: float, num_frames: int, rng: np.random.Generator, offsets: dict, base_from_camera: Rigid3
+) -> tuple[list[Rigid3], list[dict]]:
     """``world_from_base`` of a query run that leaves the mapping ring by up to the amplitudes in
     ``offsets`` (lateral_m, height_m, heading_deg, pitch_deg, roll_deg), as smooth sinusoids with
     random phases, plus per-frame facts: whether the view is upside down and whether the mapping
@@ -85,16 +99,27 @@ def query_trajectory(scene_name: str, size: float, num_frames: int, rng: np.rand
         else:
             upside_down, angle = False, start + 360.0 * progress
         wave = np.sin(2.0 * np.pi * np.array([2, 3, 1, 4, 5]) * progress + phases)
-        pose = ring_pose(size, angle, radial_offset=offsets["lateral_m"] * wave[0],
-                         height_offset=offsets["height_m"] * wave[2],
-                         heading_offset_deg=offsets["heading_deg"] * wave[1],
-                         pitch_deg=offsets["pitch_deg"] * wave[3], roll_deg=offsets["roll_deg"] * wave[4])
+        pose = ring_pose(
+            size,
+            angle,
+            radial_offset=offsets["lateral_m"] * wave[0],
+            height_offset=offsets["height_m"] * wave[2],
+            heading_offset_deg=offsets["heading_deg"] * wave[1],
+            pitch_deg=offsets["pitch_deg"] * wave[3],
+            roll_deg=offsets["roll_deg"] * wave[4],
+        )
         if upside_down:  # the whole rig turned 180 deg about the camera's optical axis
             pose = pose @ base_from_camera @ UPSIDE_DOWN @ base_from_camera.inverse()
         poses.append(pose)
         wall = int(np.round((angle % 360.0) / 90.0)) % 4
-        facts.append({"ring_angle_deg": round(float(angle % 360.0), 6), "upside_down": upside_down,
-                      "wall": wall, "covered": scene_name != "repeated" or wall in REPEATED_MAPPED_WALLS})
+        facts.append(
+            {
+                "ring_angle_deg": round(float(angle % 360.0), 6),
+                "upside_down": upside_down,
+                "wall": wall,
+                "covered": scene_name != "repeated" or wall in REPEATED_MAPPED_WALLS,
+            }
+        )
     return poses, facts
 
 
@@ -109,7 +134,8 @@ def drifting_odometry(world_from_base: list[Rigid3], scale_error: float, yaw_dri
     for previous, current in zip(world_from_base[:-1], world_from_base[1:]):
         step = previous.inverse() @ current
         distance = float(np.linalg.norm(step.translation))
-        drifted = Rigid3(yaw_rotation(yaw_drift_deg_per_m * distance) @ step.rotation,
-                         step.translation * (1.0 + scale_error))
+        drifted = Rigid3(
+            yaw_rotation(yaw_drift_deg_per_m * distance) @ step.rotation, step.translation * (1.0 + scale_error)
+        )
         odom_from_base.append(odom_from_base[-1] @ drifted)
     return odom_from_base
