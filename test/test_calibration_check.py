@@ -11,7 +11,8 @@ from vloc_ros.geometry import Camera, Rigid3, pose_error
 from vloc_ros.localizer import Localizer
 from vloc_ros.mapping.map_format import load_map
 from vloc_ros.pose import estimate_pose
-from vloc_ros.verification import DEFAULT_VERIFICATION_CONFIG, Evidence, decide, focal_scale_fit
+from test_verification import evidence
+from vloc_ros.verification import DEFAULT_VERIFICATION_CONFIG, decide, focal_scale_fit
 
 MISMATCH = "verification: calibration mismatch"
 CAMERA = Camera(640, 480, 500.0, 500.0, 319.5, 239.5)
@@ -57,19 +58,6 @@ def test_focal_fit_leaves_the_right_focal_length_alone():
     assert fit.scale == pytest.approx(1.0, abs=0.02)
     assert abs(fit.z) < DEFAULT_VERIFICATION_CONFIG["min_focal_scale_z"]
     assert fit.cost_drop < DEFAULT_VERIFICATION_CONFIG["min_focal_scale_cost_drop"]
-
-
-def evidence(**changes) -> Evidence:
-    good = dict(
-        num_inliers=500,
-        inlier_ratio=0.5,
-        spread=0.9,
-        second_hypothesis_ratio=0.0,
-        retrieval_agreement=True,
-        relative_position_sigma=0.001,
-        median_depth=2.0,
-    )
-    return Evidence(**{**good, **changes})
 
 
 def test_calibration_mismatch_needs_scale_significance_and_a_better_fit():
