@@ -13,22 +13,14 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from vloc_ros.nodes.dds import profile_setting
+from vloc_ros.nodes.dds import profile_launch_actions
 
 PACKAGE = "vloc_ros"
-
-
-def dds_profile():
-    """The shipped Fast DDS profile for the processes this file starts, unless the environment configures
-    Fast DDS already: without it, raw images from a camera driver in another process are mostly lost
-    (see config/fastdds.xml)."""
-    setting = profile_setting()
-    return [] if setting is None else [SetEnvironmentVariable(*setting)]
 
 
 def localizer(context):
@@ -55,7 +47,7 @@ def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
     return LaunchDescription(
         [
-            *dds_profile(),
+            *profile_launch_actions(),
             DeclareLaunchArgument("map", default_value="", description="map directory (overrides map_path)"),
             DeclareLaunchArgument(
                 "camera",

@@ -8,8 +8,10 @@ camera topics relative to it, so nodes of one test module never see each other's
 from __future__ import annotations
 
 import os
+import struct
 import threading
 import time
+import zlib
 from collections import defaultdict
 
 import numpy as np
@@ -252,3 +254,30 @@ def numpy_to_compressed(array, format: str = "jpeg", stamp=None, frame_id: str =
 def cloud_to_points(cloud) -> np.ndarray:
     """The (N, 3) float32 points of a cloud made by ``vloc_ros.nodes.visualization.points_to_cloud``."""
     return np.frombuffer(bytes(cloud.data), dtype=np.float32).reshape(-1, 3)
+
+
+def png_claiming(width: int, height: int, image_data: bytes = b"") -> bytes:
+    """A PNG (8-bit gray) of ``width x height`` with ``image_data`` as its compressed pixel data."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", image_data) + chunk(b"IEND", b"")
+
+
+def jpeg_claiming(jpeg: bytes, width: int, height: int) -> bytes:
+    """``jpeg`` with its SOF0 marker edited to claim ``width x height``."""
+    data = bytearray(jpeg)
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def bit_flipped(data: bytes, flips: int, rng) -> bytes:
+    """``data`` with ``flips`` random bits (numpy Generator ``rng``) flipped past its first 700 bytes, so
+    that the headers stay readable."""
+    damaged = bytearray(data)
+    for position in rng.integers(700, len(data) - 2, flips):
+        damaged[position] ^= 1 << int(rng.integers(8))
+    return bytes(damaged)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
-from ros_harness import NAMESPACE, BagFrames, RosGraph, stamp_ns, wait_until
+from ros_harness import NAMESPACE, BagFrames, RosGraph, bit_flipped, jpeg_claiming, png_claiming, stamp_ns, wait_until
 from vloc_ros.geometry import pose_error
 from vloc_ros.hashing import file_sha256
 from vloc_ros.nodes import ros_compat as rc
@@ -219,29 +218,12 @@ def test_poisoned_tf(attack, query):
     attack.publish("/tf_static", query.tf_static)
 
 
-def png_claiming(width: int, height: int, image_data: bytes = b"") -> bytes:
-    """A PNG (8-bit gray) of ``width x height`` with ``image_data`` as its compressed pixel data."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", image_data) + chunk(b"IEND", b"")
-
-
 def black_png(width: int, height: int) -> bytes:
     """A valid all-black PNG, compressed row block by row block (the pixels never exist at once)."""
     compressor = zlib.compressobj(9)
     rows = bytes(100 * (width + 1))
     data = b"".join(compressor.compress(rows) for _ in range(height // 100)) + compressor.flush()
     return png_claiming(width, height, data)
-
-
-def jpeg_claiming(jpeg: bytes, width: int, height: int) -> bytes:
-    data = bytearray(jpeg)
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
 
 
 def test_image_bombs(attack, query):
@@ -264,13 +246,6 @@ def test_image_bombs(attack, query):
         else:
             pytest.fail(f"a {len(data)}-byte bomb was never counted: {attack.counters()}")
     attack.judge(started)
-
-
-def bit_flipped(data: bytes, flips: int, rng) -> bytes:
-    damaged = bytearray(data)
-    for position in rng.integers(700, len(data) - 2, flips):
-        damaged[position] ^= 1 << int(rng.integers(8))
-    return bytes(damaged)
 
 
 def test_bit_flipped_jpegs(attack, query):

@@ -27,7 +27,7 @@ from std_msgs.msg import Header  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from vloc_ros.geometry import Camera, Rigid3  # noqa: E402
-from ros_harness import numpy_to_compressed  # noqa: E402
+from ros_harness import bit_flipped, jpeg_claiming, numpy_to_compressed, png_claiming  # noqa: E402
 from vloc_ros.nodes import ros_compat as rc  # noqa: E402
 
 TIMEOUT = 20.0
@@ -400,32 +400,7 @@ def test_compressed_round_trip():
     assert np.abs(out.astype(int) - rgb[..., ::-1]).mean() > 20.0
 
 
-def png_header_claiming(width: int, height: int) -> bytes:
-    """A PNG signature and a valid IHDR chunk for ``width x height`` RGB, then no image data."""
-    import struct
-    import zlib
-
-    chunk = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + bytes(100)
-
-
-def jpeg_claiming(width: int, height: int) -> bytes:
-    """A small valid JPEG whose SOF0 marker is edited to claim ``width x height``."""
-    import struct
-
-    data = bytearray(numpy_to_compressed(smooth_image(), "jpeg").data)
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
-
-
-def bit_flipped(data: bytes, flips: int, seed: int) -> bytes:
-    """``data`` with ``flips`` random bits flipped past its first 700 bytes (the headers stay readable)."""
-    rng = np.random.default_rng(seed)
-    damaged = bytearray(data)
-    for position in rng.integers(700, len(data) - 2, flips):
-        damaged[position] ^= 1 << int(rng.integers(8))
-    return bytes(damaged)
+SMOOTH_JPEG = bytes(numpy_to_compressed(smooth_image(), "jpeg").data)
 
 
 @pytest.mark.parametrize(
@@ -434,10 +409,10 @@ def bit_flipped(data: bytes, flips: int, seed: int) -> bytes:
         (b"", "empty_image"),
         (b"definitely not an image" * 10, "unsupported_encoding"),
         (b"\xff\xd8\xff\xe0" + bytes(100), "undecodable_image"),
-        (png_header_claiming(65535, 65535), "image_too_large"),
-        (png_header_claiming(640, 480), "undecodable_image"),
-        (jpeg_claiming(65000, 65000), "image_too_large"),
-        (jpeg_claiming(30000, 30000), "image_too_large"),
+        (png_claiming(65535, 65535), "image_too_large"),
+        (png_claiming(640, 480), "undecodable_image"),
+        (jpeg_claiming(SMOOTH_JPEG, 65000, 65000), "image_too_large"),
+        (jpeg_claiming(SMOOTH_JPEG, 30000, 30000), "image_too_large"),
     ],
 )
 def test_bad_compressed_raises(data, reason):
@@ -466,7 +441,7 @@ def test_corrupt_compressed_images_are_refused(format):
     msg = CompressedImage(format=format)
     refused = 0
     for seed in range(20):
-        msg.data = bit_flipped(data, 30, seed)
+        msg.data = bit_flipped(data, 30, np.random.default_rng(seed))
         try:
             rc.compressed_to_numpy(msg)
         except rc.InvalidMessage as error:

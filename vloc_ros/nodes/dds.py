@@ -5,7 +5,7 @@ socket buffer, instead of by shared memory through their own 512 KB segment, whi
 every raw image sent best effort (sensor-data QoS); config/fastdds.xml says why. ``use_shipped_profile``
 points Fast DDS at it unless the user configures Fast DDS (or another RMW) already; a node's ``main``
 calls it before ``rclpy.init``, since Fast DDS reads its profiles once, when the process creates its
-first participant. The launch files set ``profile_setting`` for the processes they start.
+first participant. The launch files apply it through ``profile_launch_actions``.
 """
 
 from __future__ import annotations
@@ -54,6 +54,15 @@ def profile_setting(environ=os.environ) -> tuple[str, str] | None:
         return None
     profile = shipped_profile()
     return None if profile is None else (profile_variable(environ), str(profile))
+
+
+def profile_launch_actions() -> list:
+    """For a launch file: SetEnvironmentVariable for ``profile_setting`` (none when it is None), so the
+    processes it starts use the shipped profile. launch is imported here only: nodes run without it."""
+    from launch.actions import SetEnvironmentVariable
+
+    setting = profile_setting()
+    return [] if setting is None else [SetEnvironmentVariable(*setting)]
 
 
 def use_shipped_profile(environ=os.environ) -> Path | None:
