@@ -28,6 +28,7 @@ from vloc_ros.localizer import Localizer
 from vloc_ros.mapping.builder import build_map
 from vloc_ros.mapping.map_format import load_map
 from vloc_ros.mapping.sources import image_folder_frames, load_intrinsics, read_image_rgb
+from vloc_ros.search import SearchMode
 from vloc_ros.tum import read_tum
 
 import torch  # after vloc_ros, which sets OMP_WAIT_POLICY before torch loads OpenMP  # isort: skip
@@ -81,7 +82,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--map-frames", type=int, default=60)
     parser.add_argument("--config", type=json.loads, default={}, help="localizer config overrides, as JSON")
-    parser.add_argument("--modes", nargs="+", default=["parallel", "global_only", "local_only"])
+    parser.add_argument("--modes", nargs="+", default=[mode.value for mode in SearchMode])
     parser.add_argument("--places", type=int, default=1, help="courtyards in the map (queries see the first)")
     parser.add_argument("--hard", action="store_true", help="harder queries (vloc_ros.sim.HARD_QUERY)")
     parser.add_argument("--work", type=Path, default=None, help="default bench_out/localizer[-<map frames>][-hard]")

@@ -220,35 +220,18 @@ class BagFrames:
 
 def numpy_to_compressed(array, format: str = "jpeg", stamp=None, frame_id: str = "", quality: int = 90):
     """A core image (RGB or gray ``uint8``) -> ``sensor_msgs/CompressedImage`` (``format`` jpeg or png)."""
-    import cv2
     from sensor_msgs.msg import CompressedImage
     from std_msgs.msg import Header
 
-    from vloc_ros.nodes import ros_compat as rc
+    from vloc_ros.msgs import compressed_image_fields
+    from vloc_ros.nodes.ros_compat import to_time_msg
 
-    format = format.lower()
-    if format not in ("jpeg", "jpg", "png"):
-        raise ValueError(f"compressed format must be 'jpeg' or 'png', got '{format}'")
-    array = np.asarray(array)
-    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)) or array.size == 0:
-        raise ValueError(f"need a non-empty HxWx3 RGB or HxW gray uint8 image, got {array.shape} {array.dtype}")
-    gray = array.ndim == 2
-    pixels = array if gray else np.ascontiguousarray(array[..., ::-1])
-    if format == "png":
-        ok, encoded = cv2.imencode(".png", pixels)
-    else:
-        format = "jpeg"
-        ok, encoded = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError(f"OpenCV could not encode the image as {format}")
-    encoding = "mono8" if gray else "rgb8"
-    # image_transport's convention: "<original encoding>; <format> compressed <stored encoding>".
-    msg = CompressedImage(
-        header=Header(stamp=rc.to_time_msg(stamp), frame_id=frame_id),
-        format=f"{encoding}; {format} compressed {'mono8' if gray else 'bgr8'}",
+    fields = compressed_image_fields(array, format, quality)
+    return CompressedImage(
+        header=Header(stamp=to_time_msg(stamp), frame_id=frame_id),
+        format=fields["format"],
+        data=fields["data"].tobytes(),
     )
-    msg.data = encoded.tobytes()
-    return msg
 
 
 def cloud_to_points(cloud) -> np.ndarray:

@@ -129,8 +129,8 @@ def test_missing_onnxruntime_is_a_clear_error(monkeypatch):
     "config, message",
     [
         ({"backend": "tpu"}, "unknown backend 'tpu'"),
-        ({"backend": "torch_cpu", "backend_options": {"thread": 2}}, "unknown backend options"),
-        ({"backend_options": {"thread": 2}}, "unknown backend options"),  # checked without a backend too
+        ({"backend": "torch_cpu", "backend_options": {"thread": 2}}, "unknown BackendOptions key"),
+        ({"backend_options": {"thread": 2}}, "unknown BackendOptions key"),  # checked without a backend too
         ({"backend": "torch_cpu", "backend_options": {"precision": "int8"}}, "unknown precision"),
         ({"backend": "onnxruntime", "backend_options": {"opset": 13}}, "opset must be 17"),
         ({"name": "aliked", "backend": "onnxruntime"}, "is for XFeat"),

@@ -12,7 +12,7 @@ from vloc_ros.localizer import Localizer
 from vloc_ros.mapping.map_format import load_map
 from vloc_ros.pose import estimate_pose
 from test_verification import evidence
-from vloc_ros.verification import DEFAULT_VERIFICATION_CONFIG, decide, focal_scale_fit
+from vloc_ros.verification import VerificationConfig, decide, focal_scale_fit
 
 MISMATCH = "verification: calibration mismatch"
 CAMERA = Camera(640, 480, 500.0, 500.0, 319.5, 239.5)
@@ -38,30 +38,30 @@ def test_focal_fit_recovers_a_known_focal_scale(focal_factor):
     wrong = replace(CAMERA, fx=CAMERA.fx * focal_factor, fy=CAMERA.fy * focal_factor)
     estimate = estimate_pose(observed, points3d, wrong)  # the pose PnP makes of the wrong focal length
     fit = focal_scale_fit(
-        estimate.world_from_camera, estimate.inlier_mask, observed, points3d, wrong, 4.0, DEFAULT_VERIFICATION_CONFIG
+        estimate.world_from_camera, estimate.inlier_mask, observed, points3d, wrong, 4.0, VerificationConfig()
     )
     print(
         f"focal x{focal_factor}: scale {fit.scale:.4f} (expected {1 / focal_factor:.4f}), z {fit.z:.0f}, "
         f"cost drop {fit.cost_drop:.0f}"
     )
     assert fit.scale == pytest.approx(1 / focal_factor, rel=0.02)
-    assert abs(fit.z) > 2 * DEFAULT_VERIFICATION_CONFIG["min_focal_scale_z"]
-    assert fit.cost_drop > 2 * DEFAULT_VERIFICATION_CONFIG["min_focal_scale_cost_drop"]
+    assert abs(fit.z) > 2 * VerificationConfig().min_focal_scale_z
+    assert fit.cost_drop > 2 * VerificationConfig().min_focal_scale_cost_drop
 
 
 def test_focal_fit_leaves_the_right_focal_length_alone():
     observed, points3d = synthetic_correspondences(seed=1)
     estimate = estimate_pose(observed, points3d, CAMERA)
     fit = focal_scale_fit(
-        estimate.world_from_camera, estimate.inlier_mask, observed, points3d, CAMERA, 4.0, DEFAULT_VERIFICATION_CONFIG
+        estimate.world_from_camera, estimate.inlier_mask, observed, points3d, CAMERA, 4.0, VerificationConfig()
     )
     assert fit.scale == pytest.approx(1.0, abs=0.02)
-    assert abs(fit.z) < DEFAULT_VERIFICATION_CONFIG["min_focal_scale_z"]
-    assert fit.cost_drop < DEFAULT_VERIFICATION_CONFIG["min_focal_scale_cost_drop"]
+    assert abs(fit.z) < VerificationConfig().min_focal_scale_z
+    assert fit.cost_drop < VerificationConfig().min_focal_scale_cost_drop
 
 
 def test_calibration_mismatch_needs_scale_significance_and_a_better_fit():
-    config = DEFAULT_VERIFICATION_CONFIG
+    config = VerificationConfig()
     wrong = dict(focal_scale=0.5, focal_scale_z=-40.0, focal_scale_cost_drop=500.0)
     reason, confidence = decide(evidence(**wrong), config)
     assert reason.startswith("calibration mismatch") and "0.50" in reason and confidence == 0.0

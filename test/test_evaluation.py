@@ -18,7 +18,8 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from scipy.spatial.transform import Rotation
 
-from vloc_ros.bag_source import BagSource, MissingTopicError, image_from_message
+from vloc_ros.bag_source import BagSource, MissingTopicError
+from vloc_ros.msgs import InvalidMessage, image_to_numpy
 from vloc_ros.evaluation.alignment import align, align_records, apply_alignment
 from vloc_ros.evaluation.metrics import compute_metrics
 from vloc_ros.evaluation.records import FrameRecord
@@ -466,7 +467,7 @@ def test_truncated_mcap_is_read_up_to_the_damage(bags, tmp_path):
 )
 def test_raw_image_encodings_with_row_padding(encoding, channels, to_bytes):
     rgb = np.random.default_rng(1).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
-    image = image_from_message(raw_image_message(1.0, to_bytes(rgb), encoding, channels, padding=3))
+    image = image_to_numpy(raw_image_message(1.0, to_bytes(rgb), encoding, channels, padding=3))
     assert np.array_equal(image, rgb[..., 0] if encoding == "mono8" else rgb)
-    with pytest.raises(ValueError, match="unsupported Image encoding"):
-        image_from_message(raw_image_message(1.0, to_bytes(rgb), "bayer_rggb8", channels, padding=0))
+    with pytest.raises(InvalidMessage, match="unsupported image encoding"):
+        image_to_numpy(raw_image_message(1.0, to_bytes(rgb), "bayer_rggb8", channels, padding=0))

@@ -28,7 +28,7 @@ from tf2_msgs.msg import TFMessage
 from ros_harness import NAMESPACE, BagFrames, RosGraph, bit_flipped, jpeg_claiming, png_claiming, stamp_ns, wait_until
 from vloc_ros.geometry import pose_error
 from vloc_ros.hashing import file_sha256
-from vloc_ros.nodes import ros_compat as rc
+from vloc_ros import msgs
 
 IMAGE, CAMERA_INFO, GROUND_TRUTH = "/camera/image_raw/compressed", "/camera/camera_info", "/ground_truth/pose"
 WRONG = (0.05, 1.0)  # m, deg: right poses on the sim are within a few mm
@@ -113,7 +113,7 @@ class Attack:
         if image_data is not None:
             image.data = image_data
         self.publish(IMAGE, image)
-        self.truth[stamp] = rc.pose_to_rigid(frame[GROUND_TRUTH].pose)
+        self.truth[stamp] = msgs.pose_to_rigid(frame[GROUND_TRUTH].pose)
         return stamp
 
     def localizes(self, index: int = 2, tries: int = 3) -> bool:
@@ -150,7 +150,7 @@ class Attack:
         for msg in self.poses.messages:
             truth = self.truth.get(stamp_ns(msg.header))
             assert truth is not None, "a pose with a stamp no frame had"
-            errors = pose_error(rc.pose_to_rigid(msg.pose), truth)
+            errors = pose_error(msgs.pose_to_rigid(msg.pose), truth)
             if errors[0] > WRONG[0] or errors[1] > WRONG[1]:
                 wrong.append((stamp_ns(msg.header), *errors))
         assert not wrong, f"wrong poses published (stamp, m, deg): {wrong}"

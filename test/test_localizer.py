@@ -14,6 +14,7 @@ from vloc_ros.localizer import LocalizationStatus, Localizer, MapMismatchError
 from vloc_ros.mapping.builder import build_map
 from vloc_ros.mapping.map_format import load_map
 from vloc_ros.mapping.sources import image_folder_frames, list_images, load_intrinsics, read_image_rgb
+from vloc_ros.search import SearchMode
 from vloc_ros.sim import HARD_QUERY, generate
 from vloc_ros.tum import read_tum
 
@@ -71,7 +72,7 @@ def test_far_off_queries_parallel_recalls_at_least_each_branch_and_none_is_ambig
     localization_map, camera, queries = far_off_world
     rates = {
         mode: recall(Localizer(localization_map, {"search": {"mode": mode}}), camera, queries)[0]
-        for mode in ("global_only", "local_only")
+        for mode in (SearchMode.GLOBAL_ONLY, SearchMode.LOCAL_ONLY)
     }
     localizer = Localizer(localization_map)
     results = [localizer.localize(image, camera) for image, _ in queries]
@@ -130,6 +131,21 @@ def test_image_that_does_not_fit_its_camera_is_a_caller_error(sim_localization_m
     camera, queries = sim_queries
     with pytest.raises(ValueError, match="does not match camera"):
         Localizer(sim_localization_map).localize(queries[0][0][:100], camera)
+
+
+@pytest.mark.parametrize(
+    ("config", "unknown", "valid"),
+    [
+        ({"min_inlier": 30}, "min_inlier", "min_inliers"),  # a misspelt key
+        ({"pose": {"ransac_max_error": 2.0}}, "ransac_max_error", "ransac_max_error_px"),  # nested
+        ({"verification": {"min_spred": 0.5}}, "min_spred", "min_spread"),
+        ({"search": {"mode": "both"}}, "both", "local_only"),  # a mode that does not exist
+    ],
+)
+def test_misspelt_config_is_refused_naming_the_valid_keys(sim_localization_map, config, unknown, valid):
+    with pytest.raises(ValueError, match=unknown) as refused:
+        Localizer(sim_localization_map, config)
+    assert valid in str(refused.value)
 
 
 def test_query_extractor_must_match_the_map(sim_localization_map):

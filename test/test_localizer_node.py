@@ -19,6 +19,7 @@ from tf2_msgs.msg import TFMessage
 
 from ros_harness import LATCHED, NAMESPACE, cloud_to_points, numpy_to_compressed, read_rss_mb, stamp_ns, wait_until
 from vloc_ros.geometry import Rigid3, pose_error
+from vloc_ros import msgs
 from vloc_ros.nodes import ros_compat as rc
 from vloc_ros.nodes.localizer_node import LocalizerNode
 from vloc_ros.tum import read_tum
@@ -48,7 +49,7 @@ def publish_and_wait(graph, query, node, namespace, index, poses, topics=FRAME_T
 
 
 def map_from_base_truth(query, index) -> Rigid3:
-    return rc.pose_to_rigid(query.frames[index]["/ground_truth/pose"].pose)
+    return msgs.pose_to_rigid(query.frames[index]["/ground_truth/pose"].pose)
 
 
 def test_poses_tf_and_diagnostics(graph, query, localizer, sim_map):
@@ -72,7 +73,8 @@ def test_poses_tf_and_diagnostics(graph, query, localizer, sim_map):
         if query.stamps[index] in received:
             msg = received[query.stamps[index]]
             assert msg.header.frame_id == "map"
-            errors = pose_error(rc.pose_to_rigid(msg.pose), map_from_base_truth(query, index))  # ~/pose is base_link's
+            # ~/pose is base_link's
+            errors = pose_error(msgs.pose_to_rigid(msg.pose), map_from_base_truth(query, index))
             within.append(errors[0] <= 0.05 and errors[1] <= 1.0)
     assert np.mean(within) >= 0.9, f"only {sum(within)} of {len(within)} poses within 5 cm / 1 deg"
 
@@ -94,9 +96,9 @@ def test_poses_tf_and_diagnostics(graph, query, localizer, sim_map):
     assert set(map_to_odom) == set(received)
     for index in frames:
         if query.stamps[index] in map_to_odom:
-            odom_from_base = rc.transform_to_rigid(query.frames[index]["/tf"].transforms[0])
+            odom_from_base = msgs.transform_to_rigid(query.frames[index]["/tf"].transforms[0])
             expected = map_from_base_truth(query, index) @ odom_from_base.inverse()
-            error = pose_error(rc.transform_to_rigid(map_to_odom[query.stamps[index]]), expected)
+            error = pose_error(msgs.transform_to_rigid(map_to_odom[query.stamps[index]]), expected)
             assert error[0] < 0.1 and error[1] < 2.0
 
     assert wait_until(lambda: map_cloud.messages, 5.0), "no ~/map_cloud (transient local)"
@@ -158,7 +160,7 @@ def test_relocalize_lets_a_jump_against_odometry_through(graph, query, localizer
 
     def publish(i, shift):
         stamp = rc.to_time_msg((base_stamp + i * 10**8) * 1e-9)
-        odom_from_base = Rigid3(translation=[shift, 0.0, 0.0]) @ rc.transform_to_rigid(odom_to_base)
+        odom_from_base = Rigid3(translation=[shift, 0.0, 0.0]) @ msgs.transform_to_rigid(odom_to_base)
         graph.publish(
             "/tf",
             TFMessage(
@@ -275,13 +277,13 @@ def test_bad_map_then_reload_camera_pose_and_map_to_camera_tf(graph, query, sim_
         assert publish_and_wait(graph, query, node, namespace, index, poses, (CAMERA_INFO, IMAGE))
         pose = poses.by_stamp()[query.stamps[index]]
         truth = next(p for s, p in camera_truth.items() if abs(s - query.stamps[index] * 1e-9) < 1e-6)
-        errors = pose_error(rc.pose_to_rigid(pose.pose), truth)
+        errors = pose_error(msgs.pose_to_rigid(pose.pose), truth)
         assert errors[0] < 0.05 and errors[1] < 1.0, errors
         assert wait_until(lambda: any(t.child_frame_id == camera for m in tf.messages for t in m.transforms), 5.0)
         [transform] = [t for m in tf.messages for t in m.transforms if t.child_frame_id == camera]
         assert transform.header.frame_id == "map" and stamp_ns(transform.header) == query.stamps[index]
         np.testing.assert_allclose(
-            rc.transform_to_rigid(transform).matrix, rc.pose_to_rigid(pose.pose).matrix, atol=1e-9
+            msgs.transform_to_rigid(transform).matrix, msgs.pose_to_rigid(pose.pose).matrix, atol=1e-9
         )
         assert wait_until(lambda: covariances.messages, 5.0)
         # The camera's own covariance, unchanged: the lever arm is zero.
@@ -307,7 +309,7 @@ def test_latest_frame_wins_under_load(graph, query, localizer):
             TFMessage(
                 transforms=[
                     rc.rigid_to_transform_stamped(
-                        rc.transform_to_rigid(odom_to_base),
+                        msgs.transform_to_rigid(odom_to_base),
                         odom_to_base.header.frame_id,
                         odom_to_base.child_frame_id,
                         stamp,

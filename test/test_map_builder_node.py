@@ -13,7 +13,7 @@ from std_srvs.srv import Trigger
 from ros_harness import NAMESPACE, BagFrames, wait_until
 from vloc_ros.geometry import Camera, Rigid3, pose_error
 from vloc_ros.mapping.map_format import load_map
-from vloc_ros.nodes import ros_compat as rc
+from vloc_ros import msgs
 from vloc_ros.nodes.keyframe_buffer import KeyframeBuffer
 from vloc_ros.nodes.localizer_node import LocalizerNode
 from vloc_ros.nodes.map_builder_node import MapBuilderNode
@@ -104,14 +104,16 @@ def test_record_build_reload_and_localize(graph, sim_dataset, tmp_path):
         # A map of 20 keyframes does not localize every query view: the first of a few that does counts.
         for index in (7, 8, 9, 10):
             query.publish(graph, index, ("/tf", "/camera/camera_info", "/camera/image_raw"), namespace)
-            if wait_until(lambda: query.stamps[index] in {rc.stamp_to_ns(m.header.stamp) for m in poses.messages}, 15):
+            if wait_until(
+                lambda: query.stamps[index] in {msgs.stamp_to_ns(m.header.stamp) for m in poses.messages}, 15
+            ):
                 break
         assert poses.messages, "no query frame localized against the built map"
         pose = poses.messages[-1]
-        truth = rc.pose_to_rigid(
-            query.frames[query.stamps.index(rc.stamp_to_ns(pose.header.stamp))]["/ground_truth/pose"].pose
+        truth = msgs.pose_to_rigid(
+            query.frames[query.stamps.index(msgs.stamp_to_ns(pose.header.stamp))]["/ground_truth/pose"].pose
         )  # base_link, as ~/pose
-        errors = pose_error(rc.pose_to_rigid(pose.pose), truth)
+        errors = pose_error(msgs.pose_to_rigid(pose.pose), truth)
         assert errors[0] < 0.1 and errors[1] < 2.0, errors
     finally:
         graph.stop(localizer)

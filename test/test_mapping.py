@@ -256,6 +256,24 @@ def test_unreadable_images_are_skipped_and_named(sim_dataset, tmp_path):
     assert "000008.png" in summary.format()
 
 
+def test_misspelt_build_config_is_a_usage_error_naming_the_valid_keys(sim_dataset, tmp_path):
+    config = tmp_path / "build.yaml"
+    config.write_text("pairs:\n  sequential_windw: 3\n")
+    command = [sys.executable, "-m", "vloc_ros.cli", "build-map", "--bag", str(sim_dataset / "bags" / "map_mcap")]
+    completed = subprocess.run(
+        [*command, "--config", str(config), "--output", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    assert completed.returncode == 2
+    assert "sequential_windw" in completed.stderr and "sequential_window" in completed.stderr
+    assert not (tmp_path / "m").exists()
+    with pytest.raises(ValueError, match=r"\['min_registered_image'\]"):
+        build_map([], tmp_path / "m", {"min_registered_image": 3}, progress=False)
+
+
 def test_too_few_registered_images_is_a_clear_error_and_writes_nothing(sim_dataset, tmp_path):
     folder = tmp_path / "noise"
     folder.mkdir()

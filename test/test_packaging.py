@@ -18,19 +18,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-REQUIRED_DEPENDS = {
-    "rclpy",
-    "sensor_msgs",
-    "geometry_msgs",
-    "nav_msgs",
-    "std_msgs",
-    "std_srvs",
-    "visualization_msgs",
-    "diagnostic_msgs",
-    "tf2_ros",
-    "tf2_msgs",
-    "cv_bridge",
-}
+# ROS packages are those the code imports; package.xml must declare exactly these as <depend>.
+ROS_PACKAGE_IMPORT = re.compile(r"^\s*(?:from|import) (rclpy|tf2_ros|std_srvs|[a-z0-9_]+_msgs)\b", re.MULTILINE)
+
+
+def imported_ros_packages() -> set[str]:
+    return {name for path in (ROOT / "vloc_ros").rglob("*.py") for name in ROS_PACKAGE_IMPORT.findall(path.read_text())}
+
+
 CONSOLE_SCRIPTS = {
     "vloc": "vloc_ros.cli:main",
     "vloc_localizer": "vloc_ros.nodes.localizer_node:main",
@@ -64,7 +59,9 @@ def test_package_xml():
     for tag in ("version", "description", "maintainer", "license"):
         assert (root.findtext(tag) or "").strip(), f"package.xml lacks <{tag}>"
     depends = {e.text for e in root.findall("depend")}
-    assert REQUIRED_DEPENDS <= depends, f"missing <depend>: {sorted(REQUIRED_DEPENDS - depends)}"
+    imported = imported_ros_packages()
+    assert {"rclpy", "sensor_msgs", "tf2_msgs"} <= imported, "the import scan finds the nodes' imports"
+    assert depends == imported, f"missing <depend>: {sorted(imported - depends)}, unused: {sorted(depends - imported)}"
     assert "python3-pytest" in {e.text for e in root.findall("test_depend")}
 
 

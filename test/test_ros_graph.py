@@ -23,11 +23,11 @@ from geometry_msgs.msg import Pose  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from vloc_ros.geometry import Camera, Rigid3  # noqa: E402
 from ros_harness import bit_flipped, jpeg_claiming, numpy_to_compressed, png_claiming  # noqa: E402
+from vloc_ros import msgs  # noqa: E402
 from vloc_ros.nodes import ros_compat as rc  # noqa: E402
 
 TIMEOUT = 20.0
@@ -99,7 +99,7 @@ def test_image_pub_sub_in_process(ros):
     try:
         assert spin_until(executor, lambda: received, every=lambda: pub.publish(sent)), "no Image received"
         assert_images_equal(received[0], sent)
-        np.testing.assert_array_equal(rc.image_to_numpy(received[0]), random_image(1))
+        np.testing.assert_array_equal(msgs.image_to_numpy(received[0]), random_image(1))
     finally:
         node.destroy_publisher(pub)
         node.destroy_subscription(sub)
@@ -151,7 +151,7 @@ def test_image_across_processes(ros):
             250_000_000,
         )
         expected = np.random.default_rng(5).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-        np.testing.assert_array_equal(rc.image_to_numpy(msg), expected)
+        np.testing.assert_array_equal(msgs.image_to_numpy(msg), expected)
         assert bytes(msg.data) == expected[..., ::-1].tobytes()
     finally:
         if publisher.poll() is None:
@@ -195,7 +195,7 @@ def test_tf_message_round_trip(ros):
                 w.rotation.z,
                 w.rotation.w,
             )
-        np.testing.assert_allclose(rc.transform_to_rigid(received[0]).matrix, rc.transform_to_rigid(sent[0]).matrix)
+        np.testing.assert_allclose(msgs.transform_to_rigid(received[0]).matrix, msgs.transform_to_rigid(sent[0]).matrix)
     finally:
         node.destroy_subscription(sub)
 
@@ -275,7 +275,7 @@ def test_fallback_tf_buffer_refuses_poison(poison, static):
     )
     q = bad.transform.rotation
     q.x, q.y, q.z, q.w = poison.get("rotation", (0.0, 0.0, 0.0, 1.0))
-    with pytest.raises(rc.InvalidMessage, match="1 of 2 transforms refused") as raised:
+    with pytest.raises(msgs.InvalidMessage, match="1 of 2 transforms refused") as raised:
         buffer._on_message(TFMessage(transforms=[bad, good]), static)
     assert raised.value.reason == "invalid_tf"
     np.testing.assert_allclose(buffer.lookup("odom", "base", 1.0).translation, (1.0, 2.0, 3.0))
@@ -292,7 +292,7 @@ def test_input_guard_counts_instead_of_raising(ros):
     guard = InputGuard(node, counters)
 
     def reject(msg):
-        raise rc.InvalidMessage("refused", "invalid_tf")
+        raise msgs.InvalidMessage("refused", "invalid_tf")
 
     guard.guarded(reject, "/tf")(None)
     guard.guarded(lambda msg: 1 / 0, "/tf")(None)
@@ -303,10 +303,10 @@ def test_input_guard_counts_instead_of_raising(ros):
 def test_pose_to_rigid_refuses_what_is_not_a_pose():
     pose = Pose()
     pose.orientation.w = 1.0
-    np.testing.assert_allclose(rc.pose_to_rigid(pose).matrix, np.eye(4))
+    np.testing.assert_allclose(msgs.pose_to_rigid(pose).matrix, np.eye(4))
     pose.position.z = float("inf")
-    with pytest.raises(rc.InvalidMessage) as raised:
-        rc.pose_to_rigid(pose)
+    with pytest.raises(msgs.InvalidMessage) as raised:
+        msgs.pose_to_rigid(pose)
     assert raised.value.reason == "invalid_pose"
 
 
@@ -322,7 +322,7 @@ def test_colour_image_round_trip(encoding):
     rgb = random_image(2)
     msg = through_wire(rc.numpy_to_image(rgb, encoding, stamp=1.0, frame_id="cam"))
     assert msg.encoding == encoding and msg.step == 64 * len(encoding.rstrip("8"))
-    out = rc.image_to_numpy(msg)
+    out = msgs.image_to_numpy(msg)
     assert out.dtype == np.uint8 and out.shape == (48, 64, 3)
     np.testing.assert_array_equal(out, rgb)
 
@@ -335,13 +335,13 @@ def test_channel_order_on_the_wire():
     # A hand-made bgra8 message (alpha is dropped, channels reordered).
     msg = Image(height=1, width=2, encoding="bgra8", step=8)
     msg.data = bytes([1, 2, 3, 4, 5, 6, 7, 8])
-    np.testing.assert_array_equal(rc.image_to_numpy(msg), [[[3, 2, 1], [7, 6, 5]]])
+    np.testing.assert_array_equal(msgs.image_to_numpy(msg), [[[3, 2, 1], [7, 6, 5]]])
 
 
 def test_gray_image_round_trip():
     gray = random_image(3, channels=1)
-    np.testing.assert_array_equal(rc.image_to_numpy(through_wire(rc.numpy_to_image(gray))), gray)
-    np.testing.assert_array_equal(rc.image_to_numpy(through_wire(rc.numpy_to_image(gray, "mono16"))), gray)
+    np.testing.assert_array_equal(msgs.image_to_numpy(through_wire(rc.numpy_to_image(gray))), gray)
+    np.testing.assert_array_equal(msgs.image_to_numpy(through_wire(rc.numpy_to_image(gray, "mono16"))), gray)
 
 
 def test_mono16_scaling_endianness_and_padding():
@@ -352,7 +352,7 @@ def test_mono16_scaling_endianness_and_padding():
         padded = b"".join(row[i * 6 : (i + 1) * 6] + b"\xee\xee" for i in range(2))  # step 8 > 6
         msg = Image(height=2, width=3, encoding="mono16", is_bigendian=bigendian, step=8)
         msg.data = padded
-        np.testing.assert_array_equal(rc.image_to_numpy(msg), expected)
+        np.testing.assert_array_equal(msgs.image_to_numpy(msg), expected)
 
 
 @pytest.mark.parametrize(
@@ -373,8 +373,8 @@ def test_mono16_scaling_endianness_and_padding():
 def test_bad_images_raise(make_bad, reason, message):
     msg = rc.numpy_to_image(random_image(4, height=4, width=5))
     make_bad(msg)
-    with pytest.raises(rc.InvalidMessage, match=message) as raised:
-        rc.image_to_numpy(msg, expected_size=(5, 4))
+    with pytest.raises(msgs.InvalidMessage, match=message) as raised:
+        msgs.image_to_numpy(msg, expected_size=(5, 4))
     assert raised.value.reason == reason
 
 
@@ -382,8 +382,8 @@ def test_image_size_is_checked_before_the_data():
     """A header claiming a huge image is refused on its numbers, whatever data it carries."""
     msg = Image(height=65535, width=65535, encoding="rgb8", step=3 * 65535)
     msg.data = bytes(16)
-    with pytest.raises(rc.InvalidMessage, match="exceeds the limit") as raised:
-        rc.image_to_numpy(msg)
+    with pytest.raises(msgs.InvalidMessage, match="exceeds the limit") as raised:
+        msgs.image_to_numpy(msg)
     assert raised.value.reason == "image_too_large"
 
 
@@ -391,10 +391,10 @@ def test_compressed_round_trip():
     rgb, gray = smooth_image(), smooth_image()[..., 0].copy()
     png = through_wire(numpy_to_compressed(rgb, "png", stamp=2.0, frame_id="cam"))
     assert "png" in png.format and png.header.frame_id == "cam"
-    np.testing.assert_array_equal(rc.compressed_to_numpy(png), rgb)
-    np.testing.assert_array_equal(rc.compressed_to_numpy(numpy_to_compressed(gray, "png")), gray)
+    np.testing.assert_array_equal(msgs.compressed_to_numpy(png), rgb)
+    np.testing.assert_array_equal(msgs.compressed_to_numpy(numpy_to_compressed(gray, "png")), gray)
     jpeg = through_wire(numpy_to_compressed(rgb, "jpeg", quality=95))
-    out = rc.compressed_to_numpy(jpeg)
+    out = msgs.compressed_to_numpy(jpeg)
     assert out.shape == rgb.shape and out.dtype == np.uint8
     assert np.abs(out.astype(int) - rgb).mean() < 3.0  # lossy, but channels must not be swapped
     assert np.abs(out.astype(int) - rgb[..., ::-1]).mean() > 20.0
@@ -418,20 +418,20 @@ SMOOTH_JPEG = bytes(numpy_to_compressed(smooth_image(), "jpeg").data)
 def test_bad_compressed_raises(data, reason):
     msg = CompressedImage(format="jpeg")
     msg.data = data
-    with pytest.raises(rc.InvalidMessage) as raised:
-        rc.compressed_to_numpy(msg)
+    with pytest.raises(msgs.InvalidMessage) as raised:
+        msgs.compressed_to_numpy(msg)
     assert raised.value.reason == reason
 
 
 def test_compressed_size_mismatch_and_compressed_depth():
     msg = numpy_to_compressed(smooth_image(), "png")
     height, width = smooth_image().shape[:2]
-    with pytest.raises(rc.InvalidMessage) as raised:
-        rc.compressed_to_numpy(msg, expected_size=(width + 1, height))
+    with pytest.raises(msgs.InvalidMessage) as raised:
+        msgs.compressed_to_numpy(msg, expected_size=(width + 1, height))
     assert raised.value.reason == "camera_info_size_mismatch"
     msg.format = "16UC1; compressedDepth png"
-    with pytest.raises(rc.InvalidMessage, match="compressedDepth"):
-        rc.compressed_to_numpy(msg)
+    with pytest.raises(msgs.InvalidMessage, match="compressedDepth"):
+        msgs.compressed_to_numpy(msg)
 
 
 @pytest.mark.parametrize("format", ["jpeg", "png"])
@@ -443,41 +443,26 @@ def test_corrupt_compressed_images_are_refused(format):
     for seed in range(20):
         msg.data = bit_flipped(data, 30, np.random.default_rng(seed))
         try:
-            rc.compressed_to_numpy(msg)
-        except rc.InvalidMessage as error:
+            msgs.compressed_to_numpy(msg)
+        except msgs.InvalidMessage as error:
             assert error.reason == "undecodable_image"
             refused += 1
     assert refused >= 19
 
 
-def camera_to_camera_info(camera: Camera, stamp=None, frame_id: str = "") -> CameraInfo:
-    """:class:`Camera` -> ``sensor_msgs/CameraInfo`` (plumb_bob, R = I, P = [K | 0])."""
-    K = camera.K
-    return CameraInfo(
-        header=Header(stamp=rc.to_time_msg(stamp), frame_id=frame_id),
-        width=camera.width,
-        height=camera.height,
-        distortion_model="plumb_bob",
-        d=[float(x) for x in camera.distortion],
-        k=K.reshape(-1).tolist(),
-        r=np.eye(3).reshape(-1).tolist(),
-        p=np.hstack([K, np.zeros((3, 1))]).reshape(-1).tolist(),
-    )
-
-
 def test_camera_info_round_trip():
     camera = Camera(640, 480, 525.5, 520.25, 319.75, 241.5, (-0.28, 0.07, 1e-4, -2e-4, 0.01))
-    info = through_wire(camera_to_camera_info(camera, stamp=4.0, frame_id="cam"))
+    info = through_wire(rc.camera_to_camera_info(camera, stamp=4.0, frame_id="cam"))
     assert isinstance(info, CameraInfo)
     assert info.distortion_model == "plumb_bob" and info.header.frame_id == "cam"
     assert list(info.k) == [525.5, 0.0, 319.75, 0.0, 520.25, 241.5, 0.0, 0.0, 1.0]
-    assert rc.camera_info_to_camera(info) == camera
-    rectified = rc.camera_info_to_camera(info, rectified=True)
+    assert msgs.camera_info_to_camera(info) == camera
+    rectified = msgs.camera_info_to_camera(info, rectified=True)
     assert rectified == camera.pinhole()
 
 
 def test_camera_info_errors():
-    good = camera_to_camera_info(Camera(64, 48, 50.0, 50.0, 31.5, 23.5))
+    good = rc.camera_to_camera_info(Camera(64, 48, 50.0, 50.0, 31.5, 23.5))
     cases = {
         "all-zero K": lambda m: setattr(m, "k", [0.0] * 9),
         "unsupported distortion model 'equidistant'": lambda m: (
@@ -493,16 +478,16 @@ def test_camera_info_errors():
     for reason, mutate in cases.items():
         msg = through_wire(good)
         mutate(msg)
-        with pytest.raises(rc.InvalidMessage, match=reason) as raised:
-            rc.camera_info_to_camera(msg)
+        with pytest.raises(msgs.InvalidMessage, match=reason) as raised:
+            msgs.camera_info_to_camera(msg)
         assert raised.value.reason == "invalid_camera_info"
     # Rational polynomial with k4..k6 = 0 is plumb_bob; with k4 != 0 it is refused.
     msg = through_wire(good)
     msg.distortion_model, msg.d = "rational_polynomial", [0.1, 0.01, 0.0, 0.0, 0.001, 0.0, 0.0, 0.0]
-    assert rc.camera_info_to_camera(msg).distortion == (0.1, 0.01, 0.0, 0.0, 0.001)
+    assert msgs.camera_info_to_camera(msg).distortion == (0.1, 0.01, 0.0, 0.0, 0.001)
     msg.d = [0.1, 0.01, 0.0, 0.0, 0.001, 0.2, 0.0, 0.0]
     with pytest.raises(ValueError, match="rational_polynomial"):
-        rc.camera_info_to_camera(msg)
+        msgs.camera_info_to_camera(msg)
 
 
 def test_pose_and_transform_round_trip():
@@ -512,11 +497,11 @@ def test_pose_and_transform_round_trip():
     q = rigid.quaternion_xyzw
     assert (pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w) == tuple(q)
     assert (pose.position.x, pose.position.y, pose.position.z) == (1.5, -3.25, 0.5)
-    np.testing.assert_allclose(rc.pose_to_rigid(pose).matrix, rigid.matrix, atol=1e-12)
+    np.testing.assert_allclose(msgs.pose_to_rigid(pose).matrix, rigid.matrix, atol=1e-12)
     stamped = through_wire(rc.rigid_to_transform_stamped(rigid, "map", "camera", stamp=1.25))
     assert (stamped.header.frame_id, stamped.child_frame_id) == ("map", "camera")
     assert (stamped.header.stamp.sec, stamped.header.stamp.nanosec) == (1, 250_000_000)
-    np.testing.assert_allclose(rc.transform_to_rigid(stamped).matrix, rigid.matrix, atol=1e-12)
-    np.testing.assert_allclose(rc.transform_to_rigid(stamped.transform).matrix, rigid.matrix, atol=1e-12)
+    np.testing.assert_allclose(msgs.transform_to_rigid(stamped).matrix, rigid.matrix, atol=1e-12)
+    np.testing.assert_allclose(msgs.transform_to_rigid(stamped.transform).matrix, rigid.matrix, atol=1e-12)
     # The pose maps body points into the world: the body origin lands on the translation.
-    np.testing.assert_allclose(rc.pose_to_rigid(pose).transform([[0.0, 0.0, 0.0]])[0], (1.5, -3.25, 0.5))
+    np.testing.assert_allclose(msgs.pose_to_rigid(pose).transform([[0.0, 0.0, 0.0]])[0], (1.5, -3.25, 0.5))

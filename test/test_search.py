@@ -11,7 +11,7 @@ import pytest
 
 from vloc_ros.search import synthetic
 from vloc_ros.search.binary import Binarizer, majority_codes, unpack_bits
-from vloc_ros.search.candidates import CandidateSearch
+from vloc_ros.search.candidates import CandidateSearch, SearchMode
 from vloc_ros.search.csr import gather_ranges
 from vloc_ros.search.faiss_binary import FaissBinaryIndex
 from vloc_ros.search.global_index import GlobalIndex
@@ -236,7 +236,7 @@ def test_gather_ranges_concatenates_csr_rows():
 # --- candidate search -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["parallel", "global_only", "local_only"])
+@pytest.mark.parametrize("mode", list(SearchMode))
 def test_candidate_search_finds_correct_correspondences(world, mode):
     _, query, _, _, _ = world
     search = make_search(world, {"mode": mode, "max_matches_per_keypoint": 1})
@@ -245,10 +245,10 @@ def test_candidate_search_finds_correct_correspondences(world, mode):
     correct = result.point_ids == query.true_point_ids[result.query_indices]
     assert correct.mean() >= 0.9, correct.mean()  # measured 0.93-0.96
     assert correct_keypoint_recall(result, query.true_point_ids) >= 0.85  # measured 0.97-0.997
-    branches = {"parallel": {"global", "local"}, "global_only": {"global"}, "local_only": {"local"}}[mode]
+    branches = set(mode.branches)
     assert set(result.timings) == branches | {"merge", "search"}
     # Retrieval happens once, for the search and for verification, whichever the mode.
-    top_k = search.global_index.top_k(query.global_descriptor, search.config["global_top_k"])[0]
+    top_k = search.global_index.top_k(query.global_descriptor, search.config.global_top_k)[0]
     np.testing.assert_array_equal(result.retrieved_keyframes, top_k)
     assert len(np.unique(result.query_indices)) == len(result)  # m = 1: one match per keypoint
     assert np.all(result.distances >= 0)
@@ -264,7 +264,7 @@ def test_parallel_search_is_the_union_of_both_branches(world):
     )
     for global_descriptor in (query.global_descriptor, synthetic_map.keyframe_global_descriptors[far_keyframe]):
         recall = {}
-        for mode in ("parallel", "global_only", "local_only"):
+        for mode in SearchMode:
             search = make_search(world, {"mode": mode})
             result = search.search(query.descriptors, global_descriptor)
             recall[mode] = correct_keypoint_recall(result, query.true_point_ids)

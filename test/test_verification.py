@@ -14,7 +14,7 @@ from vloc_ros.mapping.map_format import load_map
 from vloc_ros.mapping.sources import image_folder_frames, load_intrinsics, read_image_rgb
 from vloc_ros.sim import generate
 from vloc_ros.tum import read_tum
-from vloc_ros.verification import DEFAULT_VERIFICATION_CONFIG, Evidence, MotionGate, decide, inflate_covariance
+from vloc_ros.verification import Evidence, MotionGate, VerificationConfig, decide, inflate_covariance
 
 WRONG_TRANSLATION, WRONG_ROTATION_DEG = 0.5, 5.0
 NO_VERIFICATION = {"verification": {"enabled": False}}
@@ -130,7 +130,7 @@ def evidence(**changes) -> Evidence:
     ],
 )
 def test_each_rule_rejects_with_its_reason(changes, reason):
-    found, confidence = decide(evidence(**changes), DEFAULT_VERIFICATION_CONFIG)
+    found, confidence = decide(evidence(**changes), VerificationConfig())
     if reason:
         assert reason in found and confidence == 0.0
     else:
@@ -138,7 +138,7 @@ def test_each_rule_rejects_with_its_reason(changes, reason):
 
 
 def test_confidence_falls_towards_the_bounds_and_covariance_grows():
-    config = DEFAULT_VERIFICATION_CONFIG
+    config = VerificationConfig()
     confidences = [decide(evidence(inlier_ratio=r), config)[1] for r in (0.5, 0.15, 0.11)]
     assert confidences[0] == 1.0 and confidences[0] > confidences[1] > confidences[2] > 0
     covariance = np.diag([1e-4] * 3 + [1e-6] * 3)

@@ -1,7 +1,10 @@
 """What the evaluation and the map builder read from a ROS 2 bag (mcap or sqlite3, directory or
 single file) with ``rosbags``, without a ROS install: images, the camera model and ground-truth poses.
 
-Image stamps are header stamps (when the camera saw the scene), never bag receive times.
+Image stamps are header stamps (when the camera saw the scene), never bag receive times. Messages
+are converted and validated by ``vloc_ros.msgs``, as the nodes convert them: a bag cannot build a map
+from images or a CameraInfo that the localizer node would reject. Invalid transforms and poses are
+skipped with a warning, as tf2 drops them.
 
 A damaged bag (a recording cut short, a corrupt chunk) is read up to the damage: each pass stops
 there, logs a warning and appends a ``ReadStop`` to ``BagSource.read_stops`` saying how far it got.
@@ -17,7 +20,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from mcap.records import Channel, Message, Schema
 from mcap.stream_reader import StreamReader
@@ -25,6 +27,15 @@ from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.typesys import Stores, get_typestore
 
 from .geometry import Camera, Rigid3, interpolate_poses
+from .msgs import (
+    InvalidMessage,
+    camera_info_to_camera,
+    compressed_to_numpy,
+    image_to_numpy,
+    pose_to_rigid,
+    stamp_to_seconds,
+    transform_link,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +49,6 @@ POSE_FIELDS = {
     "geometry_msgs/msg/PoseWithCovarianceStamped": lambda message: message.pose.pose,
     "nav_msgs/msg/Odometry": lambda message: message.pose.pose,
 }
-# encoding -> (channels in the buffer, how to get RGB, or gray for mono8, out of them)
-RAW_ENCODINGS = {
-    "rgb8": (3, lambda pixels: pixels),
-    "bgr8": (3, lambda pixels: pixels[..., ::-1]),
-    "rgba8": (4, lambda pixels: pixels[..., :3]),
-    "bgra8": (4, lambda pixels: pixels[..., 2::-1]),
-    "mono8": (1, lambda pixels: pixels[..., 0]),
-}
-# Models whose first five coefficients are plumb_bob's (k1, k2, p1, p2, k3).
-PLUMB_BOB_COMPATIBLE = ("plumb_bob", "rational_polynomial")
 
 GROUND_TRUTH_DEFAULTS = {
     "topic": "/tf",  # TFMessage, PoseStamped, PoseWithCovarianceStamped or Odometry
@@ -99,8 +100,7 @@ class BagSource:
         self._backend = _open_backend(self.path)
         if isinstance(self._backend, _McapStreamBackend):
             # Channels can sit anywhere in the stream: find them (and the damage) by reading it all.
-            scan = ((topic, stamp, None) for topic, _, stamp, _ in self._backend.raw_messages(None))
-            for _ in self._until_damage(scan, ("*",)):
+            for _ in self._until_damage(self._backend.raw_messages(None), ("*",)):
                 pass
             if not self._backend.topics:
                 raise BagReadError(
@@ -119,16 +119,22 @@ class BagSource:
         self._backend.close()
 
     def images(self, topic: str) -> Iterator[tuple[float, np.ndarray]]:
-        """(header stamp in seconds, HxWx3 RGB uint8 image, HxW for mono8) for each message."""
-        self._require(topic, (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE))
+        """(header stamp in seconds, HxWx3 RGB uint8 image, HxW for mono) for each message; an image
+        the node would reject raises :class:`vloc_ros.msgs.InvalidMessage`."""
+        decode = (
+            compressed_to_numpy
+            if self._require(topic, (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)) == COMPRESSED_IMAGE_TYPE
+            else image_to_numpy
+        )
         for _, _, message in self._messages({topic}):
-            yield stamp_seconds(message.header), image_from_message(message)
+            yield stamp_to_seconds(message.header.stamp), decode(message)
 
     def camera(self, topic: str) -> Camera:
-        """The camera of the first CameraInfo message (K and plumb_bob distortion)."""
+        """The camera of the first CameraInfo message (K and plumb_bob distortion); one the node would
+        reject raises :class:`vloc_ros.msgs.InvalidMessage`."""
         self._require(topic, (CAMERA_INFO_TYPE,))
         for _, _, message in self._messages({topic}):
-            return camera_from_message(message)
+            return camera_info_to_camera(message)
         raise BagContentError(f"bag {self.path}: topic {topic!r} has no readable message")
 
     def poses(self, topic: str) -> tuple[np.ndarray, list[Rigid3]]:
@@ -136,8 +142,13 @@ class BagSource:
         pose_of = POSE_FIELDS[self._require(topic, tuple(POSE_FIELDS))]
         stamps, poses = [], []
         for _, _, message in self._messages({topic}):
-            stamps.append(stamp_seconds(message.header))
-            poses.append(_rigid_from_pose(pose_of(message)))
+            try:
+                pose = pose_to_rigid(pose_of(message))
+            except InvalidMessage as error:
+                logger.warning("bag %s: %s pose skipped: %s", self.path, topic, error)
+                continue
+            stamps.append(stamp_to_seconds(message.header.stamp))
+            poses.append(pose)
         return np.asarray(stamps, dtype=np.float64), poses
 
     def tf_poses(
@@ -200,16 +211,27 @@ class BagSource:
         links: dict[tuple[str, str], tuple[list[float], list[Rigid3]]] = defaultdict(lambda: ([], []))
         for _, _, message in self._messages({topic}):
             for transform in message.transforms:
-                stamps, poses = links[(_frame_id(transform.header.frame_id), _frame_id(transform.child_frame_id))]
-                stamps.append(stamp_seconds(transform.header))
-                poses.append(_rigid_from_transform(transform.transform))
+                try:
+                    parent, child, parent_from_child = transform_link(transform)
+                except InvalidMessage as error:
+                    logger.warning("bag %s: %s transform skipped: %s", self.path, topic, error)
+                    continue
+                stamps, poses = links[(parent, child)]
+                stamps.append(stamp_to_seconds(transform.header.stamp))
+                poses.append(parent_from_child)
         return dict(links)
+
+    def raw_messages(self, topics: Iterable[str]) -> Iterator[tuple[str, int, str, bytes]]:
+        """(topic, receive time in ns, message type, CDR bytes) of ``topics`` in bag order, until the
+        end or the damage (for a reader with its own deserializer, such as rclpy's)."""
+        topics = set(topics)
+        return self._until_damage(self._backend.raw_messages(topics), tuple(sorted(topics)))
 
     def _messages(self, topics: set[str]) -> Iterator[tuple[str, int, object]]:
         """(topic, receive time in ns, deserialized message) until the end or the damage."""
         decoded = (
             (topic, stamp, self._backend.deserialize(raw, msgtype))
-            for topic, msgtype, stamp, raw in self._backend.raw_messages(topics)
+            for topic, stamp, msgtype, raw in self._backend.raw_messages(topics)
         )
         return self._until_damage(decoded, tuple(sorted(topics)))
 
@@ -236,41 +258,6 @@ class BagSource:
             count += 1
             last_stamp = item[1] * 1e-9
             yield item
-
-
-def stamp_seconds(header) -> float:
-    return header.stamp.sec + header.stamp.nanosec * 1e-9
-
-
-def image_from_message(message) -> np.ndarray:
-    """A sensor_msgs Image (rows may be padded: ``step``) or CompressedImage as RGB (gray for mono)."""
-    if message.__msgtype__ == COMPRESSED_IMAGE_TYPE:
-        image = cv2.imdecode(np.frombuffer(message.data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-        if image is None or image.dtype != np.uint8:
-            raise ValueError(f"cannot decode a {message.format!r} CompressedImage into 8-bit pixels")
-        if image.ndim == 2:
-            return image
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    if message.encoding not in RAW_ENCODINGS:
-        raise ValueError(f"unsupported Image encoding {message.encoding!r}; supported: {', '.join(RAW_ENCODINGS)}")
-    channels, to_rgb = RAW_ENCODINGS[message.encoding]
-    height, width, step = int(message.height), int(message.width), int(message.step)
-    data = np.asarray(message.data, dtype=np.uint8)
-    if step < width * channels or data.size < step * height:
-        raise ValueError(f"Image {width}x{height} {message.encoding} with step {step} has {data.size} bytes")
-    rows = data[: step * height].reshape(height, step)
-    pixels = rows[:, : width * channels].reshape(height, width, channels)
-    return np.ascontiguousarray(to_rgb(pixels))
-
-
-def camera_from_message(message) -> Camera:
-    coefficients = [float(c) for c in message.d]
-    if any(coefficients) and (message.distortion_model not in PLUMB_BOB_COMPATIBLE or any(coefficients[5:])):
-        raise ValueError(
-            f"distortion model {message.distortion_model!r} with coefficients {coefficients} "
-            "is not plumb_bob (k1, k2, p1, p2, k3)"
-        )
-    return Camera.from_K(message.width, message.height, np.asarray(message.k).reshape(3, 3), coefficients[:5])
 
 
 @functools.cache
@@ -305,11 +292,11 @@ class _RosbagsBackend:
         self.reader = reader
         self.topics = {name: info.msgtype for name, info in reader.topics.items()}
 
-    def raw_messages(self, topics: set[str]) -> Iterator[tuple[str, str, int, bytes]]:
+    def raw_messages(self, topics: set[str]) -> Iterator[tuple[str, int, str, bytes]]:
         connections = [c for c in self.reader.connections if c.topic in topics]
         if connections:  # an empty list would mean every connection to rosbags
             for connection, stamp, raw in self.reader.messages(connections):
-                yield connection.topic, connection.msgtype, stamp, raw
+                yield connection.topic, stamp, connection.msgtype, raw
 
     def deserialize(self, raw: bytes, msgtype: str):
         return self.reader.deserialize(raw, msgtype)
@@ -325,7 +312,7 @@ class _McapStreamBackend:
         self.files = files
         self.topics: dict[str, str] = {}
 
-    def raw_messages(self, topics: set[str] | None) -> Iterator[tuple[str, str, int, bytes]]:
+    def raw_messages(self, topics: set[str] | None) -> Iterator[tuple[str, int, str, bytes]]:
         """Messages of ``topics`` (None: all); learns ``self.topics`` on the way."""
         for file in self.files:
             schemas: dict[int, str] = {}
@@ -340,27 +327,13 @@ class _McapStreamBackend:
                     elif isinstance(record, Message):
                         topic, msgtype = channels[record.channel_id]
                         if topics is None or topic in topics:
-                            yield topic, msgtype, record.log_time, record.data
+                            yield topic, record.log_time, msgtype, record.data
 
     def deserialize(self, raw: bytes, msgtype: str):
         return _standard_typestore().deserialize_cdr(raw, msgtype)
 
     def close(self) -> None:
         pass
-
-
-def _frame_id(frame: str) -> str:
-    return frame.lstrip("/")  # ROS 1 style "/map" and "map" name the same frame
-
-
-def _rigid_from_pose(pose) -> Rigid3:
-    q, p = pose.orientation, pose.position
-    return Rigid3.from_quaternion([q.x, q.y, q.z, q.w], [p.x, p.y, p.z])
-
-
-def _rigid_from_transform(transform) -> Rigid3:
-    q, t = transform.rotation, transform.translation
-    return Rigid3.from_quaternion([q.x, q.y, q.z, q.w], [t.x, t.y, t.z])
 
 
 def _frame_path(

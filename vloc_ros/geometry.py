@@ -58,6 +58,14 @@ class Rigid3:
         out[:3, 3] = self.translation
         return out
 
+    def to_dict(self) -> dict:
+        """``{"translation": [x, y, z], "quaternion_xyzw": [x, y, z, w]}``, how every JSON file here stores a pose."""
+        return {"translation": self.translation.tolist(), "quaternion_xyzw": self.quaternion_xyzw.tolist()}
+
+    @staticmethod
+    def from_dict(data: dict) -> "Rigid3":
+        return Rigid3.from_quaternion(data["quaternion_xyzw"], data["translation"])
+
     def inverse(self) -> "Rigid3":
         return Rigid3(self.rotation.T, -self.rotation.T @ self.translation)
 
@@ -241,7 +249,7 @@ class PoseInterpolator:
         if before < 0 or after >= len(stamps) or stamps[after] - stamps[before] > self.max_gap:
             return None
         fraction = (query - stamps[before]) / (stamps[after] - stamps[before])
-        return _interpolate(poses[before], poses[after], fraction)
+        return interpolate_pose(poses[before], poses[after], fraction)
 
 
 def interpolate_poses(stamps, poses: list[Rigid3], query_stamps, max_gap: float) -> list[Rigid3 | None]:
@@ -250,7 +258,8 @@ def interpolate_poses(stamps, poses: list[Rigid3], query_stamps, max_gap: float)
     return [interpolator.at(query) for query in np.asarray(query_stamps, dtype=np.float64).reshape(-1)]
 
 
-def _interpolate(start: Rigid3, end: Rigid3, fraction: float) -> Rigid3:
+def interpolate_pose(start: Rigid3, end: Rigid3, fraction: float) -> Rigid3:
+    """The pose ``fraction`` (0..1) of the way from ``start`` to ``end``: linear translation, slerp rotation."""
     relative = Rotation.from_matrix(start.rotation.T @ end.rotation).as_rotvec()
     rotation = start.rotation @ Rotation.from_rotvec(fraction * relative).as_matrix()
     return Rigid3(rotation, (1.0 - fraction) * start.translation + fraction * end.translation)

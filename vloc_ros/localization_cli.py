@@ -10,6 +10,7 @@ from pathlib import Path
 from .cli import UsageError
 from .mapping.map_format import MapError, load_map
 from .mapping.sources import IMAGE_SUFFIXES, SourceError, load_intrinsics, read_image_rgb
+from .search import SearchMode
 from .tum import write_tum
 
 
@@ -26,7 +27,7 @@ def register(subparsers) -> None:
         "--intrinsics", type=Path, required=True, help="camera YAML (vloc keys or ROS calibration file)"
     )
     parser.add_argument("--output", "-o", type=Path, default=Path("poses.tum"), help="TUM file to write")
-    parser.add_argument("--mode", choices=["parallel", "global_only", "local_only"], help="candidate search mode")
+    parser.add_argument("--mode", choices=[mode.value for mode in SearchMode], help="candidate search mode")
     parser.set_defaults(func=run)
 
 

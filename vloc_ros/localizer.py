@@ -14,34 +14,36 @@ from enum import Enum
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .config import merge_config
+from .config import from_dict
 from .features import create_extractor
 from .geometry import Camera, Rigid3
 from .mapping.map_format import REBUILD, LocalizationMap, MapError
-from .pose import DEFAULT_POSE_CONFIG, estimate_pose
+from .pose import PoseConfig, estimate_pose
 from .retrieval import VladDescriptor
-from .search import LOCAL_INDEX_TYPES, Binarizer, CandidateSearch, GlobalIndex
-from .verification import DEFAULT_VERIFICATION_CONFIG, decide, gather_evidence
+from .search import LOCAL_INDEX_TYPES, Binarizer, CandidateSearch, GlobalIndex, SearchConfig
+from .verification import VerificationConfig, decide, gather_evidence
 
-DEFAULT_LOCALIZER_CONFIG = {
+
+@dataclass(frozen=True)
+class LocalizerConfig:
     # Query extractor options that leave its descriptors as the map's: the inference backend
     # (vloc_ros.backends; "auto" = TensorRT / CUDA on a GPU, ONNX Runtime on a CPU) and the number of
     # keypoints (1024: half the search and PnP work of the map's 2048, the same recall on our data).
-    "inference": {"backend": "auto", "max_keypoints": 1024},
-    "search": {"mode": "parallel"},
-    "pose": DEFAULT_POSE_CONFIG,
-    "verification": DEFAULT_VERIFICATION_CONFIG,
+    # A dict: the extractor checks its own options (``create_extractor``).
+    inference: dict = field(default_factory=lambda: {"backend": "auto", "max_keypoints": 1024})
+    search: SearchConfig = field(default_factory=SearchConfig)
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    verification: VerificationConfig = field(default_factory=VerificationConfig)
     # Threads of numpy's BLAS (None: leave them). The localizer's BLAS calls are small, and OpenBLAS's
     # idle threads spin after each call, taking the cores the search branches need
     # (docs/decisions.md). A process-wide setting (threadpoolctl).
-    "blas_threads": 1,
-    "min_keypoints": 20,
-    "min_matches": 12,
+    blas_threads: int | None = 1
+    min_keypoints: int = 20
+    min_matches: int = 12
     # Among ~100 mostly wrong matches a consensus of a dozen arises by chance and can pass every
     # verification test; right poses on templeRing have 62-358 inliers (docs/decisions.md).
     # (RTAB-Map's Vis/MinInliers default is 20 too.)
-    "min_inliers": 20,
-}
+    min_inliers: int = 20
 
 
 class LocalizationStatus(str, Enum):
@@ -118,16 +120,16 @@ def _restore(states: dict, component: str, from_state):
 
 
 class Localizer:
-    def __init__(self, localization_map: LocalizationMap, config: dict | None = None, extractor=None):
+    def __init__(self, localization_map: LocalizationMap, config: LocalizerConfig | dict | None = None, extractor=None):
         self.map = localization_map
-        self.config = merge_config(DEFAULT_LOCALIZER_CONFIG, config)
-        if self.config["blas_threads"] is not None:
-            threadpool_limits(self.config["blas_threads"], user_api="blas")  # process-wide: see "blas_threads"
+        self.config = from_dict(LocalizerConfig, config)
+        if self.config.blas_threads is not None:
+            threadpool_limits(self.config.blas_threads, user_api="blas")  # process-wide: see "blas_threads"
         # The manifest's schema is load_map's to check (map_format.MANIFEST_SCHEMA); from here on
         # it holds the keys and types the builder writes.
         manifest = localization_map.manifest
         if extractor is None:
-            inference = self.config["inference"]
+            inference = self.config.inference
             try:
                 extractor = create_extractor({**manifest["extractor"]["config"], **inference})
             except ValueError as error:
@@ -149,7 +151,7 @@ class Localizer:
             )
         arrays = localization_map.arrays
         self.search = CandidateSearch(
-            self.config["search"],
+            self.config.search,
             point_descriptors=arrays["point_descriptors"],
             point_index=point_index,
             binarizer=binarizer,
@@ -180,9 +182,9 @@ class Localizer:
         started = time.perf_counter()
         features = self.extractor.extract(image)
         timings["extract"] = time.perf_counter() - started
-        if len(features) < self.config["min_keypoints"]:
+        if len(features) < self.config.min_keypoints:
             return self._reject(
-                f"too few keypoints ({len(features)} < {self.config['min_keypoints']})", timings, len(features)
+                f"too few keypoints ({len(features)} < {self.config.min_keypoints})", timings, len(features)
             )
 
         started = time.perf_counter()
@@ -191,29 +193,29 @@ class Localizer:
         correspondences = self.search.search(features.descriptors, query_global)
         timings.update(correspondences.timings)
         num_matches = len(correspondences.query_indices)
-        if num_matches < self.config["min_matches"]:
+        if num_matches < self.config.min_matches:
             return self._reject(
-                f"too few matches ({num_matches} < {self.config['min_matches']})", timings, len(features), num_matches
+                f"too few matches ({num_matches} < {self.config.min_matches})", timings, len(features), num_matches
             )
 
         started = time.perf_counter()
         keypoints = features.keypoints[correspondences.query_indices]
         points3d = self.map.arrays["points_xyz"][correspondences.point_ids]
         undistorted = camera.undistort_points(keypoints)
-        estimate = estimate_pose(undistorted, points3d, camera.pinhole(), self.config["pose"])
+        estimate = estimate_pose(undistorted, points3d, camera.pinhole(), self.config.pose)
         timings["pose"] = time.perf_counter() - started
         if estimate is None:
             return self._reject("PnP found no pose", timings, len(features), num_matches)
-        if estimate.num_inliers < self.config["min_inliers"]:
+        if estimate.num_inliers < self.config.min_inliers:
             return self._reject(
-                f"too few inliers ({estimate.num_inliers} < {self.config['min_inliers']})",
+                f"too few inliers ({estimate.num_inliers} < {self.config.min_inliers})",
                 timings,
                 len(features),
                 num_matches,
             )
         confidence, evidence = float(estimate.num_inliers / num_matches), {}
-        verification = self.config["verification"]
-        if verification["enabled"]:
+        verification = self.config.verification
+        if verification.enabled:
             started = time.perf_counter()
             retrieved = [self.map.keyframes[k].world_from_camera for k in correspondences.retrieved_keyframes]
             facts = gather_evidence(
@@ -223,7 +225,7 @@ class Localizer:
                 points3d,
                 camera.pinhole(),
                 retrieved,
-                self.config["pose"],
+                self.config.pose,
                 verification,
             )
             reason, confidence = decide(facts, verification)

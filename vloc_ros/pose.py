@@ -18,26 +18,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import from_dict
 from .geometry import Camera, Rigid3
 
-DEFAULT_POSE_CONFIG = {
-    "ransac_max_error_px": 4.0,
-    "ransac_confidence": 0.9999,
-    "ransac_max_iterations": 10000,
-    "ransac_min_iterations": 20,
+
+@dataclass(frozen=True)
+class PoseConfig:
+    ransac_max_error_px: float = 4.0
+    ransac_confidence: float = 0.9999
+    ransac_max_iterations: int = 10000
+    ransac_min_iterations: int = 20
     # poselib runs 3x the iterations the confidence bound asks for, a margin plain RANSAC needs
     # because an all-inlier sample can still give a poor pose. Local optimisation (poselib's LO)
     # mends such poses, so 1x gives the same poses in about a third of the iterations
     # (docs/decisions.md).
-    "ransac_trials_multiplier": 1.0,
+    ransac_trials_multiplier: float = 1.0
     # PROSAC: draw samples from the best-ranked correspondences first (callers pass them sorted,
     # best first); a good pose turns up in far fewer iterations than with uniform sampling.
-    "progressive_sampling": True,
+    progressive_sampling: bool = True
     # Levenberg-Marquardt iterations of the final refinement, which starts from LO's pose: 5 give the
     # same poses as poselib's 100 on the sim queries; 10 keeps a margin.
-    "refinement_max_iterations": 10,
-    "min_correspondences": 6,
-}
+    refinement_max_iterations: int = 10
+    min_correspondences: int = 6
 
 
 @dataclass
@@ -86,27 +88,27 @@ def pose_covariance(world_from_camera: Rigid3, points3d, camera: Camera, residua
     return 0.5 * (covariance + covariance.T)
 
 
-def estimate_pose(points2d, points3d, camera: Camera, config: dict | None = None) -> PoseEstimate | None:
+def estimate_pose(points2d, points3d, camera: Camera, config: PoseConfig | dict | None = None) -> PoseEstimate | None:
     """LO-RANSAC + refinement; None when no pose could be estimated. Correspondences sorted best first
     make progressive sampling effective (the search returns them so)."""
     import poselib
 
-    config = {**DEFAULT_POSE_CONFIG, **(config or {})}
+    config = from_dict(PoseConfig, config)
     points2d = np.asarray(points2d, dtype=np.float64).reshape(-1, 2)
     points3d = np.asarray(points3d, dtype=np.float64).reshape(-1, 3)
     if len(points2d) != len(points3d):
         raise ValueError(f"{len(points2d)} 2D points but {len(points3d)} 3D points")
-    if len(points2d) < config["min_correspondences"]:
+    if len(points2d) < config.min_correspondences:
         return None
     ransac = {
-        "max_reproj_error": config["ransac_max_error_px"],
-        "min_iterations": config["ransac_min_iterations"],
-        "max_iterations": config["ransac_max_iterations"],
-        "dyn_num_trials_mult": config["ransac_trials_multiplier"],
-        "success_prob": config["ransac_confidence"],
-        "progressive_sampling": config["progressive_sampling"],
+        "max_reproj_error": config.ransac_max_error_px,
+        "min_iterations": config.ransac_min_iterations,
+        "max_iterations": config.ransac_max_iterations,
+        "dyn_num_trials_mult": config.ransac_trials_multiplier,
+        "success_prob": config.ransac_confidence,
+        "progressive_sampling": config.progressive_sampling,
     }
-    refinement = {"max_iterations": config["refinement_max_iterations"]}
+    refinement = {"max_iterations": config.refinement_max_iterations}
     pinhole = {
         "model": "PINHOLE",
         "width": camera.width,
@@ -118,7 +120,7 @@ def estimate_pose(points2d, points3d, camera: Camera, config: dict | None = None
         return None
     world_from_camera = Rigid3(camera_from_world.R, camera_from_world.t).inverse()
     inliers = np.asarray(info["inliers"], dtype=bool)
-    if inliers.sum() < config["min_correspondences"]:
+    if inliers.sum() < config.min_correspondences:
         return None
     residuals = reprojection_residuals(world_from_camera, points2d[inliers], points3d[inliers], camera)
     covariance = pose_covariance(world_from_camera, points3d[inliers], camera, residuals)

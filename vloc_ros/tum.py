@@ -5,25 +5,23 @@ A pose line is ``world_from_frame`` of whatever frame the file describes (the na
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_text
 from .geometry import Rigid3
 
 
 def write_tum(path, stamps, poses: list[Rigid3]) -> None:
-    """Write atomically (temp file, then rename)."""
+    """Write atomically (``vloc_ros.atomic``)."""
     if len(stamps) != len(poses):
         raise ValueError(f"{len(stamps)} stamps but {len(poses)} poses")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        for stamp, pose in zip(stamps, poses):
-            values = [*pose.translation, *pose.quaternion_xyzw]
-            handle.write(f"{float(stamp):.9f} " + " ".join(f"{v:.9f}" for v in values) + "\n")
-    os.replace(tmp, path)
+    lines = [
+        f"{float(stamp):.9f} " + " ".join(f"{v:.9f}" for v in (*pose.translation, *pose.quaternion_xyzw)) + "\n"
+        for stamp, pose in zip(stamps, poses)
+    ]
+    atomic_write_text(path, "".join(lines))
 
 
 def read_tum(path) -> tuple[np.ndarray, list[Rigid3]]:

@@ -39,50 +39,53 @@ the node scales the published covariance by 1 / confidence.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from .config import from_dict
 from .geometry import Camera, Rigid3, rotation_error_deg
-from .pose import estimate_pose, reprojection_residuals
+from .pose import PoseConfig, estimate_pose, reprojection_residuals
 
-DEFAULT_VERIFICATION_CONFIG = {
-    "enabled": True,
-    "min_inlier_ratio": 0.1,
+
+@dataclass(frozen=True)
+class VerificationConfig:
+    enabled: bool = True
+    min_inlier_ratio: float = 0.1
     # At least 5 of the 16 cells: 4 (0.25) lets through a wrong llff_beer pose; right poses there
     # cover 0.56-0.94, on templeRing 0.38-0.81.
-    "min_spread": 0.3,
+    min_spread: float = 0.3
     # On the repeated-structure sim right poses have a ratio of 0.0, wrong ones 0.24-0.56.
-    "max_second_hypothesis_ratio": 0.15,
-    "min_second_hypothesis_inliers": 12,
+    max_second_hypothesis_ratio: float = 0.15
+    min_second_hypothesis_inliers: int = 12
     # With PROSAC (correspondences best first) 1000 find every second pose that 10000 do on
     # templeRing and the repeated-structure sim; 300 reject right poses as ambiguous.
-    "second_hypothesis_max_iterations": 1000,
-    "distinct_translation": 0.1,
-    "distinct_rotation_deg": 5.0,
+    second_hypothesis_max_iterations: int = 1000
+    distinct_translation: float = 0.1
+    distinct_rotation_deg: float = 5.0
     # Rivals (repeated-structure sim) explain 0 % of the first pose's inliers; the same pose refitted
     # to leftovers 58-92 % (sim queries far off the mapping path, templeRing).
-    "same_pose_shared_inliers": 0.4,
-    "max_view_angle_deg": 60.0,
-    "max_view_distance": 2.0,
-    "max_relative_position_sigma": 0.02,
+    same_pose_shared_inliers: float = 0.4
+    max_view_angle_deg: float = 60.0
+    max_view_distance: float = 2.0
+    max_relative_position_sigma: float = 0.02
     # The focal fit's rounds re-select the matches within these multiples of the RANSAC threshold:
     # wide at first, because the matches a wrong focal length pushed out are the evidence against it.
-    "focal_fit_thresholds": [4.0, 2.0, 1.0],
-    "focal_fit_iterations": 3,  # Gauss-Newton steps per round (the dolly parameterization needs 2-3)
+    focal_fit_thresholds: tuple[float, ...] = (4.0, 2.0, 1.0)
+    focal_fit_iterations: int = 3  # Gauss-Newton steps per round (the dolly parameterization needs 2-3)
     # Matches per round at most (an even spread): the cost stays flat in the number of matches.
-    "focal_fit_max_points": 256,
+    focal_fit_max_points: int = 256
     # Right calibration: published poses refit to 0.89-1.08 (sim, 7-Scenes), on templeRing up to 1.45 (a
     # 10 cm object barely pins the focal length); a focal length off x1.2 refits to 0.83-0.87 (sim).
-    "max_focal_scale_error": 0.15,
+    max_focal_scale_error: float = 0.15
     # How firmly the matches hold the refit scale. Right calibration, beyond the scale bound: |z| <= 4.8 on
     # published poses, 5-10 on 7-Scenes views of 28-56 inliers; focal length x2 or x0.5: median 66-70.
-    "min_focal_scale_z": 4.0,
+    min_focal_scale_z: float = 4.0
     # ...and whether the refit explains all matches better (its MSAC-style cost drop, in residual
     # variances): a right pose's second optimum does not (-22 to +3); x2 or x0.5: median 300-440.
-    "min_focal_scale_cost_drop": 4.0,
-}
+    min_focal_scale_cost_drop: float = 4.0
+
 
 GRID_CELLS = 4
 # The start of the rejection reason of rule 6, for callers that count or report it.
@@ -119,38 +122,40 @@ def second_hypothesis_ratio(
     points3d,
     explained: np.ndarray,
     camera: Camera,
-    pose_config: dict,
+    pose_config: PoseConfig,
     median_depth: float,
-    config: dict,
+    config: VerificationConfig,
 ) -> float:
     """Support of the best pose among the unexplained correspondences that differs from ``first``
     (fitted to the correspondences ``first_inliers``), relative to the first pose's support."""
     remaining = ~explained
     # The second pose's share of the *leftover* matches can be small (templeRing: ~7 %), so
     # RANSAC runs to its iteration budget here: that budget is most of the verification's cost.
-    pose_config = {**pose_config, "ransac_max_iterations": config["second_hypothesis_max_iterations"]}
+    pose_config = replace(pose_config, ransac_max_iterations=config.second_hypothesis_max_iterations)
     second = estimate_pose(points2d[remaining], points3d[remaining], camera, pose_config)
-    if second is None or second.num_inliers < config["min_second_hypothesis_inliers"]:
+    if second is None or second.num_inliers < config.min_second_hypothesis_inliers:
         return 0.0
     moved = np.linalg.norm(second.world_from_camera.translation - first.translation)
     turned = rotation_error_deg(second.world_from_camera.rotation, first.rotation)
-    if moved <= config["distinct_translation"] * median_depth and turned <= config["distinct_rotation_deg"]:
+    if moved <= config.distinct_translation * median_depth and turned <= config.distinct_rotation_deg:
         return 0.0  # the same pose again, from other points: support, not ambiguity
     residuals = reprojection_residuals(
         second.world_from_camera, points2d[first_inliers], points3d[first_inliers], camera
     )
-    shared = np.mean(np.linalg.norm(residuals, axis=1) < 2 * pose_config["ransac_max_error_px"])
-    if shared >= config["same_pose_shared_inliers"]:
+    shared = np.mean(np.linalg.norm(residuals, axis=1) < 2 * pose_config.ransac_max_error_px)
+    if shared >= config.same_pose_shared_inliers:
         return 0.0  # the same pose, fitted less well to a few leftovers
     return second.num_inliers / max(int(first_inliers.sum()), 1)
 
 
-def retrieval_agrees(estimate: Rigid3, retrieved: list[Rigid3], median_depth: float, config: dict) -> bool:
+def retrieval_agrees(
+    estimate: Rigid3, retrieved: list[Rigid3], median_depth: float, config: VerificationConfig
+) -> bool:
     axis = estimate.rotation[:, 2]  # optical axis in the world
     for keyframe in retrieved:
         angle = np.degrees(np.arccos(np.clip(axis @ keyframe.rotation[:, 2], -1.0, 1.0)))
         distance = np.linalg.norm(keyframe.translation - estimate.translation)
-        if angle <= config["max_view_angle_deg"] and distance <= config["max_view_distance"] * median_depth:
+        if angle <= config.max_view_angle_deg and distance <= config.max_view_distance * median_depth:
             return True
     return False
 
@@ -214,13 +219,13 @@ def focal_scale_fit(
     points3d,
     camera: Camera,
     threshold_px: float,
-    config: dict,
+    config: VerificationConfig | dict,
 ) -> FocalFit:
     """The scale of the focal length (fx and fy alike, principal point fixed) that with a refitted
     pose best explains the correspondences ``points2d`` (undistorted pixels) <-> ``points3d``.
 
     Least squares from the PnP pose on its ``inliers``, then in rounds on the correspondences
-    within ``config["focal_fit_thresholds"]`` x ``threshold_px`` of the last fit. A focal length
+    within ``config.focal_fit_thresholds`` x ``threshold_px`` of the last fit. A focal length
     error is nearly undone by moving the camera along its optical axis (exactly so for a scene at
     one depth): a long, narrow valley where damped steps crawl. So the focal scale moves the
     camera with it ("dolly"), keeping the image scale at the median depth, and Gauss-Newton
@@ -229,6 +234,7 @@ def focal_scale_fit(
     scores), so an optimum that explains the matches no better than the camera's focal length
     does is no evidence against it.
     """
+    config = from_dict(VerificationConfig, config)
     no_evidence = FocalFit(1.0, 0.0, 0.0)
     focal = np.array([camera.fx, camera.fy])
     observed = np.asarray(points2d, dtype=np.float64) - [camera.cx, camera.cy]
@@ -237,19 +243,17 @@ def focal_scale_fit(
     state = (rotation, -rotation @ world_from_camera.translation, 1.0)
     given_cost = np.minimum(_squared_errors(state, focal, points3d, observed), threshold_px**2).sum()
     selected = inliers
-    for limit in [*config["focal_fit_thresholds"], None]:
+    for limit in [*config.focal_fit_thresholds, None]:
         indices = np.flatnonzero(selected)
         if len(indices) < 8:
             return no_evidence
-        indices = indices[
-            np.linspace(0, len(indices) - 1, min(len(indices), config["focal_fit_max_points"])).astype(int)
-        ]
+        indices = indices[np.linspace(0, len(indices) - 1, min(len(indices), config.focal_fit_max_points)).astype(int)]
         world, targets = points3d[indices], observed[indices]
         dolly = float(np.median(world @ state[0][2] + state[1][2]))
         cost, residuals, jacobian = _focal_fit_system(state, focal, world, targets, dolly)
         if jacobian is None:
             return no_evidence
-        for _ in range(config["focal_fit_iterations"]):
+        for _ in range(config.focal_fit_iterations):
             try:
                 step = np.linalg.solve(jacobian.T @ jacobian, -jacobian.T @ residuals)
             except np.linalg.LinAlgError:
@@ -291,11 +295,12 @@ def gather_evidence(
     points3d,
     camera: Camera,
     retrieved: list[Rigid3],
-    pose_config: dict,
-    config: dict,
+    pose_config: PoseConfig | dict,
+    config: VerificationConfig | dict,
 ) -> Evidence:
     """Evidence about ``estimate`` (a PoseEstimate) fitted to the correspondences ``points2d`` (undistorted
     pixels of query keypoints ``query_indices``) <-> ``points3d``."""
+    pose_config, config = from_dict(PoseConfig, pose_config), from_dict(VerificationConfig, config)
     inliers = estimate.inlier_mask
     pose = estimate.world_from_camera
     depths = pose.inverse().transform(points3d[inliers])[:, 2]
@@ -304,7 +309,7 @@ def gather_evidence(
     # Correspondences the first pose explains: its inliers and every other candidate of the same
     # keypoints (those keypoints are spoken for).
     explained = np.isin(query_indices, query_indices[inliers])
-    focal_fit = focal_scale_fit(pose, inliers, points2d, points3d, camera, pose_config["ransac_max_error_px"], config)
+    focal_fit = focal_scale_fit(pose, inliers, points2d, points3d, camera, pose_config.ransac_max_error_px, config)
     return Evidence(
         num_inliers=int(inliers.sum()),
         inlier_ratio=float(inliers.sum() / len(inliers)),
@@ -321,25 +326,26 @@ def gather_evidence(
     )
 
 
-def decide(evidence: Evidence, config: dict) -> tuple[str, float]:
+def decide(evidence: Evidence, config: VerificationConfig | dict) -> tuple[str, float]:
     """(rejection reason or "" to accept, confidence in [0, 1])."""
+    config = from_dict(VerificationConfig, config)
     margins = {
-        "inlier ratio": evidence.inlier_ratio / config["min_inlier_ratio"],
-        "inlier spread": evidence.spread / config["min_spread"],
+        "inlier ratio": evidence.inlier_ratio / config.min_inlier_ratio,
+        "inlier spread": evidence.spread / config.min_spread,
         "second hypothesis": (
-            config["max_second_hypothesis_ratio"] / evidence.second_hypothesis_ratio
+            config.max_second_hypothesis_ratio / evidence.second_hypothesis_ratio
             if evidence.second_hypothesis_ratio > 0
             else np.inf
         ),
-        "position sigma": config["max_relative_position_sigma"] / max(evidence.relative_position_sigma, 1e-12),
+        "position sigma": config.max_relative_position_sigma / max(evidence.relative_position_sigma, 1e-12),
     }
     confidence = float(np.prod([min(1.0, margin / 2.0) for margin in margins.values()]))
     # First: a wrong calibration fails the other tests too (the pose is far from every retrieved
     # keyframe, a second pose turns up), but it is the cause to report.
     if (
-        abs(np.log(evidence.focal_scale)) > np.log1p(config["max_focal_scale_error"])
-        and abs(evidence.focal_scale_z) >= config["min_focal_scale_z"]
-        and evidence.focal_scale_cost_drop >= config["min_focal_scale_cost_drop"]
+        abs(np.log(evidence.focal_scale)) > np.log1p(config.max_focal_scale_error)
+        and abs(evidence.focal_scale_z) >= config.min_focal_scale_z
+        and evidence.focal_scale_cost_drop >= config.min_focal_scale_cost_drop
     ):
         return (
             f"{CALIBRATION_MISMATCH}: the matches call for a focal length {evidence.focal_scale:.2f} x the "
@@ -351,14 +357,14 @@ def decide(evidence: Evidence, config: dict) -> tuple[str, float]:
     if not failed:
         return "", confidence
     details = {
-        "inlier ratio": f"inlier ratio {evidence.inlier_ratio:.2f} < {config['min_inlier_ratio']}",
-        "inlier spread": f"inliers cover {evidence.spread:.2f} of the image < {config['min_spread']}",
+        "inlier ratio": f"inlier ratio {evidence.inlier_ratio:.2f} < {config.min_inlier_ratio}",
+        "inlier spread": f"inliers cover {evidence.spread:.2f} of the image < {config.min_spread}",
         "second hypothesis": (
             f"ambiguous: a second, different pose has {evidence.second_hypothesis_ratio:.2f} "
             f"of the inliers (repeated structure?)"
         ),
         "position sigma": (
-            f"position sigma {evidence.relative_position_sigma:.3f} x depth > {config['max_relative_position_sigma']}"
+            f"position sigma {evidence.relative_position_sigma:.3f} x depth > {config.max_relative_position_sigma}"
         ),
     }
     return "; ".join(details[name] for name in failed), 0.0
@@ -369,15 +375,15 @@ def inflate_covariance(covariance: np.ndarray, confidence: float, floor: float =
     return covariance / max(confidence, floor)
 
 
-DEFAULT_MOTION_GATE_CONFIG = {
+@dataclass(frozen=True)
+class MotionGateConfig:
     # Odometry drifts with distance travelled since the last accepted pose: the allowed change of
     # map -> odom is a floor plus a share of that distance, for position and heading alike.
-    "max_jump_translation": 0.25,  # map units
-    "max_jump_per_distance": 0.05,
-    "max_jump_rotation_deg": 5.0,
-    "max_jump_rotation_deg_per_distance": 3.0,
-    "confirm_frames": 3,  # consecutive poses that agree with each other to accept a jump
-}
+    max_jump_translation: float = 0.25  # map units
+    max_jump_per_distance: float = 0.05
+    max_jump_rotation_deg: float = 5.0
+    max_jump_rotation_deg_per_distance: float = 3.0
+    confirm_frames: int = 3  # consecutive poses that agree with each other to accept a jump
 
 
 class MotionGate:
@@ -391,8 +397,8 @@ class MotionGate:
     Thread-safe: the node's worker calls ``check`` while ``reset`` comes from its executor.
     """
 
-    def __init__(self, config: dict | None = None):
-        self.config = {**DEFAULT_MOTION_GATE_CONFIG, **(config or {})}
+    def __init__(self, config: MotionGateConfig | dict | None = None):
+        self.config = from_dict(MotionGateConfig, config)
         self._lock = threading.Lock()
         self.reset()
 
@@ -411,9 +417,9 @@ class MotionGate:
         config = self.config
         return (
             np.linalg.norm(a.translation - b.translation)
-            <= config["max_jump_translation"] + config["max_jump_per_distance"] * travelled
+            <= config.max_jump_translation + config.max_jump_per_distance * travelled
             and rotation_error_deg(a.rotation, b.rotation)
-            <= config["max_jump_rotation_deg"] + config["max_jump_rotation_deg_per_distance"] * travelled
+            <= config.max_jump_rotation_deg + config.max_jump_rotation_deg_per_distance * travelled
         )
 
     def check(self, map_from_camera: Rigid3, odom_from_camera: Rigid3) -> str:
@@ -433,12 +439,10 @@ class MotionGate:
         if self._candidates and not self._agrees(map_from_odom, self._candidates[-1], 0.0):
             self._candidates = []
         self._candidates.append(map_from_odom)
-        if len(self._candidates) >= self.config["confirm_frames"]:
+        if len(self._candidates) >= self.config.confirm_frames:
             self._accept(map_from_odom)
             return ""
-        return (
-            f"jump against odometry held back ({len(self._candidates)}/{self.config['confirm_frames']} confirmations)"
-        )
+        return f"jump against odometry held back ({len(self._candidates)}/{self.config.confirm_frames} confirmations)"
 
     def _accept(self, map_from_odom: Rigid3) -> None:
         self._accepted, self._travelled, self._candidates = map_from_odom, 0.0, []

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from dataclasses import dataclass
 
 import torch
 
+from ..config import from_dict
 from .base import Backbone, BackendUnavailableError
 from .cuda_backend import check_precision
 
@@ -26,27 +28,24 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("tensorrt", "cuda", "onnxruntime", "torch_cpu")  # "auto" prefers them in this order
 
+
 # One namespace for all backends' options, so that "auto" accepts any of them; each reads its own.
-DEFAULT_OPTIONS = {
-    "precision": "fp16",  # tensorrt, cuda: "fp16" | "fp32"
-    "cuda_graph": True,  # cuda: replay the fixed input shape as a CUDA graph
-    "threads": None,  # onnxruntime: intra-op threads; None = torch.get_num_threads()
-    "opset": 18,  # onnxruntime: ONNX opset of the export (17 or later)
-    "cache_dir": None,  # onnxruntime, tensorrt: exported files; None = cache.default_cache_dir()
-    "image_size": None,  # camera (width, height): the extractor prepares the backbone for it at start-up
-}
+@dataclass(frozen=True)
+class BackendOptions:
+    precision: str = "fp16"  # tensorrt, cuda: "fp16" | "fp32"
+    cuda_graph: bool = True  # cuda: replay the fixed input shape as a CUDA graph
+    threads: int | None = None  # onnxruntime: intra-op threads; None = torch.get_num_threads()
+    opset: int = 18  # onnxruntime: ONNX opset of the export (17 or later)
+    cache_dir: str | None = None  # onnxruntime, tensorrt: exported files; None = cache.default_cache_dir()
+    image_size: tuple[int, int] | None = None  # camera (width, height): the extractor prepares the backbone for it
 
 
-def resolve_backend_options(options: dict | None) -> dict:
-    """``DEFAULT_OPTIONS`` overridden by ``options``; unknown keys and bad values raise ValueError."""
-    options = dict(options or {})
-    unknown = set(options) - set(DEFAULT_OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown backend options {sorted(unknown)}; known: {sorted(DEFAULT_OPTIONS)}")
-    options = {**DEFAULT_OPTIONS, **options}
-    check_precision(options["precision"])
-    if options["opset"] < 17:
-        raise ValueError(f"opset must be 17 or later, got {options['opset']}")
+def resolve_backend_options(options: BackendOptions | dict | None) -> BackendOptions:
+    """``BackendOptions`` from ``options``; unknown keys and bad values raise ValueError."""
+    options = from_dict(BackendOptions, options)
+    check_precision(options.precision)
+    if options.opset < 17:
+        raise ValueError(f"opset must be 17 or later, got {options.opset}")
     return options
 
 
@@ -104,7 +103,12 @@ def select_backend(requested: str = "auto") -> str:
 
 
 def create_backbone(
-    backend: str, model: torch.nn.Module, *, model_name: str, weights_sha256: str, options: dict | None = None
+    backend: str,
+    model: torch.nn.Module,
+    *,
+    model_name: str,
+    weights_sha256: str,
+    options: BackendOptions | dict | None = None,
 ) -> Backbone:
     """``model`` (fp32, on the CPU) run by ``backend`` ("auto" or one of ``BACKENDS``).
 
@@ -118,20 +122,20 @@ def create_backbone(
     if backend == "onnxruntime":
         from .onnx_backend import OnnxRuntimeBackbone, ensure_onnx_model
 
-        path = ensure_onnx_model(model, model_name, weights_sha256, options["opset"], options["cache_dir"])
-        return OnnxRuntimeBackbone(path, options["threads"] or torch.get_num_threads())
+        path = ensure_onnx_model(model, model_name, weights_sha256, options.opset, options.cache_dir)
+        return OnnxRuntimeBackbone(path, options.threads or torch.get_num_threads())
     if backend == "cuda":
         from .cuda_backend import CudaBackbone
 
-        return CudaBackbone(model, options["precision"], options["cuda_graph"])
+        return CudaBackbone(model, options.precision, options.cuda_graph)
     from .tensorrt_backend import TensorRTBackbone
 
-    return TensorRTBackbone(model, model_name, weights_sha256, options["precision"], options["cache_dir"])
+    return TensorRTBackbone(model, model_name, weights_sha256, options.precision, options.cache_dir)
 
 
 __all__ = [
     "BACKENDS",
-    "DEFAULT_OPTIONS",
+    "BackendOptions",
     "Backbone",
     "BackendUnavailableError",
     "create_backbone",

@@ -7,11 +7,12 @@ a stale file is never loaded; old files are simply left behind.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 from pathlib import Path
+
+from ..atomic import atomic_write_text
 
 
 def default_cache_dir() -> Path:
@@ -32,19 +33,6 @@ def cached_path(cache_dir: str | Path | None, stem: str, fields: dict, suffix: s
     return Path(cache_dir or default_cache_dir()) / f"{stem}-{cache_key(fields)}{suffix}"
 
 
-@contextlib.contextmanager
-def atomic_output(path: Path):
-    """Yield a temporary path beside ``path`` (same suffix) and move it into place only when the
-    block succeeds: a killed export or two processes exporting at once never leave a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def write_description(path: Path, fields: dict) -> None:
     """Record what a cached file was built from, as ``path.json``, for people inspecting the cache."""
-    path.with_name(path.name + ".json").write_text(json.dumps(fields, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path.with_name(path.name + ".json"), json.dumps(fields, indent=2, sort_keys=True) + "\n")

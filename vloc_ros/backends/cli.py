@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from ..cli import UsageError
-from . import DEFAULT_OPTIONS, BackendUnavailableError
+from . import BackendOptions, BackendUnavailableError
 from .cache import default_cache_dir
 from .cuda_backend import PRECISIONS
 
@@ -37,10 +37,10 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--precision",
         choices=sorted(PRECISIONS),
-        default=DEFAULT_OPTIONS["precision"],
+        default=BackendOptions.precision,
         help="tensorrt engine precision",
     )
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPTIONS["opset"], help="ONNX opset (17 or later)")
+    parser.add_argument("--opset", type=int, default=BackendOptions.opset, help="ONNX opset (17 or later)")
     parser.add_argument(
         "--resize-max",
         type=int,

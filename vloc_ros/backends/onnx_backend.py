@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from .base import Backbone
-from .cache import atomic_output, cached_path, write_description
+from ..atomic import atomic_path
+from .cache import cached_path, write_description
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def ensure_onnx_model(model: torch.nn.Module, model_name: str, weights_sha256: s
         path = onnx_model_path(cache_dir, model_name, weights_sha256, opset, exporter)
         logger.info("exporting %s to ONNX (opset %d, %s exporter) -> %s", model_name, opset, exporter, path)
         try:
-            with atomic_output(path) as temporary:
+            with atomic_path(path) as temporary:
                 export_onnx(model, temporary, opset, exporter)
         except Exception as error:  # noqa: BLE001 - any exporter failure means: try the next one
             logger.warning("ONNX %s exporter failed (%s: %s)", exporter, type(error).__name__, error)

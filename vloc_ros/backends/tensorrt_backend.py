@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .cache import atomic_output, cached_path, write_description
+from ..atomic import atomic_path
+from .cache import cached_path, write_description
 from .cuda_backend import CudaBackbone
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def build_engine(model: torch.nn.Module, input_shape: tuple[int, ...], path: Pat
     engine = torch_tensorrt.dynamo.compile(
         export_program(model, input_shape), inputs=[example], **precision_settings(torch_tensorrt.dynamo.compile, dtype)
     )
-    with atomic_output(path) as temporary:
+    with atomic_path(path) as temporary:
         torch_tensorrt.save(engine, str(temporary), inputs=[example])
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..bag_source import BagContentError, BagReadError
 from ..cli import UsageError
 from ..mapping.map_format import MapError, load_map
+from ..search import SearchMode
 from .offline import DEFAULT_EVAL_CONFIG, DEFAULT_LIVE_CONFIG, evaluate_bag
 from .report import format_table
 
@@ -55,7 +56,7 @@ def register(subparsers) -> None:
         default="none",
         help="align the estimate to ground truth first (map frame != ground-truth frame)",
     )
-    parser.add_argument("--mode", choices=["parallel", "global_only", "local_only"], help="candidate search mode")
+    parser.add_argument("--mode", choices=[mode.value for mode in SearchMode], help="candidate search mode")
     live = parser.add_argument_group("live evaluation over ROS 2")
     live.add_argument("--live", action="store_true", help="replay the bag with rclpy to a localizer node")
     live.add_argument(

@@ -39,14 +39,8 @@ class FrameRecord:
             "reason": self.reason,
             "num_inliers": int(self.num_inliers),
             "timings": {stage: float(seconds) for stage, seconds in self.timings.items()},
-            "estimate": pose_to_dict(self.estimate),
-            "ground_truth": pose_to_dict(self.ground_truth),
+            "estimate": None if self.estimate is None else self.estimate.to_dict(),
+            "ground_truth": None if self.ground_truth is None else self.ground_truth.to_dict(),
             "translation_error": None if errors is None else errors[0],
             "rotation_error_deg": None if errors is None else errors[1],
         }
-
-
-def pose_to_dict(pose: Rigid3 | None) -> dict | None:
-    if pose is None:
-        return None
-    return {"translation": pose.translation.tolist(), "quaternion_xyzw": pose.quaternion_xyzw.tolist()}

@@ -9,9 +9,6 @@ backend): safe in any process.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from ..atomic import atomic_directory
 from ..tum import write_tum
 from .records import FrameRecord
 
@@ -37,15 +35,8 @@ def write_report(output_dir, records: list[FrameRecord], metrics: dict, descript
     ``report.md`` and stored in ``report.json``.
     """
     output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
-    try:
-        os.chmod(staging, 0o755)  # mkdtemp makes it private; a report is for reading
+    with atomic_directory(output_dir) as staging:
         _write_files(staging, records, metrics, description)
-        _replace_folder(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output_dir
 
 
@@ -69,16 +60,6 @@ def _write_files(folder: Path, records: list[FrameRecord], metrics: dict, descri
     _plot_error_cdf(records, metrics).savefig(folder / "error_cdf.png", dpi=110)
     _plot_latency(records, metrics).savefig(folder / "latency.png", dpi=110)
     (folder / "report.md").write_text(_markdown(metrics, description))
-
-
-def _replace_folder(staging: Path, output_dir: Path) -> None:
-    previous = None
-    if output_dir.exists():
-        previous = output_dir.with_name(f".{output_dir.name}.{os.getpid()}.old")
-        os.rename(output_dir, previous)
-    os.rename(staging, output_dir)
-    if previous is not None:
-        shutil.rmtree(previous)
 
 
 def _metric_rows(metrics: dict) -> list[tuple[str, str]]:

@@ -141,8 +141,8 @@ class XFeatExtractor(Extractor):
                 options=options,
             )
         self.device = self.backbone.device
-        if options["image_size"]:
-            width, height = network_input_size(*options["image_size"], self.config["resize_max"], self.size_multiple)
+        if options.image_size:
+            width, height = network_input_size(*options.image_size, self.config["resize_max"], self.size_multiple)
             self.backbone.prepare((1, 1, height, width))
 
     @property

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -21,8 +20,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import __version__
+from ..atomic import atomic_path
 from ..features import Features, create_extractor
-from ..config import merge_config
+from ..config import from_dict, to_dict
 from ..features.matching import create_matcher
 from ..geometry import Rigid3
 from ..retrieval import VladDescriptor
@@ -33,18 +33,49 @@ from .points import collect_tracks, medoid_descriptors, visibility_arrays
 from .reconstruction import frame_index, reconstruct, write_database
 from .sources import MapFrame
 
-DEFAULT_BUILD_CONFIG = {
-    "extractor": {"name": "xfeat", "max_keypoints": 2048, "resize_max": 640},
-    "matcher": {"name": "mutual_nn", "ratio": 0.95},  # looser keeps low-texture sequences registering (llff_beer)
-    "pairs": {"sequential_window": 4, "retrieval_top_k": 5},
-    "global_descriptor": {"name": "vlad", "num_clusters": 32, "seed": 0},
-    "binarizer": {"method": "pca", "num_bits": 64, "seed": 0},  # best random-tree recall (bench_search)
-    "local_index": {"type": "random_trees", "seed": 0},
-    # num_threads None: all cores, except one for structure from motion (reproducible maps).
-    "reconstruction": {"seed": 0, "min_num_matches": 15, "min_triangulation_angle_deg": 3.0, "num_threads": None},
-    "min_registered_images": 3,
-    "map_frame": "map",
-}
+
+@dataclass(frozen=True)
+class PairsConfig:
+    sequential_window: int = 4
+    retrieval_top_k: int = 5
+
+
+@dataclass(frozen=True)
+class GlobalDescriptorConfig:
+    name: str = "vlad"
+    num_clusters: int = 32
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BinarizerConfig:
+    method: str = "pca"  # best random-tree recall (bench_search)
+    num_bits: int = 64
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ReconstructionConfig:
+    seed: int = 0
+    min_num_matches: int = 15
+    min_triangulation_angle_deg: float = 3.0
+    num_threads: int | None = None  # None: all cores, except one for structure from motion (reproducible maps)
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    # Extractor, matcher and local index options are dicts: each component checks its own, and
+    # naming another component (``name``) replaces the default's options whole (config.merge_config).
+    extractor: dict = field(default_factory=lambda: {"name": "xfeat", "max_keypoints": 2048, "resize_max": 640})
+    # A loose ratio keeps low-texture sequences registering (llff_beer).
+    matcher: dict = field(default_factory=lambda: {"name": "mutual_nn", "ratio": 0.95})
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    global_descriptor: GlobalDescriptorConfig = field(default_factory=GlobalDescriptorConfig)
+    binarizer: BinarizerConfig = field(default_factory=BinarizerConfig)
+    local_index: dict = field(default_factory=lambda: {"type": "random_trees", "seed": 0})
+    reconstruction: ReconstructionConfig = field(default_factory=ReconstructionConfig)
+    min_registered_images: int = 3
+    map_frame: str = "map"
 
 
 # ``build_map``'s progress callback: (stage, done, total) with stage one of PROGRESS_STAGES; total is
@@ -146,16 +177,14 @@ class FeatureCache:
             return None
 
     def put(self, name: str, features: Features) -> None:
-        path = self._path(name)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            keypoints=features.keypoints,
-            scores=features.scores,
-            descriptors=features.descriptors,
-            image_size=np.asarray(features.image_size),
-        )
-        os.replace(tmp, path)
+        with atomic_path(self._path(name)) as tmp:
+            np.savez(
+                tmp,
+                keypoints=features.keypoints,
+                scores=features.scores,
+                descriptors=features.descriptors,
+                image_size=np.asarray(features.image_size),
+            )
 
 
 def extract_all(frames: Iterable[MapFrame], extractor, cache: FeatureCache, progress: bool | ProgressCallback):
@@ -197,7 +226,7 @@ def _extract(frame: MapFrame, extractor) -> Features:
 def build_map(
     frames: Iterable[MapFrame],
     output,
-    config: dict | None = None,
+    config: BuildConfig | dict | None = None,
     cache_dir=None,
     progress: bool | ProgressCallback = True,
     overwrite: bool = False,
@@ -208,7 +237,7 @@ def build_map(
     ``progress``: True shows tqdm bars, False nothing; a ``ProgressCallback`` is called with
     (stage, done, total) as each stage of ``PROGRESS_STAGES`` starts and advances.
     """
-    config = merge_config(DEFAULT_BUILD_CONFIG, config)
+    config = from_dict(BuildConfig, config)
     output = Path(output)
     if output.exists() and not overwrite:
         raise BuildError(f"{output} exists; use --overwrite to replace it")
@@ -216,30 +245,30 @@ def build_map(
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
-    extractor = create_extractor(config["extractor"])
+    extractor = create_extractor(config.extractor)
     frames, features, skipped, reused = extract_all(
         frames, extractor, FeatureCache(cache_dir / "features", extractor), progress
     )
     images_given = len(frames) + len(skipped)
-    if len(frames) < config["min_registered_images"]:
+    if len(frames) < config.min_registered_images:
         raise BuildError(
             f"only {len(frames)} usable images of {images_given}; a map needs at least "
-            f"{config['min_registered_images']}" + _skipped_note(skipped)
+            f"{config.min_registered_images}" + _skipped_note(skipped)
         )
     timings["features"] = time.perf_counter() - started
 
     started = time.perf_counter()
     global_descriptor = VladDescriptor.fit(
         np.concatenate([f.descriptors for f in features]),
-        num_clusters=config["global_descriptor"]["num_clusters"],
-        seed=config["global_descriptor"]["seed"],
+        num_clusters=config.global_descriptor.num_clusters,
+        seed=config.global_descriptor.seed,
     )
     global_descriptors = np.stack([global_descriptor.describe(f.descriptors) for f in features]).astype(np.float32)
-    image_pairs = pair_selection.select_pairs(global_descriptors, **config["pairs"])
+    image_pairs = pair_selection.select_pairs(global_descriptors, **to_dict(config.pairs))
     timings["retrieval"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    matcher = create_matcher(config["matcher"])
+    matcher = create_matcher(config.matcher)
     matches = {}
     with _Progress(progress, "match pairs", len(image_pairs), "pair") as bar:
         for i, j in image_pairs:
@@ -261,16 +290,16 @@ def build_map(
                 names,
                 [f.camera for f in frames],
                 [f.world_from_camera for f in frames],
-                config["reconstruction"],
+                to_dict(config.reconstruction),
                 on_image_registered=bar.update,
             )
             if reconstruction is not None:
                 bar.set(reconstruction.num_reg_images())
         registered = sorted(reconstruction.reg_image_ids()) if reconstruction is not None else []
-        if len(registered) < config["min_registered_images"]:
+        if len(registered) < config.min_registered_images:
             raise BuildError(
                 f"only {len(registered)} of {images_given} images registered; a map needs at least "
-                f"{config['min_registered_images']} (too little overlap or texture?)" + _skipped_note(skipped)
+                f"{config.min_registered_images} (too little overlap or texture?)" + _skipped_note(skipped)
             )
         timings["reconstruction"] = time.perf_counter() - started
 
@@ -328,9 +357,9 @@ def _assemble(
     if tracks.num_points == 0:
         raise BuildError("the reconstruction has no 3D points")
 
-    binarizer = Binarizer.fit(tracks.observation_descriptors, **config["binarizer"])
+    binarizer = Binarizer.fit(tracks.observation_descriptors, **to_dict(config.binarizer))
     representative = medoid_descriptors(tracks)
-    index_options = dict(config["local_index"])
+    index_options = dict(config.local_index)
     index_type = LOCAL_INDEX_TYPES[index_options.pop("type")]
     local_index = index_type.build(
         binarizer.encode(tracks.observation_descriptors), tracks.observation_point, **index_options
@@ -362,7 +391,7 @@ def _assemble(
     manifest = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "vloc_ros_version": __version__,
-        "map_frame": config["map_frame"],
+        "map_frame": config.map_frame,
         "units": "m" if metric else "arbitrary",
         "extractor": {
             "name": extractor.name,
@@ -373,10 +402,10 @@ def _assemble(
         "global_descriptor": {
             "name": global_descriptor.name,
             "dim": int(global_descriptors.shape[1]),
-            **config["global_descriptor"],
+            **to_dict(config.global_descriptor),
         },
-        "binarizer": {**config["binarizer"], "code_bytes": int(arrays["point_codes"].shape[1])},
-        "local_index": config["local_index"],
+        "binarizer": {**to_dict(config.binarizer), "code_bytes": int(arrays["point_codes"].shape[1])},
+        "local_index": config.local_index,
         "counts": {
             "keyframes": len(keyframes),
             "points": tracks.num_points,
@@ -385,7 +414,7 @@ def _assemble(
             "mean_reprojection_error_px": float(reconstruction.compute_mean_reprojection_error()),
         },
         "build": {
-            "config": config,
+            "config": to_dict(config),
             "source": source_description,
             "mode": "triangulation from known poses" if metric else "incremental mapping",
         },

@@ -9,7 +9,8 @@ import yaml
 
 from ..bag_source import BagContentError, BagReadError
 from ..cli import UsageError
-from .builder import BuildError, build_map
+from ..config import from_dict
+from .builder import BuildConfig, BuildError, build_map
 from .keyframes import DEFAULT_MIN_INTERVAL_S, DEFAULT_MIN_ROTATION_DEG, DEFAULT_MIN_TRANSLATION_M, KeyframeSelector
 from .sources import SourceError, bag_frames, image_folder_frames
 
@@ -84,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
         config = yaml.safe_load(args.config.read_text()) or {}
         if not isinstance(config, dict):
             raise UsageError(f"{args.config} must hold a YAML mapping")
+        try:
+            config = from_dict(BuildConfig, config)  # a misspelt key is the user's to fix, before any work
+        except ValueError as error:
+            raise UsageError(f"{args.config}: {error}") from None
     if args.every_nth < 1:
         raise UsageError("--every-nth must be at least 1")
     for flag in ("min_interval_s", "min_translation_m", "min_rotation_deg"):

@@ -21,14 +21,13 @@ manifest lists, then checks the arrays (ARRAY_SPECS), the learned components' st
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from ..atomic import atomic_directory
 from ..geometry import Camera, Rigid3
 from ..hashing import file_sha256
 
@@ -132,14 +131,10 @@ class LocalizationMap:
 
 
 def _keyframe_to_json(keyframe: Keyframe) -> dict:
-    pose = keyframe.world_from_camera
     return {
         "name": keyframe.name,
         "camera": keyframe.camera.to_dict(),
-        "world_from_camera": {
-            "translation": pose.translation.tolist(),
-            "quaternion_xyzw": pose.quaternion_xyzw.tolist(),
-        },
+        "world_from_camera": keyframe.world_from_camera.to_dict(),
     }
 
 
@@ -150,7 +145,7 @@ def _keyframe_from_json(data, source: str) -> Keyframe:
         return Keyframe(
             data["name"],
             Camera.from_dict(data["camera"]),
-            Rigid3.from_quaternion(pose["quaternion_xyzw"], pose["translation"]),
+            Rigid3.from_dict(pose),
         )
     except (ValueError, TypeError) as error:
         raise MapError(f"{source} is malformed ({error}); {REBUILD}") from None
@@ -280,9 +275,7 @@ def save_map(localization_map: LocalizationMap, out_dir, overwrite: bool = False
     if out_dir.exists() and not overwrite:
         raise MapError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
     validate_arrays(localization_map.arrays, len(localization_map.keyframes))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         (tmp / "arrays").mkdir()
         for name, array in localization_map.arrays.items():
             np.save(tmp / "arrays" / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
@@ -299,17 +292,6 @@ def save_map(localization_map: LocalizationMap, out_dir, overwrite: bool = False
         manifest["format"], manifest["format_version"] = FORMAT_NAME, FORMAT_VERSION
         manifest["files"] = {str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     localization_map.manifest, localization_map.path = manifest, out_dir
     return out_dir
 

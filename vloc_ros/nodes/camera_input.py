@@ -12,16 +12,16 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from vloc_ros.geometry import Camera
-
-from .input_guard import InputGuard
-from .parameters import ParameterSpec
-from .ros_compat import (
+from vloc_ros.msgs import (
     DEFAULT_MAX_IMAGE_PIXELS,
     InvalidMessage,
     camera_info_to_camera,
     compressed_to_numpy,
     image_to_numpy,
 )
+
+from .input_guard import InputGuard
+from .parameters import ParameterSpec
 
 # The parameters of a node's camera input (read once, at start-up).
 CAMERA_PARAMETERS = (

@@ -1,7 +1,7 @@
 """The one door of a node's incoming messages.
 
 Every subscription of the nodes is made through :meth:`InputGuard.subscribe`. Its callback converts
-and validates the message (the conversions in ``ros_compat`` raise ``InvalidMessage`` with a
+and validates the message (the conversions in ``vloc_ros.msgs`` raise ``InvalidMessage`` with a
 reason), and the guard turns that into a rejection counted on /diagnostics as ``rejected_<reason>``
 and logged at most every few seconds per reason. Anything else a callback raises is a bug, yet no
 reason to end the node: an exception out of a callback stops rclpy's executor, and with it every
@@ -13,7 +13,7 @@ from __future__ import annotations
 import traceback
 
 from .diagnostics import Counters, ThrottledLogger
-from .ros_compat import InvalidMessage
+from vloc_ros.msgs import InvalidMessage
 
 
 class InputGuard:

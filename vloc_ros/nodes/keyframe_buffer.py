@@ -10,7 +10,6 @@ start removes; the keyframes before it are found again and recording continues.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vloc_ros.atomic import atomic_write_bytes
 from vloc_ros.geometry import Camera, Rigid3
 from vloc_ros.mapping.sources import MapFrame, read_image_rgb
 
@@ -60,17 +60,10 @@ class KeyframeBuffer:
         ok, png = cv2.imencode(".png", pixels)
         if not ok:
             raise OSError(f"OpenCV could not encode keyframe {stamp_ns} as PNG")
-        _write_atomically(image_path, png.tobytes())
-        pose = (
-            None
-            if world_from_camera is None
-            else {
-                "translation": world_from_camera.translation.tolist(),
-                "quaternion_xyzw": world_from_camera.quaternion_xyzw.tolist(),
-            }
-        )
+        atomic_write_bytes(image_path, png.tobytes())
+        pose = None if world_from_camera is None else world_from_camera.to_dict()
         record = {"stamp_ns": stamp_ns, "image": image_path.name, "camera": camera.to_dict(), "world_from_camera": pose}
-        _write_atomically(self.directory / f"{stamp_ns}.json", json.dumps(record).encode())
+        atomic_write_bytes(self.directory / f"{stamp_ns}.json", json.dumps(record).encode())
         keyframe = Keyframe(stamp_ns, camera, world_from_camera, image_path)
         self.keyframes.append(keyframe)
         return keyframe
@@ -85,7 +78,7 @@ class KeyframeBuffer:
     def _recover(self) -> list[Keyframe]:
         """Keyframes already on disk, in stamp order; removes what an interrupted write left behind."""
         keyframes = []
-        for path in self.directory.glob("*.tmp"):
+        for path in self.directory.glob("*.tmp*"):  # unfinished writes: temporary names contain ".tmp"
             path.unlink()
         for path in self.directory.glob("*.json"):
             record = json.loads(path.read_text())
@@ -94,7 +87,7 @@ class KeyframeBuffer:
                 Keyframe(
                     int(record["stamp_ns"]),
                     Camera.from_dict(record["camera"]),
-                    None if pose is None else Rigid3.from_quaternion(pose["quaternion_xyzw"], pose["translation"]),
+                    None if pose is None else Rigid3.from_dict(pose),
                     self.directory / record["image"],
                 )
             )
@@ -103,12 +96,3 @@ class KeyframeBuffer:
             if path.name not in recorded:  # image written, JSON not: the keyframe never completed
                 path.unlink()
         return sorted(keyframes, key=lambda k: k.stamp_ns)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 # rclpy and the message packages are imported where used: importing this module needs no ROS.
 
-import importlib
 import threading
 import time
 from collections.abc import Iterator
@@ -34,7 +33,8 @@ from ..evaluation.offline import DEFAULT_LIVE_CONFIG, ground_truth_at
 from ..evaluation.records import FrameRecord
 from ..evaluation.report import write_report
 from ..geometry import Rigid3
-from .ros_compat import pose_to_rigid
+from ..msgs import pose_to_rigid, stamp_to_ns
+from .ros_compat import message_class
 
 TF_TOPICS = ("/tf", "/tf_static")
 # Stamps within this of the wall clock count as this machine's clock (a live camera, not a recording).
@@ -43,12 +43,6 @@ SAME_CLOCK_S = 60.0
 
 class LiveEvalError(RuntimeError):
     """The live evaluation cannot run (no node to evaluate, topics missing from the bag)."""
-
-
-def message_class(msgtype: str):
-    """The rclpy message class of a ROS 2 type name such as ``sensor_msgs/msg/Image``."""
-    package, kind, name = msgtype.split("/")
-    return getattr(importlib.import_module(f"{package}.{kind}"), name)
 
 
 def bag_topic_types(bag) -> dict[str, str]:
@@ -62,16 +56,10 @@ def read_bag_messages(bag, topics) -> Iterator[tuple[str, int, object]]:
     The recorded CDR bytes are deserialized by rclpy itself, so headers keep the recorded stamps.
     """
     from rclpy.serialization import deserialize_message
-    from rosbags.highlevel import AnyReader
-    from rosbags.typesys import Stores, get_typestore
 
-    with AnyReader([Path(bag)], default_typestore=get_typestore(Stores.LATEST)) as reader:
-        connections = [c for c in reader.connections if c.topic in set(topics)]
-        if not connections:
-            return
-        classes = {c.msgtype: message_class(c.msgtype) for c in connections}
-        for connection, receive_time, raw in reader.messages(connections=connections):
-            yield connection.topic, receive_time, deserialize_message(bytes(raw), classes[connection.msgtype])
+    with BagSource(bag) as source:
+        for topic, receive_time, msgtype, raw in source.raw_messages(topics):
+            yield topic, receive_time, deserialize_message(bytes(raw), message_class(msgtype))
 
 
 class BagPublishers:
@@ -90,10 +78,6 @@ class BagPublishers:
 
     def publish(self, topic: str, msg) -> None:
         self._publishers[topic].publish(msg)
-
-
-def _stamp_ns(header) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 def _percentiles_ms(seconds: list[float]) -> dict | None:
@@ -119,7 +103,7 @@ class _Recorder:
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_pose(self, msg) -> None:
-        self.poses[_stamp_ns(msg.header)] = (time.monotonic(), time.time(), pose_to_rigid(msg.pose))
+        self.poses[stamp_to_ns(msg.header.stamp)] = (time.monotonic(), time.time(), pose_to_rigid(msg.pose))
 
     def _on_diagnostics(self, msg) -> None:
         for status in msg.status:
@@ -245,7 +229,7 @@ def _play(bag, topics, publishers: BagPublishers, config: dict) -> dict[int, tup
             time.sleep(delay)
         publishers.publish(topic, msg)
         if topic == config["image_topic"]:
-            published[_stamp_ns(msg.header)] = (time.monotonic(), time.time())
+            published[stamp_to_ns(msg.header.stamp)] = (time.monotonic(), time.time())
     return published
 
 

@@ -74,10 +74,13 @@ from rclpy.task import Future
 from std_srvs.srv import Trigger
 
 from vloc_ros.backends import BACKENDS, BackendUnavailableError
+from vloc_ros.config import nested_dict
 from vloc_ros.geometry import Camera, Rigid3
 from vloc_ros.localizer import Localizer
 from vloc_ros.mapping.map_format import MapError, load_map
+from vloc_ros.msgs import InvalidMessage
 from vloc_ros.publishing import PUBLISH_TF_MODES, TF_UNLINKED, Publication, publication
+from vloc_ros.search import SearchMode
 from vloc_ros.verification import CALIBRATION_MISMATCH, MotionGate
 
 from .camera_input import CAMERA_PARAMETERS, CameraInput
@@ -96,7 +99,6 @@ from .frame_gate import LatestFrameGate
 from .input_guard import InputGuard
 from .parameters import ParameterSpec, declare_parameters
 from .ros_compat import (
-    InvalidMessage,
     TfLookupError,
     make_tf_broadcaster,
     make_tf_buffer,
@@ -107,7 +109,15 @@ from .ros_compat import (
 from .visualization import draw_keypoints, points_to_cloud
 
 NODE_NAME = "vloc_localizer"
-SEARCH_MODES = ("parallel", "global_only", "local_only")
+SEARCH_MODES = tuple(mode.value for mode in SearchMode)
+# Parameters that set LocalizerConfig fields (dotted paths), applied at every map load.
+LOCALIZER_CONFIG_PARAMETERS = {
+    "backend": "inference.backend",
+    "max_keypoints": "inference.max_keypoints",
+    "search_mode": "search.mode",
+    "min_inliers": "min_inliers",
+    "ransac_max_error_px": "pose.ransac_max_error_px",
+}
 CALIBRATION_WINDOW = 10  # frames over which calibration mismatches are judged
 # Why a map cannot be served: the map itself, or the inference backend asked for cannot run here.
 LOAD_ERRORS = (MapError, BackendUnavailableError)
@@ -430,12 +440,7 @@ class LocalizerNode(Node):
         if not path:
             raise MapError("map_path is empty")
         localization_map = load_map(path)
-        config = {
-            "inference": {"backend": self._param("backend"), "max_keypoints": self._param("max_keypoints")},
-            "search": {"mode": self._param("search_mode")},
-            "min_inliers": self._param("min_inliers"),
-            "pose": {"ransac_max_error_px": self._param("ransac_max_error_px")},
-        }
+        config = nested_dict({path: self._param(name) for name, path in LOCALIZER_CONFIG_PARAMETERS.items()})
         localizer = Localizer(localization_map, config)
         frame_id = self._param("map_frame") or localization_map.manifest.get("map_frame", "map")
         return LoadedMap(localizer, str(path), frame_id, localization_map.num_points)

@@ -37,14 +37,16 @@ from rclpy.node import Node
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
+from vloc_ros.config import nested_dict
 from vloc_ros.geometry import Camera, Rigid3, interpolate_poses
-from vloc_ros.mapping.builder import DEFAULT_BUILD_CONFIG, build_map
+from vloc_ros.mapping.builder import BuildConfig, build_map
 from vloc_ros.mapping.keyframes import (
     DEFAULT_MIN_INTERVAL_S,
     DEFAULT_MIN_ROTATION_DEG,
     DEFAULT_MIN_TRANSLATION_M,
     KeyframeSelector,
 )
+from vloc_ros.msgs import InvalidMessage, pose_to_rigid, stamp_to_ns
 
 from .camera_input import CAMERA_PARAMETERS, CameraInput
 from .diagnostics import ERROR, OK, WARN, Counters, DiagnosticsPublisher, diagnostic_status
@@ -52,7 +54,7 @@ from .entry import run_node
 from .input_guard import InputGuard
 from .keyframe_buffer import KeyframeBuffer
 from .parameters import ParameterSpec, declare_parameters
-from .ros_compat import InvalidMessage, TfLookupError, make_tf_buffer, pose_to_rigid, stamp_to_ns
+from .ros_compat import TfLookupError, make_tf_buffer
 
 NODE_NAME = "vloc_map_builder"
 POSE_TYPES = {"pose_stamped": PoseStamped, "odometry": Odometry}
@@ -112,6 +114,13 @@ PARAMETERS = CAMERA_PARAMETERS + (
     ),
     ParameterSpec("max_keypoints", 2048, "Keypoints per keyframe.", value_range=(64, 16384)),
 )
+
+# Parameters that set BuildConfig fields (dotted paths), read when ~/build starts.
+BUILD_CONFIG_PARAMETERS = {
+    "extractor": "extractor.name",
+    "max_keypoints": "extractor.max_keypoints",
+    "map_frame": "map_frame",
+}
 
 
 @dataclass
@@ -237,7 +246,7 @@ class MapBuilderNode(Node):
 
     def _on_build(self, request, response):
         output = self._param("output_map_path")
-        needed = DEFAULT_BUILD_CONFIG["min_registered_images"]
+        needed = BuildConfig().min_registered_images
         if self._building():
             response.success, response.message = False, f"a build is already running ({self._build.stage})"
         elif not output:
@@ -257,10 +266,7 @@ class MapBuilderNode(Node):
         return response
 
     def _run_build(self, keyframes, output: str) -> None:
-        config = {
-            "extractor": {"name": self._param("extractor"), "max_keypoints": self._param("max_keypoints")},
-            "map_frame": self._param("map_frame"),
-        }
+        config = nested_dict({path: self._param(name) for name, path in BUILD_CONFIG_PARAMETERS.items()})
         frames = [keyframe.to_map_frame() for keyframe in keyframes]
         started = time.monotonic()
         try:

@@ -15,7 +15,9 @@ _XYZ_FIELDS = [
 
 
 def points_to_cloud(points, frame_id: str, stamp=None) -> PointCloud2:
-    """(N, 3) points -> an unorganised ``sensor_msgs/PointCloud2`` of float32 x, y, z."""
+    """(N, 3) points -> an unorganised ``sensor_msgs/PointCloud2`` of float32 x, y, z.
+
+    Packed here because sensor_msgs_py (``create_cloud_xyz32``) has no wheel for the ROS 2 PyPI install."""
     xyz = np.ascontiguousarray(np.asarray(points, dtype=np.float32).reshape(-1, 3))
     return PointCloud2(
         header=Header(stamp=to_time_msg(stamp), frame_id=frame_id),

@@ -3,7 +3,7 @@ parallel merge (see docs/architecture.md, "Search"). Every index is plain numpy 
 ``state()`` / ``from_state()``."""
 
 from .binary import Binarizer
-from .candidates import CandidateSearch, Correspondences
+from .candidates import CandidateSearch, Correspondences, SearchConfig, SearchMode
 from .faiss_binary import FaissBinaryIndex
 from .global_index import GlobalIndex
 from .random_trees import RandomTreesIndex
@@ -20,4 +20,6 @@ __all__ = [
     "FaissBinaryIndex",
     "GlobalIndex",
     "RandomTreesIndex",
+    "SearchConfig",
+    "SearchMode",
 ]

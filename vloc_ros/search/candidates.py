@@ -26,11 +26,13 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 import torch
 
 from ..backends.nearest_neighbours import TorchNearestNeighbours
+from ..config import from_dict
 from .binary import Binarizer, pack_bits
 from .csr import gather_ranges
 from .faiss_binary import FaissBinaryIndex
@@ -38,19 +40,30 @@ from .global_index import GlobalIndex
 from .kernels import ratio_test_matches, top_k_scores
 from .random_trees import RandomTreesIndex
 
-BRANCHES = {"parallel": ("global", "local"), "global_only": ("global",), "local_only": ("local",)}  # by mode
-MODES = tuple(BRANCHES)
-DEFAULT_CONFIG = {
-    "mode": "parallel",
-    "threads": 2,  # threads sharing the keypoints (each runs both branches and the merge on its share)
-    "device": "auto",  # global branch's descriptor search: "cpu", "cuda", or "auto" (cuda if there is a GPU)
-    "global_top_k": 5,  # keyframes retrieved by the global descriptor
-    "global_candidates_per_keypoint": 8,
-    "local_max_candidates": 32,
-    "local_search": {},  # index-specific, e.g. {"max_leaves_per_tree": 4} or {"nprobe": 16}
-    "ratio_test": 0.9,
-    "max_matches_per_keypoint": 3,
-}
+
+class SearchMode(str, Enum):
+    PARALLEL = "parallel"
+    GLOBAL_ONLY = "global_only"
+    LOCAL_ONLY = "local_only"
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        """The branches this mode runs, in the merge's column order."""
+        return {"parallel": ("global", "local"), "global_only": ("global",), "local_only": ("local",)}[self.value]
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    mode: SearchMode = SearchMode.PARALLEL
+    threads: int = 2  # threads sharing the keypoints (each runs both branches and the merge on its share)
+    device: str = "auto"  # global branch's descriptor search: "cpu", "cuda", or "auto" (cuda if there is a GPU)
+    global_top_k: int = 5  # keyframes retrieved by the global descriptor
+    global_candidates_per_keypoint: int = 8
+    local_max_candidates: int = 32
+    # Index-specific, e.g. {"max_leaves_per_tree": 4} or {"nprobe": 16}.
+    local_search: dict = field(default_factory=dict)
+    ratio_test: float = 0.9
+    max_matches_per_keypoint: int = 3
 
 
 @dataclass
@@ -78,7 +91,7 @@ class Correspondences:
 class CandidateSearch:
     def __init__(
         self,
-        config: dict,
+        config: SearchConfig | dict,
         *,
         point_descriptors: np.ndarray,
         point_index: RandomTreesIndex | FaissBinaryIndex,
@@ -88,18 +101,13 @@ class CandidateSearch:
     ):
         """point_descriptors: (P, D) float16/32 (row = point id); keyframe_points: CSR
         (offsets (K + 1,), point ids) of the points each keyframe sees."""
-        unknown = set(config) - set(DEFAULT_CONFIG)
-        if unknown:
-            raise ValueError(f"unknown candidate search config keys: {sorted(unknown)}")
-        self.config = {**DEFAULT_CONFIG, **config}
-        if self.config["mode"] not in MODES:
-            raise ValueError(f"unknown mode {self.config['mode']!r}; expected one of {MODES}")
+        self.config = from_dict(SearchConfig, config)
         # float32 in memory even if the map stores float16: numpy's float16 casts cost more than the
         # whole rescoring.
         self.point_descriptors = np.ascontiguousarray(point_descriptors, np.float32)
         # Half squared norms once: the global branch ranks by q.p - |p|^2 / 2.
         self._half_sq_norms = 0.5 * np.einsum("pd,pd->p", self.point_descriptors, self.point_descriptors)
-        device = self.config["device"]
+        device = self.config.device
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu' or 'cuda'")
         if device == "auto":
@@ -116,7 +124,7 @@ class CandidateSearch:
         self.keyframe_point_ids = np.asarray(keyframe_points[1], np.int64)
         if len(self.keyframe_point_offsets) != global_index.index.ntotal + 1:
             raise ValueError("keyframe_points must have one CSR row per keyframe of the global index")
-        threads = self.config["threads"]
+        threads = self.config.threads
         if not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="search") if threads > 1 else None
@@ -141,13 +149,13 @@ class CandidateSearch:
             raise ValueError(f"expected query descriptors of shape (Q, {self.descriptor_dim}), got {queries.shape}")
         if len(queries) == 0:
             return Correspondences.empty()
-        mode = self.config["mode"]
-        if query_global_descriptor is None and "global" in BRANCHES[mode]:
-            raise ValueError(f"mode {mode!r} needs the query's global descriptor")
+        mode = self.config.mode
+        if query_global_descriptor is None and "global" in mode.branches:
+            raise ValueError(f"mode {mode.value!r} needs the query's global descriptor")
         keyframes = (np.zeros(0, np.int64) if query_global_descriptor is None
                      else self.retrieve_keyframes(query_global_descriptor))  # fmt: skip
-        subset = self._retrieved_points(keyframes) if "global" in BRANCHES[mode] else None
-        bounds = np.linspace(0, len(queries), self.config["threads"] + 1).astype(int)
+        subset = self._retrieved_points(keyframes) if "global" in mode.branches else None
+        bounds = np.linspace(0, len(queries), self.config.threads + 1).astype(int)
         shares = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
         futures = [self._pool.submit(self._search_share, queries[a:b], subset, i % 2 == 1)
                    for i, (a, b) in enumerate(shares) if i > 0]  # fmt: skip
@@ -168,7 +176,7 @@ class CandidateSearch:
 
     def retrieve_keyframes(self, global_descriptor: np.ndarray) -> np.ndarray:
         """The ``global_top_k`` keyframes nearest to the query's global descriptor, best first."""
-        keyframes, _ = self.global_index.top_k(global_descriptor, self.config["global_top_k"])
+        keyframes, _ = self.global_index.top_k(global_descriptor, self.config.global_top_k)
         return keyframes[keyframes >= 0]
 
     def _retrieved_points(self, keyframes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -185,7 +193,7 @@ class CandidateSearch:
 
     def _global_rows(self, queries: np.ndarray, subset: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
         points, descriptors, half_sq_norms = subset
-        width = self.config["global_candidates_per_keypoint"]
+        width = self.config.global_candidates_per_keypoint
         if points.size == 0 or width == 0:
             return np.full((len(queries), width), -1, np.int64)
         if self.gpu_nearest_neighbours is not None:
@@ -204,7 +212,7 @@ class CandidateSearch:
         """Local branch: (Q, local_max_candidates) point ids, -1 padded."""
         projections = self.binarizer.project(queries)
         return self.point_index.search(
-            pack_bits(projections > 0), projections, self.config["local_max_candidates"], **self.config["local_search"]
+            pack_bits(projections > 0), projections, self.config.local_max_candidates, **self.config.local_search
         )
 
     def _search_share(self, queries: np.ndarray, subset, local_first: bool = False):
@@ -215,7 +223,7 @@ class CandidateSearch:
         overlaps the other's tree probes: two OpenBLAS products at once run only 1.3x faster than
         one after the other (docs/decisions.md).
         """
-        branches = BRANCHES[self.config["mode"]]
+        branches = self.config.mode.branches
         candidates, cpu_seconds = {}, {}
         for branch in reversed(branches) if local_first else branches:
             clock = time.thread_time()
@@ -231,6 +239,6 @@ class CandidateSearch:
     def _merge(self, queries: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Union per keypoint, real-descriptor rescoring, ratio test, up to m matches (grouped by keypoint)."""
         return ratio_test_matches(
-            queries, candidates, self.point_descriptors, np.float32(self.config["ratio_test"]),
-            self.config["max_matches_per_keypoint"],
+            queries, candidates, self.point_descriptors, np.float32(self.config.ratio_test),
+            self.config.max_matches_per_keypoint,
         )  # fmt: skip

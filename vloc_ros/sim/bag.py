@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -26,6 +25,14 @@ from rosbags.typesys import Stores, get_typestore
 from scipy.spatial.transform import Rotation
 
 from ..geometry import Camera, Rigid3
+from ..msgs import (
+    camera_info_fields,
+    compressed_image_fields,
+    image_fields,
+    quaternion_fields,
+    time_fields,
+    vector_fields,
+)
 from .trajectories import camera_mount
 
 TOPICS = {
@@ -172,23 +179,24 @@ def write_camera_bag(
 
 
 class _Messages:
-    """Builds the message objects of one typestore."""
+    """Builds the message objects of one typestore from ``vloc_ros.msgs``' field values, the ones the
+    nodes publish."""
 
     def __init__(self, typestore):
         self.types = typestore.types
 
     def header(self, stamp_ns: int, frame_id: str):
-        time = self.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+        time = self.types["builtin_interfaces/msg/Time"](**time_fields(stamp_ns))
         return self.types["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
 
     def _vector(self, values):
-        return self.types["geometry_msgs/msg/Vector3"](*(float(v) for v in values))
+        return self.types["geometry_msgs/msg/Vector3"](**vector_fields(values))
 
     def _quaternion(self, pose: Rigid3):
-        return self.types["geometry_msgs/msg/Quaternion"](*(float(v) for v in pose.quaternion_xyzw))
+        return self.types["geometry_msgs/msg/Quaternion"](**quaternion_fields(pose))
 
     def _pose(self, pose: Rigid3):
-        point = self.types["geometry_msgs/msg/Point"](*(float(v) for v in pose.translation))
+        point = self.types["geometry_msgs/msg/Point"](**vector_fields(pose.translation))
         return self.types["geometry_msgs/msg/Pose"](position=point, orientation=self._quaternion(pose))
 
     def tf(self, stamp: int, parent: str, child: str, parent_from_child: Rigid3):
@@ -219,46 +227,17 @@ class _Messages:
         )
 
     def camera_info(self, stamp: int, camera: Camera):
-        K = camera.K
-        P = np.hstack([K, np.zeros((3, 1))])
         roi = self.types["sensor_msgs/msg/RegionOfInterest"](
             x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
         )
         return self.types["sensor_msgs/msg/CameraInfo"](
-            header=self.header(stamp, CAMERA_FRAME),
-            height=camera.height,
-            width=camera.width,
-            distortion_model="plumb_bob",
-            d=np.asarray(camera.distortion, dtype=np.float64),
-            k=K.ravel(),
-            r=np.eye(3).ravel(),
-            p=P.ravel(),
-            binning_x=0,
-            binning_y=0,
-            roi=roi,
+            header=self.header(stamp, CAMERA_FRAME), roi=roi, **camera_info_fields(camera)
         )
 
     def image(self, stamp: int, image: np.ndarray):
-        channels = 1 if image.ndim == 2 else image.shape[2]
-        if channels not in (1, 3):
-            raise ValueError(f"images must be HxW gray or HxWx3 RGB, got shape {image.shape}")
-        return self.types["sensor_msgs/msg/Image"](
-            header=self.header(stamp, CAMERA_FRAME),
-            height=image.shape[0],
-            width=image.shape[1],
-            encoding="mono8" if channels == 1 else "rgb8",
-            is_bigendian=0,
-            step=image.shape[1] * channels,
-            data=image.reshape(-1),
-        )
+        return self.types["sensor_msgs/msg/Image"](header=self.header(stamp, CAMERA_FRAME), **image_fields(image))
 
     def compressed(self, stamp: int, image: np.ndarray, quality: int):
-        bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-        ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-        if not ok:
-            raise RuntimeError("JPEG encoding failed")
-        # image_transport's format string: the raw encoding, then what the JPEG holds.
-        fmt = "mono8; jpeg compressed mono8" if image.ndim == 2 else "rgb8; jpeg compressed bgr8"
         return self.types["sensor_msgs/msg/CompressedImage"](
-            header=self.header(stamp, CAMERA_FRAME), format=fmt, data=jpeg.reshape(-1)
+            header=self.header(stamp, CAMERA_FRAME), **compressed_image_fields(image, "jpeg", quality)
         )

@@ -260,16 +260,16 @@ def generate(config: dict | None, out_dir) -> dict:
     summary = {
         "config": config,
         "camera": camera.to_dict(),
-        "base_from_camera": _pose_dict(mount),
+        "base_from_camera": mount.to_dict(),
         "map": {
             "images": [f"images/map/{name}" for name in names["map"]],
             "stamps_ns": stamps["map"],
-            "map_from_odom": _pose_dict(bases["map"][0]),
+            "map_from_odom": bases["map"][0].to_dict(),
         },
         "query": {
             "images": [f"images/query/{name}" for name in names["query"]],
             "stamps_ns": stamps["query"],
-            "map_from_odom": _pose_dict(bases["query"][0]),
+            "map_from_odom": bases["query"][0].to_dict(),
             "sun": sun,
             "frames": query_facts,
         },
@@ -297,10 +297,6 @@ def _render_query(
     image = renderer.render(world_from_camera, gains, movers)
     facts.update(effects)
     return appearance.apply_camera_effects(image, effects, noise_rng)
-
-
-def _pose_dict(pose) -> dict:
-    return {"translation": pose.translation.tolist(), "quaternion_xyzw": pose.quaternion_xyzw.tolist()}
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
