@@ -513,7 +513,7 @@ def test_localization_with_onnxruntime_matches_torch_cpu(request, cache_dir):
     for backend in ("torch_cpu", "onnxruntime"):
         extractor = create_extractor(
             {
-                **localization_map.manifest["extractor"]["config"],
+                **localization_map.manifest.extractor.config,
                 "backend": backend,
                 "backend_options": {"cache_dir": cache_dir},
             }

@@ -87,7 +87,7 @@ def test_record_build_reload_and_localize(graph, sim_dataset, tmp_path):
     status = graph.wait_for_diagnostic(builder, lambda d: d.get("build_stage") in ("done", "failed"), BUILD_TIMEOUT)
     assert status["build_stage"] == "done", status["_message"]
     built = load_map(output)
-    assert built.manifest["units"] == "m" and built.num_keyframes >= keyframes - 2
+    assert built.manifest.units == "m" and built.num_keyframes >= keyframes - 2
     print(f"\nmap builder: {status['_message']}")
 
     # A localizer without a map takes the new one: `ros2 param set map_path`, then ~/reload_map.
@@ -123,3 +123,27 @@ def test_record_build_reload_and_localize(graph, sim_dataset, tmp_path):
     assert graph.wait_for_diagnostic(builder, lambda d: d.get("keyframes") == "0")
     assert not list((tmp_path / "keyframes").glob("*.png"))
     graph.stop(builder)
+
+
+def test_a_failed_build_is_an_error_on_diagnostics_and_the_node_stays_up(graph, tmp_path):
+    camera = Camera(64, 48, 50.0, 50.0, 31.5, 23.5, (0.0, 0.0, 0.0, 0.0, 0.0))
+    buffer = KeyframeBuffer(tmp_path / "keyframes")
+    for seed in range(3):
+        image = np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        buffer.add((seed + 1) * 1_000_000_000, image, camera, None)
+    output = tmp_path / "a_map_already_there"
+    output.mkdir()
+    builder = graph.start(
+        MapBuilderNode, "failing_builder", buffer_dir=str(buffer.directory), output_map_path=str(output)
+    )
+    try:
+        started = graph.call(Trigger, f"{builder.get_fully_qualified_name()}/build")
+        assert started.success and "build started: 3 keyframes" in started.message, started.message
+        status = graph.wait_for_diagnostic(builder, lambda d: d.get("build_stage") == "failed", 60.0)
+        assert status["_level"] == b"\x02" and status["_message"].startswith("build failed: "), status
+        assert "exists" in status["_message"] and status["build_features_percent"] == "n/a", status
+        # The build is over: the buffer can be emptied.
+        reset = graph.call(Trigger, f"{builder.get_fully_qualified_name()}/reset")
+        assert reset.success and "removed 3 keyframes" in reset.message, reset.message
+    finally:
+        graph.stop(builder)

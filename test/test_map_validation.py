@@ -139,6 +139,16 @@ LOAD_DAMAGE = [
     ),
     ("unknown_units", edit_manifest(lambda m: m.update(units="ft")), r"units in .* is 'ft', expected one of 'm'"),
     (
+        "unknown_manifest_key",
+        edit_manifest(lambda m: m.update(mapframe="odom")),
+        r"manifest.json has unknown key\(s\) mapframe \(valid: created, vloc_ros_version, map_frame,",
+    ),
+    (
+        "unknown_counts_key",
+        edit_manifest(lambda m: m["counts"].update(images=3)),
+        r"counts in .*manifest.json has unknown key\(s\) images \(valid: keyframes, points,",
+    ),
+    (
         "files_is_a_list",
         edit_manifest(lambda m: m.update(files=sorted(m["files"]))),
         r"files in .*manifest.json is a list, expected an object",

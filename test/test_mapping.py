@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vloc_ros.config import to_dict
 from vloc_ros.evaluation.alignment import align
 from vloc_ros.geometry import Camera
 from vloc_ros.mapping.builder import BuildError, build_map
@@ -47,7 +48,7 @@ def test_known_poses_give_a_metric_map_on_the_scene_geometry(sim_map, sim_datase
     localization_map = load_map(sim_map)
     manifest = localization_map.manifest
     num_images = len(list((sim_dataset / "images" / "map").glob("*.png")))
-    assert manifest["units"] == "m"
+    assert manifest.units == "m"
     assert localization_map.num_keyframes >= 0.95 * num_images
     assert median_track_error_px(sim_map) < 1.0
     assert localization_map.num_points > 2000
@@ -64,8 +65,10 @@ def test_known_poses_give_a_metric_map_on_the_scene_geometry(sim_map, sim_datase
         index = int(Path(keyframe.name).stem)
         assert np.allclose(keyframe.world_from_camera.matrix, truth[index].matrix, atol=1e-6)
     # Arrays are consistent with the manifest.
-    assert localization_map.arrays["point_descriptors"].shape[1] == manifest["extractor"]["descriptor_dim"]
-    assert manifest["counts"]["points"] == localization_map.num_points
+    assert localization_map.arrays["point_descriptors"].shape[1] == manifest.extractor.descriptor_dim
+    assert manifest.counts.points == localization_map.num_points
+    # The typed manifest writes back exactly the JSON it was read from.
+    assert to_dict(manifest) == json.loads((sim_map / "manifest.json").read_text())
 
 
 def test_sfm_without_poses_matches_the_scene_after_sim3(sim_dataset, tmp_path):
@@ -73,7 +76,7 @@ def test_sfm_without_poses_matches_the_scene_after_sim3(sim_dataset, tmp_path):
     summary = build_map(frames, tmp_path / "sfm", progress=False)
     assert summary.images_registered >= 0.95 * summary.images_given
     localization_map = load_map(tmp_path / "sfm")
-    assert localization_map.manifest["units"] == "arbitrary"
+    assert localization_map.manifest.units == "arbitrary"
     assert median_track_error_px(tmp_path / "sfm") < 1.0
     _, truth = read_tum(sim_dataset / "map_poses.tum")
     centres = np.array([k.world_from_camera.translation for k in localization_map.keyframes])
@@ -114,7 +117,7 @@ def test_cli_builds_a_metric_map_from_a_bag(sim_dataset, tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert "images registered / given" in completed.stdout
     localization_map = load_map(out)
-    assert localization_map.manifest["units"] == "m"
+    assert localization_map.manifest.units == "m"
     # Bag poses (base_link + /tf_static extrinsic) compose to the camera ground truth.
     stamps, truth = read_tum(sim_dataset / "map_poses.tum")
     by_stamp = {round(s, 6): pose for s, pose in zip(stamps, truth)}

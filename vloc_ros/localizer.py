@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 from .config import from_dict
 from .features import create_extractor
 from .geometry import Camera, Rigid3
-from .mapping.map_format import REBUILD, LocalizationMap, MapError
+from .mapping.map_format import REBUILD, LocalizationMap, MapError, MapManifest
 from .pose import PoseConfig, estimate_pose
 from .retrieval import VladDescriptor
 from .search import LOCAL_INDEX_TYPES, Binarizer, CandidateSearch, GlobalIndex, SearchConfig
@@ -95,18 +95,17 @@ class MapMismatchError(MapError):
     """The query extractor does not produce the descriptors the map was built with."""
 
 
-def check_extractor_matches_map(extractor, manifest: dict) -> None:
-    expected = manifest["extractor"]
-    found = {
-        "name": extractor.name,
-        "weights_sha256": extractor.weights_sha256,
-        "descriptor_dim": extractor.descriptor_dim,
-    }
-    for key, value in found.items():
-        if expected.get(key) != value:
+def check_extractor_matches_map(extractor, manifest: MapManifest) -> None:
+    built_with = manifest.extractor
+    for key, found, expected in (
+        ("name", extractor.name, built_with.name),
+        ("weights_sha256", extractor.weights_sha256, built_with.weights_sha256),
+        ("descriptor_dim", extractor.descriptor_dim, built_with.descriptor_dim),
+    ):
+        if found != expected:
             raise MapMismatchError(
-                f"query extractor {key} is {value!r} but the map was built with "
-                f"{expected.get(key)!r}; localize with the map's extractor or rebuild the map"
+                f"query extractor {key} is {found!r} but the map was built with "
+                f"{expected!r}; localize with the map's extractor or rebuild the map"
             )
 
 
@@ -125,13 +124,12 @@ class Localizer:
         self.config = from_dict(LocalizerConfig, config)
         if self.config.blas_threads is not None:
             threadpool_limits(self.config.blas_threads, user_api="blas")  # process-wide: see "blas_threads"
-        # The manifest's schema is load_map's to check (map_format.MANIFEST_SCHEMA); from here on
-        # it holds the keys and types the builder writes.
+        # load_map checked the manifest's fields and types (map_format.MapManifest).
         manifest = localization_map.manifest
         if extractor is None:
             inference = self.config.inference
             try:
-                extractor = create_extractor({**manifest["extractor"]["config"], **inference})
+                extractor = create_extractor({**manifest.extractor.config, **inference})
             except ValueError as error:
                 raise MapError(
                     f"cannot make the query extractor from the map's extractor.config with the inference "
@@ -142,7 +140,7 @@ class Localizer:
         check_extractor_matches_map(self.extractor, manifest)
         states = localization_map.states
         self.global_descriptor = _restore(states, "global_descriptor", VladDescriptor.from_state)
-        point_index = _restore(states, "local_index", LOCAL_INDEX_TYPES[manifest["local_index"]["type"]].from_state)
+        point_index = _restore(states, "local_index", LOCAL_INDEX_TYPES[manifest.local_index["type"]].from_state)
         binarizer = _restore(states, "binarizer", Binarizer.from_state)
         if point_index.num_bits != binarizer.num_bits:
             raise MapError(

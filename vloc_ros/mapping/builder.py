@@ -28,7 +28,17 @@ from ..geometry import Rigid3
 from ..retrieval import VladDescriptor
 from ..search import LOCAL_INDEX_TYPES, Binarizer
 from . import pairs as pair_selection
-from .map_format import Keyframe, LocalizationMap, save_map
+from .map_format import (
+    BinarizerEntry,
+    BuildInfo,
+    ExtractorEntry,
+    GlobalDescriptorEntry,
+    Keyframe,
+    LocalizationMap,
+    MapCounts,
+    MapManifest,
+    save_map,
+)
 from .points import collect_tracks, medoid_descriptors, visibility_arrays
 from .reconstruction import frame_index, reconstruct, write_database
 from .sources import MapFrame
@@ -315,22 +325,23 @@ def build_map(
             work,
             extractor,
             source_description,
+            images_given,
         )
-        localization_map.manifest["counts"]["images_given"] = images_given
         timings["indexes"] = time.perf_counter() - started
-        localization_map.manifest["build"]["stage_seconds"] = timings
+        manifest = localization_map.manifest
+        localization_map.manifest = replace(manifest, build=replace(manifest.build, stage_seconds=timings))
         save_map(localization_map, output, overwrite=overwrite, sparse_dir=sparse_dir)
     shutil.rmtree(cache_dir, ignore_errors=True)  # the map is complete: the resume cache is spent
-    counts = localization_map.manifest["counts"]
+    counts = localization_map.manifest.counts
     return BuildSummary(
         output,
         images_given,
         len(registered),
         skipped,
         reused,
-        counts["points"],
-        counts["mean_track_length"],
-        counts["mean_reprojection_error_px"],
+        counts.points,
+        counts.mean_track_length,
+        counts.mean_reprojection_error_px,
         timings,
     )
 
@@ -350,6 +361,7 @@ def _assemble(
     work: Path,
     extractor,
     source_description,
+    images_given: int,
 ) -> tuple[LocalizationMap, Path]:
     """The map of the registered images, and the directory its COLMAP model is written to."""
     keyframe_of_image_id = {image_id: k for k, image_id in enumerate(registered)}
@@ -388,37 +400,36 @@ def _assemble(
     sparse_dir.mkdir()
     reconstruction.write(str(sparse_dir))
     metric = all(f.world_from_camera is not None for f in frames)
-    manifest = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "vloc_ros_version": __version__,
-        "map_frame": config.map_frame,
-        "units": "m" if metric else "arbitrary",
-        "extractor": {
-            "name": extractor.name,
-            "weights_sha256": extractor.weights_sha256,
-            "descriptor_dim": extractor.descriptor_dim,
-            "config": extractor.config,
-        },
-        "global_descriptor": {
-            "name": global_descriptor.name,
-            "dim": int(global_descriptors.shape[1]),
-            **to_dict(config.global_descriptor),
-        },
-        "binarizer": {**to_dict(config.binarizer), "code_bytes": int(arrays["point_codes"].shape[1])},
-        "local_index": config.local_index,
-        "counts": {
-            "keyframes": len(keyframes),
-            "points": tracks.num_points,
-            "observations": int(len(tracks.observation_point)),
-            "mean_track_length": float(len(tracks.observation_point) / tracks.num_points),
-            "mean_reprojection_error_px": float(reconstruction.compute_mean_reprojection_error()),
-        },
-        "build": {
-            "config": to_dict(config),
-            "source": source_description,
-            "mode": "triangulation from known poses" if metric else "incremental mapping",
-        },
-    }
+    manifest = MapManifest(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        vloc_ros_version=__version__,
+        map_frame=config.map_frame,
+        units="m" if metric else "arbitrary",
+        extractor=ExtractorEntry(
+            name=extractor.name,
+            weights_sha256=extractor.weights_sha256,
+            descriptor_dim=extractor.descriptor_dim,
+            config=extractor.config,
+        ),
+        global_descriptor=GlobalDescriptorEntry(
+            dim=int(global_descriptors.shape[1]), **to_dict(config.global_descriptor)
+        ),
+        binarizer=BinarizerEntry(**to_dict(config.binarizer), code_bytes=int(arrays["point_codes"].shape[1])),
+        local_index=config.local_index,
+        counts=MapCounts(
+            keyframes=len(keyframes),
+            points=tracks.num_points,
+            observations=int(len(tracks.observation_point)),
+            mean_track_length=float(len(tracks.observation_point) / tracks.num_points),
+            mean_reprojection_error_px=float(reconstruction.compute_mean_reprojection_error()),
+            images_given=images_given,
+        ),
+        build=BuildInfo(
+            config=to_dict(config),
+            source=source_description,
+            mode="triangulation from known poses" if metric else "incremental mapping",
+        ),
+    )
     states = {
         "binarizer": binarizer.state(),
         "local_index": local_index.state(),

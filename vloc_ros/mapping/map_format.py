@@ -11,23 +11,28 @@ Layout (format version 1, documented in docs/map_format.md)::
       sparse/              the COLMAP model the map was built from
 
 Writing goes to a sibling temp directory that is renamed into place, so a map directory is
-either complete or absent. Loading checks the format version, the manifest's schema
-(MANIFEST_SCHEMA) and every checksum before numpy reads anything, reads only the files the
-manifest lists, then checks the arrays (ARRAY_SPECS), the learned components' states
-(STATE_SPECS, LOCAL_INDEX_STATES) and that the manifest describes those arrays: a damaged map is a
-``MapError`` with a message a user can act on, never an error inside the localizer.
+either complete or absent. Loading checks the format version, reads the manifest into a
+``MapManifest`` (its dataclasses are the manifest's schema) and checks every checksum before numpy
+reads anything, reads only the files the manifest lists, then checks the arrays (ARRAY_SPECS), the
+learned components' states (STATE_SPECS, LOCAL_INDEX_STATES) and that the manifest describes those
+arrays: a damaged map is a ``MapError`` with a message a user can act on, never an error inside the
+localizer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 import numpy as np
 
 from ..atomic import atomic_directory
+from ..config import to_dict
 from ..geometry import Camera, Rigid3
 from ..hashing import file_sha256
 
@@ -70,28 +75,6 @@ LOCAL_INDEX_STATES = {
 }
 _KIND_NAMES = {"f": "float", "i": "signed integer", "u": "unsigned integer", "U": "string"}
 
-# The manifest keys that a map needs and their JSON types, as builder._assemble writes them; other
-# keys are allowed. A dict is an object with required keys of its own, a tuple the allowed values.
-MANIFEST_SCHEMA = {
-    "created": str,
-    "vloc_ros_version": str,
-    "map_frame": str,
-    "units": ("m", "arbitrary"),
-    "extractor": {"name": str, "weights_sha256": str, "descriptor_dim": int, "config": dict},
-    "global_descriptor": {"name": str, "dim": int},
-    "binarizer": {"method": str, "num_bits": int, "code_bytes": int},
-    "local_index": {"type": tuple(LOCAL_INDEX_STATES)},
-    "counts": {
-        "keyframes": int,
-        "points": int,
-        "observations": int,
-        "mean_track_length": float,
-        "mean_reprojection_error_px": float,
-        "images_given": int,
-    },
-    "build": dict,
-    "files": dict,  # relative path -> sha256, checked entry by entry by load_map
-}
 KEYFRAME_SCHEMA = {"name": str, "camera": dict, "world_from_camera": {"translation": list, "quaternion_xyzw": list}}
 
 REBUILD = "rebuild the map with `vloc build-map`"
@@ -99,6 +82,73 @@ REBUILD = "rebuild the map with `vloc build-map`"
 
 class MapError(Exception):
     """A map that cannot be used: missing, corrupt, truncated, malformed, or from another format version."""
+
+
+# manifest.json as builder._assemble writes it. These dataclasses are its schema: load_map requires
+# every field, with the JSON type of its annotation (a Literal: one of its values; a nested dataclass:
+# an object read the same way), and refuses keys that are no field.
+
+
+@dataclass(frozen=True)
+class ExtractorEntry:
+    """The extractor the map's descriptors come from; a query extractor must match it."""
+
+    name: str
+    weights_sha256: str
+    descriptor_dim: int
+    config: dict  # Extractor.config: everything that changes the descriptors
+
+
+@dataclass(frozen=True)
+class GlobalDescriptorEntry:
+    name: str
+    dim: int
+    num_clusters: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class BinarizerEntry:
+    method: str
+    num_bits: int
+    seed: int
+    code_bytes: int
+
+
+@dataclass(frozen=True)
+class MapCounts:
+    keyframes: int
+    points: int
+    observations: int
+    mean_track_length: float
+    mean_reprojection_error_px: float
+    images_given: int
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    config: dict  # the full BuildConfig
+    source: str
+    mode: str
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # filled once the last stage is timed
+
+
+@dataclass(frozen=True, kw_only=True)
+class MapManifest:
+    created: str  # UTC build time
+    vloc_ros_version: str
+    map_frame: str
+    units: Literal["m", "arbitrary"]  # "m" when built from known metric poses
+    extractor: ExtractorEntry
+    global_descriptor: GlobalDescriptorEntry
+    binarizer: BinarizerEntry
+    # "type" (a LOCAL_INDEX_STATES name) and that index type's own build parameters
+    local_index: dict
+    counts: MapCounts
+    build: BuildInfo
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256, written by save_map
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
 
 
 @dataclass
@@ -110,7 +160,7 @@ class Keyframe:
 
 @dataclass
 class LocalizationMap:
-    manifest: dict
+    manifest: MapManifest
     keyframes: list[Keyframe]
     arrays: dict[str, np.ndarray]
     # component name -> {key: array}; e.g. "binarizer", "local_index", "global_descriptor"
@@ -164,29 +214,81 @@ def _json_type_name(value) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _check_schema(value, schema: dict, source: str, prefix: str = "") -> None:
-    """Raise MapError naming the first key of ``schema`` that ``value`` (JSON read from ``source``)
-    lacks, or holds with another type or value."""
+def _check_object(value, source: str, prefix: str) -> None:
     if not isinstance(value, dict):
         where = f"{prefix[:-1]} in {source}" if prefix else source
         raise MapError(f"{where} is {_json_type_name(value)}, expected an object; {REBUILD}")
+
+
+def _check_value(item, expected, source: str, path: str) -> None:
+    """Raise MapError unless ``item`` (at ``path`` in ``source``) is of the JSON type ``expected``,
+    or one of its values where ``expected`` is a tuple."""
+    if isinstance(expected, tuple):
+        if item not in expected:
+            raise MapError(
+                f"{path} in {source} is {item!r}, expected one of {', '.join(map(repr, expected))}; {REBUILD}"
+            )
+    # JSON true/false parse as bool, a subclass of int; a JSON number may parse as int where float is expected.
+    elif isinstance(item, bool) or not isinstance(item, (int, float) if expected is float else expected):
+        raise MapError(
+            f"{path} in {source} is {_json_type_name(item)}, expected {_json_type_name(expected())}; {REBUILD}"
+        )
+
+
+def _check_schema(value, schema: dict, source: str, prefix: str = "") -> None:
+    """Raise MapError naming the first key of ``schema`` that ``value`` (JSON read from ``source``)
+    lacks, or holds with another type. A dict in ``schema`` is an object with required keys of its own."""
+    _check_object(value, source, prefix)
     for key, expected in schema.items():
         path = prefix + key
         if key not in value:
             raise MapError(f"{source} lacks {path}; {REBUILD}")
-        item = value[key]
         if isinstance(expected, dict):
-            _check_schema(item, expected, source, path + ".")
-        elif isinstance(expected, tuple):
-            if item not in expected:
-                raise MapError(
-                    f"{path} in {source} is {item!r}, expected one of {', '.join(map(repr, expected))}; {REBUILD}"
-                )
-        # JSON true/false parse as bool, a subclass of int; a JSON number may parse as int where float is expected.
-        elif isinstance(item, bool) or not isinstance(item, (int, float) if expected is float else expected):
-            raise MapError(
-                f"{path} in {source} is {_json_type_name(item)}, expected {_json_type_name(expected())}; {REBUILD}"
-            )
+            _check_schema(value[key], expected, source, path + ".")
+        else:
+            _check_value(value[key], expected, source, path)
+
+
+def _json_expectation(annotation):
+    """What _check_value expects of a field annotated ``annotation``: its allowed values or its type."""
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    return typing.get_origin(annotation) or annotation
+
+
+def _entry_from_json(cls: type, value, source: str, prefix: str = ""):
+    """The manifest dataclass ``cls`` read from the JSON ``value``; MapError naming the first field
+    that ``value`` lacks or holds with another type, or the keys that are no field."""
+    _check_object(value, source, prefix)
+    annotations = typing.get_type_hints(cls)
+    names = [entry.name for entry in dataclasses.fields(cls)]
+    fields = {}
+    for name in names:
+        path = prefix + name
+        if name not in value:
+            raise MapError(f"{source} lacks {path}; {REBUILD}")
+        if dataclasses.is_dataclass(annotations[name]):
+            fields[name] = _entry_from_json(annotations[name], value[name], source, path + ".")
+        else:
+            _check_value(value[name], _json_expectation(annotations[name]), source, path)
+            fields[name] = value[name]
+    unknown = sorted(set(value) - set(names))
+    if unknown:
+        where = f"{prefix[:-1]} in {source}" if prefix else source
+        raise MapError(
+            f"{where} has unknown key(s) {', '.join(unknown)} (valid: {', '.join(names)}); this vloc_ros "
+            f"writes no such key in format version {FORMAT_VERSION}; {REBUILD}"
+        )
+    return cls(**fields)
+
+
+def manifest_from_json(data, source: str) -> MapManifest:
+    """The MapManifest of the manifest JSON ``data`` read from ``source``; MapError naming the problem."""
+    manifest = _entry_from_json(MapManifest, data, source)
+    if "type" not in manifest.local_index:
+        raise MapError(f"{source} lacks local_index.type; {REBUILD}")
+    _check_value(manifest.local_index["type"], tuple(LOCAL_INDEX_STATES), source, "local_index.type")
+    return manifest
 
 
 def _check_shape(label: str, array: np.ndarray, shape: tuple, sizes: dict[str, int]) -> None:
@@ -253,20 +355,19 @@ def validate_states(states: dict[str, dict[str, np.ndarray]], local_index_type: 
         )
 
 
-def _check_manifest_describes_arrays(manifest: dict, sizes: dict[str, int]) -> None:
+def _check_manifest_describes_arrays(manifest: MapManifest, sizes: dict[str, int]) -> None:
     """The manifest's sizes must be the arrays' (``sizes``): else it was edited or belongs to another map."""
     described = {
-        "counts.keyframes": sizes["K"],
-        "counts.points": sizes["P"],
-        "extractor.descriptor_dim": sizes["D"],
-        "binarizer.code_bytes": sizes["C"],
-        "binarizer.num_bits": 8 * sizes["C"],
-        "global_descriptor.dim": sizes["G"],
+        "counts.keyframes": (manifest.counts.keyframes, sizes["K"]),
+        "counts.points": (manifest.counts.points, sizes["P"]),
+        "extractor.descriptor_dim": (manifest.extractor.descriptor_dim, sizes["D"]),
+        "binarizer.code_bytes": (manifest.binarizer.code_bytes, sizes["C"]),
+        "binarizer.num_bits": (manifest.binarizer.num_bits, 8 * sizes["C"]),
+        "global_descriptor.dim": (manifest.global_descriptor.dim, sizes["G"]),
     }
-    for path, actual in described.items():
-        section, key = path.split(".")
-        if manifest[section][key] != actual:
-            raise MapError(f"manifest.json says {path} is {manifest[section][key]}, but the map's arrays have {actual}")
+    for path, (stated, actual) in described.items():
+        if stated != actual:
+            raise MapError(f"manifest.json says {path} is {stated}, but the map's arrays have {actual}")
 
 
 def save_map(localization_map: LocalizationMap, out_dir, overwrite: bool = False, sparse_dir=None) -> Path:
@@ -288,16 +389,17 @@ def save_map(localization_map: LocalizationMap, out_dir, overwrite: bool = False
         (tmp / "keyframes.json").write_text(
             json.dumps([_keyframe_to_json(k) for k in localization_map.keyframes], indent=1)
         )
-        manifest = dict(localization_map.manifest)
-        manifest["format"], manifest["format_version"] = FORMAT_NAME, FORMAT_VERSION
-        manifest["files"] = {str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        manifest = dataclasses.replace(
+            localization_map.manifest,
+            files={str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
+        )
+        (tmp / "manifest.json").write_text(json.dumps(to_dict(manifest), indent=2, sort_keys=True))
     localization_map.manifest, localization_map.path = manifest, out_dir
     return out_dir
 
 
-def read_manifest(map_dir) -> dict:
-    """The manifest of the map at ``map_dir``, checked against MANIFEST_SCHEMA."""
+def read_manifest(map_dir) -> MapManifest:
+    """The manifest of the map at ``map_dir``; MapError unless it is one of this format version."""
     map_dir = Path(map_dir)
     manifest_path = map_dir / "manifest.json"
     if not map_dir.is_dir():
@@ -321,8 +423,7 @@ def read_manifest(map_dir) -> dict:
             f"{map_dir} has map format version {version} ({age}); this vloc_ros reads version "
             f"{FORMAT_VERSION}. Rebuild the map with `vloc build-map`."
         )
-    _check_schema(manifest, MANIFEST_SCHEMA, str(manifest_path))
-    return manifest
+    return manifest_from_json(manifest, str(manifest_path))
 
 
 def _state_specs(local_index_type: str) -> dict[str, dict[str, tuple]]:
@@ -354,7 +455,7 @@ def load_map(map_dir, verify_checksums: bool = True) -> LocalizationMap:
     """Load and validate a map; every failure is a MapError with the reason."""
     map_dir = Path(map_dir)
     manifest = read_manifest(map_dir)
-    files = manifest["files"]
+    files = manifest.files
     if not files:
         raise MapError(f"{map_dir}/manifest.json lists no files; {REBUILD}")
     for relative, digest in files.items():
@@ -369,7 +470,7 @@ def load_map(map_dir, verify_checksums: bool = True) -> LocalizationMap:
         *(f"arrays/{name}.npy" for name in ARRAY_SPECS),
         *(
             f"state/{component}/{key}.npy"
-            for component, spec in _state_specs(manifest["local_index"]["type"]).items()
+            for component, spec in _state_specs(manifest.local_index["type"]).items()
             for key in spec
         ),
     ]
@@ -398,7 +499,7 @@ def load_map(map_dir, verify_checksums: bool = True) -> LocalizationMap:
         sizes = validate_arrays(arrays, len(keyframes))
         if sizes["P"] == 0:
             raise MapError("it has no 3D points")
-        validate_states(states, manifest["local_index"]["type"], sizes)
+        validate_states(states, manifest.local_index["type"], sizes)
         _check_manifest_describes_arrays(manifest, sizes)
     except MapError as error:
         raise MapError(f"the map at {map_dir} is damaged: {error}; {REBUILD}") from None

@@ -48,8 +48,8 @@ Spin it with a SingleThreadedExecutor (``main`` does). rclpy's MultiThreadedExec
 whenever a message is ready for a callback group that is busy, and that loop holds the GIL the
 localizer needs: images are lost before the node sees them and the rest are localized late
 (docs/decisions.md). The callbacks are short anyway; the one slow job, loading a map for
-``~/reload_map``, runs on a thread that the service callback awaits, so images, TF and diagnostics
-keep flowing meanwhile.
+``~/reload_map``, is a ``LongJob`` (``long_job.py``: the nodes' one pattern for long work) that the
+async service callback awaits, so images, TF and diagnostics keep flowing meanwhile.
 """
 
 from __future__ import annotations
@@ -70,7 +70,6 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
-from rclpy.task import Future
 from std_srvs.srv import Trigger
 
 from vloc_ros.backends import BACKENDS, BackendUnavailableError
@@ -97,6 +96,7 @@ from .diagnostics import (
 from .entry import run_node
 from .frame_gate import LatestFrameGate
 from .input_guard import InputGuard
+from .long_job import JobRunning, LongJob
 from .parameters import ParameterSpec, declare_parameters
 from .ros_compat import (
     TfLookupError,
@@ -270,7 +270,7 @@ class LocalizerNode(Node):
         )
 
         self._input = CameraInput(self, self._guard, self._on_frame)
-        self._map_loading = False  # a ~/reload_map is loading (on its thread)
+        self._map_loader = LongJob(self, "load_map")
         self.create_service(Trigger, "~/relocalize", self._on_relocalize)
         # Reentrant: the callback holds its group until the map has loaded; in the default group it
         # would hold up the images, TF and diagnostics that share that group. A second call meanwhile
@@ -442,7 +442,7 @@ class LocalizerNode(Node):
         localization_map = load_map(path)
         config = nested_dict({path: self._param(name) for name, path in LOCALIZER_CONFIG_PARAMETERS.items()})
         localizer = Localizer(localization_map, config)
-        frame_id = self._param("map_frame") or localization_map.manifest.get("map_frame", "map")
+        frame_id = self._param("map_frame") or localization_map.manifest.map_frame
         return LoadedMap(localizer, str(path), frame_id, localization_map.num_points)
 
     def _use_map(self, loaded: LoadedMap) -> None:
@@ -458,21 +458,20 @@ class LocalizerNode(Node):
         self.get_logger().info(f"serving map {loaded.path} ({loaded.num_points} points) in frame '{loaded.frame_id}'")
 
     async def _on_reload_map(self, request, response):
-        if self._map_loading:
+        path = self._param("map_path")
+        try:
+            loading = self._map_loader.start(self._load_map, path)
+        except JobRunning:
             response.success, response.message = False, "a map is already loading; call again when it answers"
             return response
-        path = self._param("map_path")
-        self._map_loading = True
         try:
-            loaded = await self._on_thread(self._load_map, path)
+            loaded = await loading
         except Exception as error:  # noqa: BLE001 - whatever fails, the old map keeps serving
             self._log_load_failure(error)
             serving = self._map.path if self._map else "no map"
             response.success, response.message = False, f"map {path!r} not loaded ({error}); still serving {serving}"
             self.get_logger().error(response.message)
             return response
-        finally:
-            self._map_loading = False
         self._use_map(loaded)
         response.success, response.message = True, f"serving map {path} ({loaded.num_points} points)"
         return response
@@ -491,21 +490,6 @@ class LocalizerNode(Node):
             self.get_logger().error(
                 "loading the map failed unexpectedly:\n" + "".join(traceback.format_exception(error))
             )
-
-    def _on_thread(self, function, *args) -> Future:
-        """``function(*args)`` on a thread of its own, as a Future that callbacks of this node's executor
-        can await (it resumes them, on its thread, when the result is in)."""
-        future = Future(executor=self.executor)
-        future.add_done_callback(lambda _: None)  # a done callback makes the result wake the executor
-
-        def run():
-            try:
-                future.set_result(function(*args))
-            except Exception as error:  # noqa: BLE001 - handed to the awaiting callback, which decides
-                future.set_exception(error)
-
-        threading.Thread(target=run, name="vloc_load_map", daemon=True).start()
-        return future
 
     def _on_relocalize(self, request, response):
         dropped = self._gate.clear()

@@ -15,15 +15,15 @@ input's reasons, and no_pose, no_camera_extrinsic, pose_frame_mismatch, buffer_w
 
 Services (std_srvs/Trigger)
   ``~/build``: answers at once ("build started") and runs ``vloc_ros.mapping.builder.build_map`` on
-      the buffered keyframes in a worker thread; the map goes to ``output_map_path``. Stage and
-      progress are on /diagnostics; the outcome is logged and kept there.
+      the buffered keyframes as a ``LongJob`` (``long_job.py``: the nodes' one pattern for long work);
+      the map goes to ``output_map_path``. Stage and progress are on /diagnostics; the outcome is
+      logged and kept there.
   ``~/reset``: empties the buffer (refused while a build runs).
 """
 
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -53,6 +53,7 @@ from .diagnostics import ERROR, OK, WARN, Counters, DiagnosticsPublisher, diagno
 from .entry import run_node
 from .input_guard import InputGuard
 from .keyframe_buffer import KeyframeBuffer
+from .long_job import LongJob
 from .parameters import ParameterSpec, declare_parameters
 from .ros_compat import TfLookupError, make_tf_buffer
 
@@ -133,18 +134,9 @@ class Candidate:
     camera_frame: str
 
 
-@dataclass
-class BuildState:
-    stage: str = "idle"  # idle | extracting features | matching, reconstruction, indexes | done | failed
-    images_loaded: int = 0
-    images_total: int = 0
-    outcome: str = ""
-
-
 class MapBuilderNode(Node):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
-        self._build_thread: threading.Thread | None = None
         declare_parameters(self, PARAMETERS)
         param = self._param
         self._pose_frame, self._pose_max_gap = param("pose_frame"), param("pose_max_gap_s")
@@ -156,7 +148,8 @@ class MapBuilderNode(Node):
         self._selector = KeyframeSelector(last=(last.stamp_ns, last.world_from_camera) if last else None)
         self._poses: deque[tuple[float, Rigid3]] = deque(maxlen=2000)  # (stamp s, world_from_pose_frame)
         self._waiting: Candidate | None = None
-        self._build = BuildState()
+        # Stages: idle, extracting features, matching, reconstruction, indexes, then done or failed.
+        self._build = LongJob(self, "build_map")
         self._guard = InputGuard(self, self._counters)
         self._tf_buffer = make_tf_buffer(self, subscribe=self._guard.subscribe)
 
@@ -241,14 +234,11 @@ class MapBuilderNode(Node):
 
     # ------------------------------------------------------------------ building
 
-    def _building(self) -> bool:
-        return self._build_thread is not None and self._build_thread.is_alive()
-
     def _on_build(self, request, response):
         output = self._param("output_map_path")
         needed = BuildConfig().min_registered_images
-        if self._building():
-            response.success, response.message = False, f"a build is already running ({self._build.stage})"
+        if self._build.running:
+            response.success, response.message = False, f"a build is already running ({self._build.progress.stage})"
         elif not output:
             response.success, response.message = False, "output_map_path is empty; set it first"
         elif len(self._buffer) < needed:
@@ -256,51 +246,51 @@ class MapBuilderNode(Node):
             response.message = f"{len(self._buffer)} keyframes buffered; a map needs at least {needed}"
         else:
             keyframes = list(self._buffer.keyframes)
-            self._build = BuildState("extracting features", 0, len(keyframes))
-            self._build_thread = threading.Thread(
-                target=self._run_build, args=(keyframes, output), name="vloc_build_map", daemon=True
+            built = self._build.start(
+                self._build_map, keyframes, output, stage="extracting features", total=len(keyframes)
             )
-            self._build_thread.start()
+            built.add_done_callback(self._log_build_failure)
             response.success, response.message = True, f"build started: {len(keyframes)} keyframes -> {output}"
         self.get_logger().info(response.message)
         return response
 
-    def _run_build(self, keyframes, output: str) -> None:
+    def _build_map(self, keyframes, output: str) -> str:
+        """The build job: the map at ``output``, and its one-line outcome for /diagnostics."""
         config = nested_dict({path: self._param(name) for name, path in BUILD_CONFIG_PARAMETERS.items()})
         frames = [keyframe.to_map_frame() for keyframe in keyframes]
         started = time.monotonic()
-        try:
-            summary = build_map(
-                frames,
-                output,
-                config,
-                cache_dir=self._buffer.build_cache,
-                progress=self._on_progress,
-                overwrite=self._param("overwrite"),
-                source_description=f"{NODE_NAME} keyframes in {self._buffer.directory}",
-            )
-        except Exception as error:  # noqa: BLE001 - BuildError, MapError, pycolmap's: all end this build, not the node
-            self._build.stage, self._build.outcome = "failed", f"build failed: {error}"
-            self.get_logger().error(self._build.outcome)
-            return
-        self._build.stage = "done"
-        self._build.outcome = (
+        summary = build_map(
+            frames,
+            output,
+            config,
+            cache_dir=self._buffer.build_cache,
+            progress=self._on_build_progress,
+            overwrite=self._param("overwrite"),
+            source_description=f"{NODE_NAME} keyframes in {self._buffer.directory}",
+        )
+        outcome = (
             f"map written to {summary.output} in {time.monotonic() - started:.0f} s: "
             f"{summary.images_registered}/{summary.images_given} keyframes registered, "
             f"{summary.num_points} points"
         )
-        self.get_logger().info(f"{self._build.outcome}\n{summary.format()}")
+        self.get_logger().info(f"{outcome}\n{summary.format()}")
+        return outcome
 
-    def _on_progress(self, stage: str, done: int, total: int | None) -> None:
+    def _log_build_failure(self, built) -> None:
+        # BuildError, MapError, pycolmap's: all end this build, not the node.
+        error = built.exception()
+        if error is not None:
+            self.get_logger().error(f"build failed: {error}")
+
+    def _on_build_progress(self, stage: str, done: int, total: int | None) -> None:
         """build_map's progress: feature extraction is counted per keyframe, the rest is one stage."""
-        if stage == "extract features":
-            self._build.images_loaded = done
-            if total and done < total:
-                return
-        self._build.stage = "matching, reconstruction, indexes"
+        if stage == "extract features" and not (total and done >= total):
+            self._build.report("extracting features", done, total or 0)
+        else:
+            self._build.report("matching, reconstruction, indexes")
 
     def _on_reset(self, request, response):
-        if self._building():
+        if self._build.running:
             response.success, response.message = False, "a build is running; reset after it ends"
             return response
         removed = len(self._buffer)
@@ -312,9 +302,9 @@ class MapBuilderNode(Node):
         return response
 
     def _diagnostic_statuses(self):
-        build = self._build
+        build = self._build.progress
         if build.stage == "failed":
-            level, message = ERROR, build.outcome
+            level, message = ERROR, f"build {build.outcome}"
         elif build.stage == "done":
             level, message = OK, build.outcome
         elif build.stage != "idle":
@@ -323,7 +313,7 @@ class MapBuilderNode(Node):
             level, message = WARN, "waiting for CameraInfo"
         else:
             level, message = OK, f"recording: {len(self._buffer)} keyframes"
-        percent = 100.0 * build.images_loaded / build.images_total if build.images_total else None
+        percent = 100.0 * build.done / build.total if build.total else None
         values = {
             "keyframes": len(self._buffer),
             "buffer_dir": str(self._buffer.directory),
@@ -341,7 +331,7 @@ class MapBuilderNode(Node):
         ]
 
     def destroy_node(self):
-        if self._building():
+        if self._build.running:
             self.get_logger().warning(
                 "shutting down during a build: it stops unfinished; its features are cached "
                 f"in {self._buffer.build_cache} for the next ~/build"
