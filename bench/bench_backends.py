@@ -37,6 +37,12 @@ from vloc_ros.features import create_extractor  # noqa: E402
 
 DEFAULT_WORLD = Path(__file__).resolve().parents[1] / "bench_out" / "backends"
 WORLD_CONFIG = {"seed": 0, "map_frames": 40, "query_frames": 20}  # as test/conftest.py's sim_dataset
+# Where the search and the PnP (with verification's second RANSAC) run beside a GPU extractor.
+GPU_PLACEMENTS = {
+    "search + PnP on the CPU": {"search": {"device": "cpu"}, "pose": {"device": "cpu"}},
+    "search on the GPU, PnP on the CPU": {"search": {"device": "cuda"}, "pose": {"device": "cpu"}},
+    "search + PnP on the GPU": {"search": {"device": "cuda"}, "pose": {"device": "cuda"}},
+}
 HEADER = ["| stage | backend | threads | p50 ms | p95 ms | notes |", "|---|---|---|---|---|---|"]
 
 
@@ -74,27 +80,29 @@ def textured_images(count: int, width: int = 640, height: int = 480) -> list[np.
 
 
 def load_world(folder: Path):
-    """(query images, camera, map directory, truth poses) of the synthetic world, made if missing;
-    None where the sim or the mapping stack is not installed (GPU machines)."""
+    """(query images, camera, map directory, truth poses) of the synthetic world, made if missing
+    (a GPU machine without the sim or the mapping stack takes one made elsewhere); None where it
+    is missing and cannot be made."""
+    world, map_dir = folder / "world", folder / "map"
     try:
-        from vloc_ros.mapping.builder import build_map
-        from vloc_ros.mapping.sources import image_folder_frames, load_intrinsics, read_image_rgb
-        from vloc_ros.sim import generate
+        from vloc_ros.mapping.sources import load_intrinsics, read_image_rgb
         from vloc_ros.tum import read_tum
+
+        if not (world / "query_poses.tum").is_file():
+            from vloc_ros.sim import generate
+
+            print(f"rendering the synthetic world into {world} (once)")
+            generate(WORLD_CONFIG, world)
+        if not map_dir.is_dir():
+            from vloc_ros.mapping.builder import build_map
+            from vloc_ros.mapping.sources import image_folder_frames
+
+            print(f"building its map into {map_dir} (once)")
+            frames = image_folder_frames(world / "images" / "map", world / "camera.yaml", world / "map_poses.tum")
+            build_map(frames, map_dir, progress=False)
     except ImportError as error:
         print(f"synthetic world unavailable ({error}): synthetic texture, no end-to-end rows")
         return None
-    world, map_dir = folder / "world", folder / "map"
-    if not (world / "query_poses.tum").is_file():
-        print(f"rendering the synthetic world into {world} (once)")
-        generate(WORLD_CONFIG, world)
-    if not map_dir.is_dir():
-        print(f"building its map into {map_dir} (once)")
-        build_map(
-            image_folder_frames(world / "images" / "map", world / "camera.yaml", poses_tum=world / "map_poses.tum"),
-            map_dir,
-            progress=False,
-        )
     images = [read_image_rgb(p) for p in sorted((world / "images" / "query").glob("*.png"))]
     return images, load_intrinsics(world / "camera.yaml"), map_dir, read_tum(world / "query_poses.tum")[1]
 
@@ -118,7 +126,7 @@ def extractor_rows(label: str, extractor, images, runs: int, threads, cuda: bool
     ]
 
 
-def end_to_end_row(label: str, extractor, world, runs: int, threads) -> str:
+def end_to_end_row(label: str, extractor, world, runs: int, threads, config: dict | None = None) -> str:
     try:
         from vloc_ros.geometry import pose_error
         from vloc_ros.localizer import Localizer
@@ -126,7 +134,7 @@ def end_to_end_row(label: str, extractor, world, runs: int, threads) -> str:
     except ImportError as error:
         return f"| end to end | {label} | {threads} | - | - | localizer unavailable: {error} |"
     images, camera, map_dir, truth = world
-    localizer = Localizer(load_map(map_dir), extractor=extractor)
+    localizer = Localizer(load_map(map_dir), config, extractor=extractor)
     frames = itertools.cycle(zip(images, truth))
     hits, stage_times = [], {}
 
@@ -138,13 +146,13 @@ def end_to_end_row(label: str, extractor, world, runs: int, threads) -> str:
             stage_times.setdefault(stage, []).append(seconds * 1e3)
 
     times = measure(localize, runs)
-    stages = ", ".join(f"{stage} {np.median(ms):.1f}" for stage, ms in stage_times.items())
+    stages = ", ".join(f"{stage} {np.median(ms):.1f}/{np.percentile(ms, 95):.1f}" for stage, ms in stage_times.items())
     return row(
         "end to end (extract + search + PnP)",
         label,
         threads,
         times,
-        f"{np.mean(hits):.0%} of {len(hits)} frames within 5 cm; stage p50 ms: {stages}",
+        f"{np.mean(hits):.0%} of {len(hits)} frames within 5 cm; stage p50/p95 ms: {stages}",
     )
 
 
@@ -182,7 +190,8 @@ def gpu_rows(images, world, runs: int, nn_sizes: list[int], nn_queries: int, sub
         )
         lines += extractor_rows(label, extractor, images, runs, "gpu", cuda=True)
         if world and label in ("cuda graph fp16", "tensorrt fp16"):
-            lines.append(end_to_end_row(label, extractor, world, runs, "gpu + cpu"))
+            for placement, config in GPU_PLACEMENTS.items():
+                lines.append(end_to_end_row(f"{label}, {placement}", extractor, world, runs, "gpu", config))
     lines += nearest_neighbour_rows(nn_sizes, nn_queries, runs)
     lines += subset_rows(subset_sizes, nn_queries, runs)
     lines += gpu_frame_rows("cuda graph fp16", extractors["cuda graph fp16"], images, max(subset_sizes), runs)

@@ -1,6 +1,8 @@
 """PnP pose and its covariance (``vloc_ros.pose``) on exactly known correspondences."""
 
 import numpy as np
+import pytest
+import torch
 from scipy.spatial.transform import Rotation
 
 from vloc_ros.geometry import Camera, Rigid3, pose_error
@@ -66,3 +68,14 @@ def test_pose_and_inliers_under_outliers():
 def test_too_few_correspondences_give_no_pose():
     _, observed, points3d, _ = _scene(seed=7, num_points=5)
     assert estimate_pose(observed, points3d, CAMERA) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the pose's GPU RANSAC)")
+def test_gpu_ransac_agrees_with_poselib():
+    world_from_camera, observed, points3d, outliers = _scene(seed=5, num_points=600, outlier_fraction=0.6)
+    on_cpu = estimate_pose(observed, points3d, CAMERA)
+    on_gpu = estimate_pose(observed, points3d, CAMERA, {"device": "cuda"})
+    translation_error, rotation_error = pose_error(on_gpu.world_from_camera, world_from_camera)
+    assert translation_error < 0.02 and rotation_error < 0.2
+    assert np.mean(on_gpu.inlier_mask == on_cpu.inlier_mask) > 0.99
+    assert on_gpu.inlier_mask[outliers].mean() < 0.02

@@ -2,6 +2,8 @@
 
 poselib does the LO-RANSAC and the nonlinear refinement: at 70 % outliers it is ~3x faster than
 pycolmap's estimator on the same correspondences (docs/decisions.md), and this runs on every frame.
+On a GPU (``PoseConfig.device``) ``pose_torch`` solves a batch of P3P samples at once and scores them
+all against all correspondences in one pass; the covariance is the same CPU code for both.
 
 Keypoints arrive undistorted (``Camera.undistort_points``), so the solver sees a pinhole camera.
 
@@ -17,9 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .config import from_dict
 from .geometry import Camera, Rigid3
+from .pose_torch import ransac_pnp_torch
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,10 @@ class PoseConfig:
     # same poses as poselib's 100 on the sim queries; 10 keeps a margin.
     refinement_max_iterations: int = 10
     min_correspondences: int = 6
+    # "cpu": poselib's LO-RANSAC; "cuda": batched P3P RANSAC scored on the GPU (``pose_torch``) with
+    # ``gpu_hypotheses`` samples drawn at once; "auto": cuda where there is a GPU.
+    device: str = "cpu"
+    gpu_hypotheses: int = 2048
 
 
 @dataclass
@@ -100,6 +108,20 @@ def estimate_pose(points2d, points3d, camera: Camera, config: PoseConfig | dict 
         raise ValueError(f"{len(points2d)} 2D points but {len(points3d)} 3D points")
     if len(points2d) < config.min_correspondences:
         return None
+    device = config.device
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"unknown pose device {device!r}; expected 'auto', 'cpu' or 'cuda'")
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        found = ransac_pnp_torch(
+            points2d, points3d, (camera.fx, camera.fy, camera.cx, camera.cy),
+            max_error_px=config.ransac_max_error_px, num_hypotheses=config.gpu_hypotheses, device="cuda",
+            min_inliers=config.min_correspondences, progressive=config.progressive_sampling,
+            refinement_iterations=config.refinement_max_iterations,
+        )  # fmt: skip
+        if found is None:
+            return None
+        rotation, translation, inliers = found
+        return _estimate(Rigid3(rotation, translation).inverse(), inliers, points2d, points3d, camera, config)
     ransac = {
         "max_reproj_error": config.ransac_max_error_px,
         "min_iterations": config.ransac_min_iterations,
@@ -119,7 +141,11 @@ def estimate_pose(points2d, points3d, camera: Camera, config: PoseConfig | dict 
     if not np.all(np.isfinite(camera_from_world.t)):
         return None
     world_from_camera = Rigid3(camera_from_world.R, camera_from_world.t).inverse()
-    inliers = np.asarray(info["inliers"], dtype=bool)
+    return _estimate(world_from_camera, np.asarray(info["inliers"], dtype=bool), points2d, points3d, camera, config)
+
+
+def _estimate(world_from_camera: Rigid3, inliers, points2d, points3d, camera: Camera, config: PoseConfig):
+    """The PoseEstimate of a solver's pose and inliers, None when too few inliers support it."""
     if inliers.sum() < config.min_correspondences:
         return None
     residuals = reprojection_residuals(world_from_camera, points2d[inliers], points3d[inliers], camera)

@@ -138,17 +138,22 @@ class TorchNearestNeighbours:
     def torch_search(self, queries: np.ndarray, k: int, subset: torch.Tensor | None = None):
         """The k nearest rows among all (``subset`` None) or among the rows ``subset``: ranked in
         ``precision``, distances recomputed in fp32 and sorted."""
+        query_tensor = torch.from_numpy(queries).to(self.device)
+        rows = self.rank_rows(query_tensor, k, subset)
+        distances, order = (query_tensor[:, None, :] - self.database[rows]).norm(dim=2).sort(dim=1)
+        return distances.cpu().numpy(), rows.gather(1, order).cpu().numpy()
+
+    @torch.inference_mode()
+    def rank_rows(self, query_tensor: torch.Tensor, k: int, subset: torch.Tensor | None = None) -> torch.Tensor:
+        """(Q, k) int64 rows nearest to the (Q, D) float32 queries on the device, among all rows or
+        the rows ``subset``, ranked in ``precision``, not sorted: a tensor on the device, no host sync."""
         database, half_squared_norms = self.database_ranked, self.half_squared_norms
         if subset is not None:
             database, half_squared_norms = database[subset], half_squared_norms[subset]
-        query_tensor = torch.from_numpy(queries).to(self.device)
         rows = torch_top_k(
             query_tensor.to(self.dtype), database, half_squared_norms, k, self.chunk_size, self.query_block
         )
-        if subset is not None:
-            rows = subset[rows]
-        distances, order = (query_tensor[:, None, :] - self.database[rows]).norm(dim=2).sort(dim=1)
-        return distances.cpu().numpy(), rows.gather(1, order).cpu().numpy()
+        return rows if subset is None else subset[rows]
 
 
 def gpu_nearest_neighbours(queries, database, k: int) -> tuple[np.ndarray, np.ndarray]:

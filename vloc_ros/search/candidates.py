@@ -3,7 +3,7 @@
 - Global branch: the keyframes nearest to the query's global descriptor give a candidate set of
   3D points (those the keyframes see); every query keypoint gets its
   ``global_candidates_per_keypoint`` nearest points in that set by real descriptor distance
-  (a BLAS matrix product + a compiled top-k on the CPU; torch on the GPU where there is one: ``device``).
+  (a BLAS matrix product + a compiled top-k on the CPU).
 - Local branch: the keypoint's binary code searches an index over all map points
   (``RandomTreesIndex`` or the ``FaissBinaryIndex`` baseline) for ``local_max_candidates`` points.
 - Merge: per keypoint the union of both candidate lists, rescored by real descriptor L2 distance,
@@ -19,6 +19,11 @@ GIL). Sharing keypoints rather than giving each branch a thread keeps both cores
 end: the branches cost different amounts (global ~11 ms, local ~9 ms of CPU at 10k synthetic points,
 the other way round at 100k), and the merge runs on both cores too. The caller owns the
 process-wide thread settings (OpenBLAS / OpenMP thread counts).
+
+On a GPU (``device``) one pass does it all for all keypoints: the global branch (``TorchNearestNeighbours``),
+the random trees' local branch and the merge (``torch_search``), with the map's tables uploaded once
+and only the matches copied back. A ``FaissBinaryIndex`` local branch stays on the CPU, beside the
+global branch on the GPU.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from .faiss_binary import FaissBinaryIndex
 from .global_index import GlobalIndex
 from .kernels import ratio_test_matches, top_k_scores
 from .random_trees import RandomTreesIndex
+from .torch_search import TorchLocalSearch, projections_to_words, torch_ratio_test_matches
 
 
 class SearchMode(str, Enum):
@@ -56,7 +62,7 @@ class SearchMode(str, Enum):
 class SearchConfig:
     mode: SearchMode = SearchMode.PARALLEL
     threads: int = 2  # threads sharing the keypoints (each runs both branches and the merge on its share)
-    device: str = "auto"  # global branch's descriptor search: "cpu", "cuda", or "auto" (cuda if there is a GPU)
+    device: str = "auto"  # where the search runs: "cpu", "cuda", or "auto" (cuda if there is a GPU)
     global_top_k: int = 5  # keyframes retrieved by the global descriptor
     global_candidates_per_keypoint: int = 8
     local_max_candidates: int = 32
@@ -78,6 +84,7 @@ class Correspondences:
     # Seconds: "search" (wall time of the whole search) and the CPU time of each stage summed over
     # the search threads, "global", "local" and "merge" (their work: with 2 threads the wall time is
     # about half the sum; unlike wall times they hardly grow when other processes share the cores).
+    # The GPU pass has "search" only: its stages are queued without waiting for them.
     timings: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -119,6 +126,13 @@ class CandidateSearch:
         )
         self.point_index = point_index
         self.binarizer = binarizer
+        self.gpu_local_search = None
+        if device == "cuda" and isinstance(point_index, RandomTreesIndex):
+            self.gpu_local_search = TorchLocalSearch(point_index, device)
+            self._gpu_binarizer = tuple(
+                torch.from_numpy(np.asarray(array, np.float32)).to(device)
+                for array in (binarizer.mean, binarizer.rotation)
+            )
         self.global_index = global_index
         self.keyframe_point_offsets = np.asarray(keyframe_points[0], np.int64)
         self.keyframe_point_ids = np.asarray(keyframe_points[1], np.int64)
@@ -155,6 +169,11 @@ class CandidateSearch:
         keyframes = (np.zeros(0, np.int64) if query_global_descriptor is None
                      else self.retrieve_keyframes(query_global_descriptor))  # fmt: skip
         subset = self._retrieved_points(keyframes) if "global" in mode.branches else None
+        if self.gpu_local_search is not None:
+            query_indices, point_ids, distances = self._search_on_gpu(queries, subset)
+            return Correspondences(
+                query_indices, point_ids, distances, keyframes, {"search": time.perf_counter() - start}
+            )
         bounds = np.linspace(0, len(queries), self.config.threads + 1).astype(int)
         shares = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
         futures = [self._pool.submit(self._search_share, queries[a:b], subset, i % 2 == 1)
@@ -235,6 +254,41 @@ class CandidateSearch:
         matches = self._merge(queries, np.concatenate([candidates[b] for b in branches], axis=1))
         cpu_seconds["merge"] = time.thread_time() - clock
         return *matches, cpu_seconds
+
+    @torch.inference_mode()
+    def _search_on_gpu(self, queries: np.ndarray, subset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Both branches and the merge for all keypoints on the GPU: the matches, best first. The work
+        is queued without waiting; the merge's one wait sizes the matches, which then come back."""
+        nearest = self.gpu_nearest_neighbours
+        query_tensor = torch.from_numpy(queries).pin_memory().to(nearest.device, non_blocking=True)
+        columns = []
+        for branch in self.config.mode.branches:
+            if branch == "global":
+                columns.append(self._global_rows_on_gpu(query_tensor, subset[0]))
+            else:
+                mean, rotation = self._gpu_binarizer
+                projections = (query_tensor - mean) @ rotation
+                columns.append(
+                    self.gpu_local_search.search_tensors(
+                        projections_to_words(projections), projections, self.config.local_max_candidates,
+                        **self.config.local_search,
+                    )
+                )  # fmt: skip
+        query_indices, point_ids, distances = torch_ratio_test_matches(
+            query_tensor, torch.cat(columns, 1), nearest.database, self.config.ratio_test,
+            self.config.max_matches_per_keypoint,
+        )  # fmt: skip
+        best_first = distances.argsort(stable=True)  # for PROSAC
+        return tuple(values[best_first].cpu().numpy() for values in (query_indices, point_ids, distances))
+
+    def _global_rows_on_gpu(self, query_tensor: torch.Tensor, points: np.ndarray) -> torch.Tensor:
+        width = self.config.global_candidates_per_keypoint
+        found = min(width, points.size)
+        if found == 0:
+            return torch.full((len(query_tensor), width), -1, dtype=torch.int64, device=query_tensor.device)
+        subset = torch.from_numpy(points).to(query_tensor.device)
+        rows = self.gpu_nearest_neighbours.rank_rows(query_tensor, found, subset)
+        return torch.nn.functional.pad(rows, (0, width - found), value=-1)
 
     def _merge(self, queries: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Union per keypoint, real-descriptor rescoring, ratio test, up to m matches (grouped by keypoint)."""

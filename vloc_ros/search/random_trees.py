@@ -137,9 +137,7 @@ class RandomTreesIndex:
 
         Without projections every bit is equally certain and the flips go to the deepest levels.
         """
-        query_codes = np.asarray(query_codes, np.uint8)
-        if query_codes.ndim != 2 or query_codes.shape[1] * 8 != self.num_bits:
-            raise ValueError(f"expected query codes of shape (Q, {self.num_bits // 8}), got {query_codes.shape}")
+        query_codes = checked_query_codes(query_codes, self.num_bits)
         num_queries = len(query_codes)
         if num_queries == 0:
             return np.zeros((0, max_candidates), np.int64)
@@ -206,6 +204,14 @@ class RandomTreesIndex:
                 raise ValueError("the nodes do not form trees (a node is reached twice)")
             frontier = np.concatenate([self.node_child[frontier], self.node_child[frontier] + 1])
         raise ValueError(f"a tree is deeper than depth {self.depth}")
+
+
+def checked_query_codes(query_codes, num_bits: int) -> np.ndarray:
+    """``query_codes`` as (Q, num_bits / 8) uint8; ValueError for another shape."""
+    query_codes = np.asarray(query_codes, np.uint8)
+    if query_codes.ndim != 2 or query_codes.shape[1] * 8 != num_bits:
+        raise ValueError(f"expected query codes of shape (Q, {num_bits // 8}), got {query_codes.shape}")
+    return query_codes
 
 
 def codes_to_words(codes: np.ndarray) -> np.ndarray:
