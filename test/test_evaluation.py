@@ -471,3 +471,18 @@ def test_raw_image_encodings_with_row_padding(encoding, channels, to_bytes):
     assert np.array_equal(image, rgb[..., 0] if encoding == "mono8" else rgb)
     with pytest.raises(InvalidMessage, match="unsupported image encoding"):
         image_to_numpy(raw_image_message(1.0, to_bytes(rgb), "bayer_rggb8", channels, padding=0))
+
+
+def test_eval_cli_offline_writes_a_report_of_the_query_bag(sim_dataset, sim_map, tmp_path):
+    """`vloc eval` without --live, as `make demo` runs it: the query bag through the localizer in-process."""
+    import json
+
+    from vloc_ros.cli import main
+
+    output = tmp_path / "report"
+    assert main(["eval", str(sim_dataset / "bags" / "query_mcap"), "--map", str(sim_map), "-o", str(output)]) == 0
+    report = json.loads((output / "report.json").read_text())
+    assert report["description"]["search_mode"] == "parallel"
+    metrics = report["metrics"]
+    assert metrics["counts"]["localized"] >= 15 and metrics["wrong_pose_rate"] == 0.0
+    assert metrics["translation_error"]["median"] < 0.05 and metrics["rotation_error_deg"]["median"] < 1.0

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             args.output,
             _config(args),
             progress=True,
-            description={"map": str(args.map), "search_mode": localizer.config["search"]["mode"]},
+            description={"map": str(args.map), "search_mode": localizer.config.search.mode.value},
         )
     except (BagContentError, BagReadError) as error:
         raise UsageError(str(error)) from None
