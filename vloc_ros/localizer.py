@@ -41,8 +41,8 @@ class LocalizerConfig:
     min_keypoints: int = 20
     min_matches: int = 12
     # Among ~100 mostly wrong matches a consensus of a dozen arises by chance and can pass every
-    # verification test; right poses on templeRing have 62-358 inliers (docs/decisions.md).
-    # (RTAB-Map's Vis/MinInliers default is 20 too.)
+    # verification test, while right poses have several times 20 (docs/decisions.md; RTAB-Map's
+    # Vis/MinInliers default is 20 too).
     min_inliers: int = 20
 
 
@@ -200,7 +200,8 @@ class Localizer:
         keypoints = features.keypoints[correspondences.query_indices]
         points3d = self.map.arrays["points_xyz"][correspondences.point_ids]
         undistorted = camera.undistort_points(keypoints)
-        estimate = estimate_pose(undistorted, points3d, camera.pinhole(), self.config.pose)
+        pinhole = camera.pinhole()  # the keypoints are undistorted from here on
+        estimate = estimate_pose(undistorted, points3d, pinhole, self.config.pose)
         timings["pose"] = time.perf_counter() - started
         if estimate is None:
             return self._reject("PnP found no pose", timings, len(features), num_matches)
@@ -221,7 +222,7 @@ class Localizer:
                 correspondences.query_indices,
                 undistorted,
                 points3d,
-                camera.pinhole(),
+                pinhole,
                 retrieved,
                 self.config.pose,
                 verification,

@@ -241,29 +241,26 @@ def ransac_pnp_torch(
     device: str | torch.device = "cpu",
     min_inliers: int = 6,
     progressive: bool = True,
-    excluded=None,
     refinement_iterations: int = 10,
 ):
     """RANSAC PnP on the device: ``points2d`` (N, 2) undistorted pixels and ``points3d`` (N, 3) world
-    points, sorted best first; ``camera_params`` (fx, fy, cx, cy). ``excluded`` (N,) bool marks
-    correspondences that are neither sampled nor counted (the second hypothesis excludes the first
-    pose's inliers). Returns numpy (camera_from_world rotation (3, 3), translation (3,), inlier mask
-    (N,) bool), or None when fewer than ``min_inliers`` agree with any pose."""
+    points, sorted best first; ``camera_params`` (fx, fy, cx, cy). Returns numpy (camera_from_world
+    rotation (3, 3), translation (3,), inlier mask (N,) bool), or None when fewer than ``min_inliers``
+    agree with any pose."""
     points2d = np.asarray(points2d, dtype=np.float64).reshape(-1, 2)
     points3d = np.asarray(points3d, dtype=np.float64).reshape(-1, 3)
     if len(points2d) != len(points3d):
         raise ValueError(f"{len(points2d)} 2D points but {len(points3d)} 3D points")
-    candidates = np.arange(len(points2d)) if excluded is None else np.flatnonzero(~np.asarray(excluded, dtype=bool))
-    if len(candidates) < max(4, min_inliers):
+    if len(points2d) < max(4, min_inliers):
         return None
     device = torch.device(device)
     scoring_dtype = torch.float32 if device.type == "cuda" else torch.float64
-    pixels = torch.as_tensor(points2d[candidates], device=device)
-    world = torch.as_tensor(points3d[candidates], device=device)
+    pixels = torch.as_tensor(points2d, device=device)
+    world = torch.as_tensor(points3d, device=device)
     intrinsics = torch.as_tensor(np.asarray(camera_params, dtype=np.float64), device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
 
-    samples = _draw_samples(len(candidates), num_hypotheses, progressive, generator, device)
+    samples = _draw_samples(len(points2d), num_hypotheses, progressive, generator, device)
     rays = torch.cat([(pixels - intrinsics[2:]) / intrinsics[:2], torch.ones_like(pixels[:, :1])], -1)
     rays = rays / rays.norm(dim=-1, keepdim=True)
     rotations, translations, valid = p3p(rays[samples], world[samples])
@@ -273,7 +270,7 @@ def ransac_pnp_torch(
     threshold_squared = max_error_px**2
     scoring_pixels, scoring_world = pixels.to(scoring_dtype), world.to(scoring_dtype)
     scoring_intrinsics = intrinsics.to(scoring_dtype)
-    chunk = max(1, MAX_SCORED_PAIRS.get(device.type, MAX_SCORED_PAIRS["cpu"]) // len(candidates))
+    chunk = max(1, MAX_SCORED_PAIRS.get(device.type, MAX_SCORED_PAIRS["cpu"]) // len(points2d))
     costs = []
     for start in range(0, len(rotations), chunk):
         errors = _squared_errors(
@@ -299,6 +296,4 @@ def ransac_pnp_torch(
     rotation, translation, inliers = packed[:9].reshape(3, 3), packed[9:12], packed[12:] > 0.5
     if inliers.sum() < min_inliers or not (np.isfinite(rotation).all() and np.isfinite(translation).all()):
         return None
-    inlier_mask = np.zeros(len(points2d), dtype=bool)
-    inlier_mask[candidates] = inliers
-    return rotation, translation, inlier_mask
+    return rotation, translation, inliers

@@ -49,8 +49,7 @@ class CudaBackbone(Backbone):
     through ``fixed_shape_runner``; any other shape falls back to eager PyTorch, with a warning once."""
 
     name = "cuda"
-    # NHWC activations: cuDNN's convolutions run faster channels-last; a 640x480 graph replay on an
-    # H100 takes ~0.7 instead of ~1.0 ms (docs/decisions.md).
+    # NHWC activations: cuDNN's convolutions run faster channels-last (docs/decisions.md).
     memory_format = torch.channels_last
 
     def __init__(

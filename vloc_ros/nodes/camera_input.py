@@ -3,7 +3,9 @@
 ``CameraInput`` subscribes the image (raw or compressed) and CameraInfo topics through the node's
 ``InputGuard`` and hands on only a frame that comes after a valid CameraInfo, has that CameraInfo's
 size (read from the header, before any pixel is decoded), decodes without error and names its
-camera frame. Everything else is a rejection the guard counts as ``rejected_<reason>``.
+camera frame. Everything else is a rejection the guard counts as ``rejected_<reason>``. The node's
+``admit(header)`` decides from the header alone whether it wants the frame at all, so a frame it
+would drop is never decoded.
 """
 
 from __future__ import annotations
@@ -63,11 +65,13 @@ RELIABLE_CAMERA_QOS = QoSProfile(depth=qos_profile_sensor_data.depth, reliabilit
 
 
 class CameraInput:
-    def __init__(self, node, guard: InputGuard, on_frame):
+    def __init__(self, node, guard: InputGuard, on_frame, admit=lambda header: True):
         """Subscribes as ``node``'s CAMERA_PARAMETERS say; ``on_frame(header, image, camera, camera_frame)``
-        gets each accepted frame (``camera_frame``: the parameter, else the header's frame_id)."""
+        gets each accepted frame (``camera_frame``: the parameter, else the header's frame_id).
+        ``admit(header)``: False skips the frame before decoding; it may raise ``InvalidMessage``."""
         self.camera: Camera | None = None  # from the latest valid CameraInfo
         self._on_frame = on_frame
+        self._admit = admit
         self._counters = guard.counters
         image_topic, camera_info_topic, transport, self._camera_frame, self._max_pixels, image_qos = (
             node.get_parameter(spec.name).value for spec in CAMERA_PARAMETERS
@@ -90,8 +94,10 @@ class CameraInput:
         camera = self.camera
         if camera is None:
             raise InvalidMessage("no valid CameraInfo received yet", "no_camera_info")
-        image = self._decode(msg, (camera.width, camera.height), self._max_pixels)
         camera_frame = self._camera_frame or msg.header.frame_id
         if not camera_frame:
             raise InvalidMessage("empty header.frame_id; set the camera_frame parameter", "missing_frame_id")
+        if not self._admit(msg.header):
+            return
+        image = self._decode(msg, (camera.width, camera.height), self._max_pixels)
         self._on_frame(msg.header, image, camera, camera_frame)

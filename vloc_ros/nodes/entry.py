@@ -1,19 +1,20 @@
-"""The ``main`` every node shares: init, construct, spin until Ctrl-C or shutdown, clean up.
-
-A node's ``main`` calls ``dds.use_shipped_profile()`` before ``rclpy.init`` and then ``run_node``.
-"""
+"""The ``main`` every node shares: DDS profile, init, construct, spin until Ctrl-C or shutdown, clean up."""
 
 from __future__ import annotations
 
 import rclpy
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-from .dds import receive_buffer_warning
+from .dds import receive_buffer_warning, use_shipped_profile
 
 
-def run_node(node_class, name: str, executor) -> int:
-    """Exit code 1 when a parameter is outside its allowed values, else 0."""
+def run_node(node_class, name: str, args=None) -> int:
+    """Runs ``node_class()`` on a SingleThreadedExecutor (the nodes' docstrings say why); exit code 1
+    when a parameter is outside its allowed values, else 0."""
+    use_shipped_profile()  # before rclpy.init: Fast DDS reads its profile when the first participant is made
+    rclpy.init(args=args)
+    executor = SingleThreadedExecutor()
     try:
         node = node_class()
     except (ValueError, ParameterException) as error:

@@ -33,7 +33,7 @@ from ..evaluation.offline import DEFAULT_LIVE_CONFIG, ground_truth_at
 from ..evaluation.records import FrameRecord
 from ..evaluation.report import write_report
 from ..geometry import Rigid3
-from ..msgs import pose_to_rigid, stamp_to_ns
+from ..msgs import InvalidMessage, pose_to_rigid, stamp_to_ns
 from .ros_compat import message_class
 
 TF_TOPICS = ("/tf", "/tf_static")
@@ -98,12 +98,18 @@ class _Recorder:
         self.pose_topic = f"{localizer_node.rstrip('/')}/pose"
         self.poses: dict[int, tuple[float, float, Rigid3]] = {}
         self.node_counters: dict[str, str] = {}
+        self.invalid_poses = 0  # published but not a pose (non-finite, bad quaternion): counted, not scored
         self._hardware_id = localizer_node
         node.create_subscription(PoseStamped, self.pose_topic, self._on_pose, 100)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_pose(self, msg) -> None:
-        self.poses[stamp_to_ns(msg.header.stamp)] = (time.monotonic(), time.time(), pose_to_rigid(msg.pose))
+        try:
+            pose = pose_to_rigid(msg.pose)
+        except InvalidMessage:
+            self.invalid_poses += 1
+            return
+        self.poses[stamp_to_ns(msg.header.stamp)] = (time.monotonic(), time.time(), pose)
 
     def _on_diagnostics(self, msg) -> None:
         for status in msg.status:
@@ -179,6 +185,7 @@ def evaluate_live(
         "replayed_topics": topics,
         "pose_of": "camera" if config["ground_truth"]["camera_frame"] else "base frame (ground-truth child frame)",
         "node_counters": node_counters,
+        "invalid_poses_received": recorder.invalid_poses,
     }
     return _score(bag, output_dir, config, published, poses, live, description)
 

@@ -62,10 +62,8 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseStamped, PoseWithCovariance, PoseWithCovarianceStamped
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, PointCloud2
@@ -269,7 +267,7 @@ class LocalizerNode(Node):
             else None
         )
 
-        self._input = CameraInput(self, self._guard, self._on_frame)
+        self._input = CameraInput(self, self._guard, self._on_frame, admit=self._has_map)
         self._map_loader = LongJob(self, "load_map")
         self.create_service(Trigger, "~/relocalize", self._on_relocalize)
         # Reentrant: the callback holds its group until the map has loaded; in the default group it
@@ -295,9 +293,12 @@ class LocalizerNode(Node):
 
     # ------------------------------------------------------------------ input
 
-    def _on_frame(self, header: Header, image: np.ndarray, camera: Camera, camera_frame: str) -> None:
+    def _has_map(self, header: Header) -> bool:
         if self._map is None:
             raise InvalidMessage("no map loaded (set map_path, call ~/reload_map)", "no_map")
+        return True
+
+    def _on_frame(self, header: Header, image: np.ndarray, camera: Camera, camera_frame: str) -> None:
         if self._gate.put(Frame(image, camera, header, camera_frame, time.monotonic())):
             self._counters.add("frames_dropped")
 
@@ -331,10 +332,11 @@ class LocalizerNode(Node):
             self._counters.add("not_localized")
             if mismatch:
                 self._counters.add("calibration_mismatch")
-            if sum(self._calibration_mismatches) >= CALIBRATION_WINDOW // 2:
+            mismatches = sum(self._calibration_mismatches)
+            if mismatches >= CALIBRATION_WINDOW // 2:
                 self._status = (
                     ERROR,
-                    f"suspected calibration mismatch in {sum(self._calibration_mismatches)} of "
+                    f"suspected calibration mismatch in {mismatches} of "
                     f"the last {len(self._calibration_mismatches)} frames: {result.reason}",
                 )
             else:
@@ -515,11 +517,7 @@ class LocalizerNode(Node):
 
 
 def main(args=None) -> int:
-    from .dds import use_shipped_profile
-
-    use_shipped_profile()  # before rclpy.init: Fast DDS reads its profile when the first participant is made
-    rclpy.init(args=args)
-    return run_node(LocalizerNode, NODE_NAME, SingleThreadedExecutor())
+    return run_node(LocalizerNode, NODE_NAME, args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ the camera moved ``min_translation_m`` or turned ``min_rotation_deg``. Keyframes
 arrive (``KeyframeBuffer`` in ``buffer_dir``): a crash loses none, and a restarted node continues
 the same buffer. A frame whose pose has not arrived yet waits for the next pose message (one frame
 at most). What cannot be used is counted on /diagnostics as ``rejected_<reason>`` (the camera
-input's reasons, and no_pose, no_camera_extrinsic, pose_frame_mismatch, buffer_write_failed).
+input's reasons, and invalid_pose, invalid_tf, no_pose, no_camera_extrinsic, pose_frame_mismatch,
+buffer_write_failed).
 
 Services (std_srvs/Trigger)
   ``~/build``: answers at once ("build started") and runs ``vloc_ros.mapping.builder.build_map`` on
@@ -29,10 +30,8 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
@@ -46,7 +45,7 @@ from vloc_ros.mapping.keyframes import (
     DEFAULT_MIN_TRANSLATION_M,
     KeyframeSelector,
 )
-from vloc_ros.msgs import InvalidMessage, pose_to_rigid, stamp_to_ns
+from vloc_ros.msgs import InvalidMessage, pose_to_rigid, stamp_to_ns, stamp_to_seconds
 
 from .camera_input import CAMERA_PARAMETERS, CameraInput
 from .diagnostics import ERROR, OK, WARN, Counters, DiagnosticsPublisher, diagnostic_status
@@ -153,7 +152,7 @@ class MapBuilderNode(Node):
         self._guard = InputGuard(self, self._counters)
         self._tf_buffer = make_tf_buffer(self, subscribe=self._guard.subscribe)
 
-        self._input = CameraInput(self, self._guard, self._on_frame)
+        self._input = CameraInput(self, self._guard, self._on_frame, admit=self._keyframe_due)
         if self._uses_poses:
             self._guard.subscribe(POSE_TYPES[param("pose_type")], param("pose_topic"), self._on_pose, 100)
         self.create_service(Trigger, "~/build", self._on_build)
@@ -184,15 +183,16 @@ class MapBuilderNode(Node):
             pose = msg.pose.pose
         else:
             pose = msg.pose
-        self._poses.append((stamp_to_ns(msg.header.stamp) * 1e-9, pose_to_rigid(pose)))
+        self._poses.append((stamp_to_seconds(msg.header.stamp), pose_to_rigid(pose)))
         if self._waiting is not None and self._poses[-1][0] >= self._waiting.stamp_ns * 1e-9:
             candidate, self._waiting = self._waiting, None
             self._record_with_pose(candidate)
 
+    def _keyframe_due(self, header: Header) -> bool:
+        return self._keyframe_selector().due(stamp_to_ns(header.stamp))
+
     def _on_frame(self, header: Header, image: np.ndarray, camera: Camera, camera_frame: str) -> None:
         stamp_ns = stamp_to_ns(header.stamp)
-        if not self._keyframe_selector().due(stamp_ns):
-            return
         candidate = Candidate(stamp_ns, image, camera, camera_frame)
         if not self._uses_poses:
             return self._record(candidate, None)
@@ -340,11 +340,7 @@ class MapBuilderNode(Node):
 
 
 def main(args=None) -> int:
-    from .dds import use_shipped_profile
-
-    use_shipped_profile()  # before rclpy.init: Fast DDS reads its profile when the first participant is made
-    rclpy.init(args=args)
-    return run_node(MapBuilderNode, NODE_NAME, SingleThreadedExecutor())
+    return run_node(MapBuilderNode, NODE_NAME, args)
 
 
 if __name__ == "__main__":

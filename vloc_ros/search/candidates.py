@@ -16,8 +16,8 @@ if there is none, the keypoint is ambiguous and dropped. With m = 1 this is the 
 Both branches and the merge are per keypoint, so ``threads`` threads share the keypoints: each runs
 the branches and the merge on its contiguous share (BLAS, torch and the compiled kernels release the
 GIL). Sharing keypoints rather than giving each branch a thread keeps both cores busy until the
-end: the branches cost different amounts (global ~11 ms, local ~9 ms of CPU at 10k synthetic points,
-the other way round at 100k), and the merge runs on both cores too. The caller owns the
+end: the branches cost different amounts, which one more depends on the map's size, and the merge
+runs on both cores too. The caller owns the
 process-wide thread settings (OpenBLAS / OpenMP thread counts).
 
 On a GPU (``device``) one pass does it all for all keypoints: the global branch (``TorchNearestNeighbours``),
