@@ -1,6 +1,9 @@
 """Shared test fixtures. Tests that need ../shared/data skip with a clear message when it is absent."""
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,6 +47,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def run_vloc():
+    """``run_vloc(*args, timeout=120)``: ``python -m vloc_ros.cli ARGS`` from the repository root, its
+    output captured as text; returns the CompletedProcess."""
+
+    def run(*args, timeout: float = 120) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "vloc_ros.cli", *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout)
+
+    return run
+
+
 # The shared synthetic world (vloc_ros.sim): default courtyard, 640x480, bags in both storages.
 SIM_DATASET_CONFIG = {"seed": 0, "map_frames": 40, "query_frames": 20}
 
@@ -74,6 +89,14 @@ def sim_map(sim_dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("maps") / "sim"
     build_map(frames, out, progress=False)
     return out
+
+
+@pytest.fixture()
+def map_copy(sim_map, tmp_path) -> Path:
+    """A copy of ``sim_map`` that a test may damage."""
+    copy = tmp_path / "map"
+    shutil.copytree(sim_map, copy)
+    return copy
 
 
 @pytest.fixture(scope="session")
@@ -160,8 +183,9 @@ def llff_beer_map(shared_data, tmp_path_factory):
     Returns (map directory, build summary, camera, ground-truth world_from_camera by image name)."""
     import pycolmap
 
-    from vloc_ros.geometry import Camera, Rigid3
+    from vloc_ros.geometry import Camera
     from vloc_ros.mapping.builder import build_map
+    from vloc_ros.mapping.reconstruction import world_from_camera
     from vloc_ros.mapping.sources import MapFrame, list_images, read_image_rgb
 
     dataset = shared_data / "llff_beer"
@@ -170,10 +194,7 @@ def llff_beer_map(shared_data, tmp_path_factory):
     assert colmap_camera.model.name == "SIMPLE_RADIAL"
     focal, cx, cy, k1 = colmap_camera.params  # COLMAP pixel centres are at +0.5
     camera = Camera(colmap_camera.width, colmap_camera.height, focal, focal, cx - 0.5, cy - 0.5, (k1,))
-    truth = {}
-    for image in model.images.values():
-        camera_from_world = image.cam_from_world()
-        truth[image.name] = Rigid3(camera_from_world.rotation.matrix(), camera_from_world.translation).inverse()
+    truth = {image.name: world_from_camera(image) for image in model.images.values()}
     frames = [
         MapFrame(path.name, camera, lambda path=path: read_image_rgb(path))
         for path in list_images(dataset / "images")[::2]

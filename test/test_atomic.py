@@ -3,7 +3,6 @@
 import pytest
 
 from vloc_ros.atomic import atomic_directory, atomic_path, atomic_write_text
-from vloc_ros.geometry import Rigid3
 
 
 def test_file_is_replaced_whole_and_a_failed_write_leaves_the_old_one(tmp_path):
@@ -35,10 +34,3 @@ def test_directory_is_swapped_whole(tmp_path):
         raise RuntimeError("failed mid-write")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["report"]
-
-
-def test_rigid_dict_round_trip():
-    pose = Rigid3.from_quaternion([0.1, -0.2, 0.3, 0.9], [1.5, -3.25, 0.5])
-    data = pose.to_dict()
-    assert set(data) == {"translation", "quaternion_xyzw"} and data["translation"] == [1.5, -3.25, 0.5]
-    assert Rigid3.from_dict(data).matrix == pytest.approx(pose.matrix, abs=1e-12)

@@ -2,9 +2,6 @@
 the map/extractor contract, the covariance, and real image sets from ../shared/data."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +14,6 @@ from vloc_ros.mapping.sources import image_folder_frames, list_images, load_intr
 from vloc_ros.search import SearchMode
 from vloc_ros.sim import HARD_QUERY, generate
 from vloc_ros.tum import read_tum
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +59,8 @@ def test_synthetic_queries_localize_within_5cm_and_1deg(sim_localization_map, si
     assert rate >= 0.95
 
 
-# parallel >= each branch is tested where the branches differ: test_search.py forces a retrieval
-# failure (global_only 0.0, local_only ~0.97); on the sim world every mode scores 1.00.
+# parallel >= each branch is tested in test_search.py, which forces a retrieval failure so that the
+# branches differ.
 
 
 def test_far_off_queries_parallel_recalls_at_least_each_branch_and_none_is_ambiguous(far_off_world):
@@ -155,25 +150,17 @@ def test_query_extractor_must_match_the_map(sim_localization_map):
         Localizer(sim_localization_map, extractor=create_extractor({"name": "aliked"}))
 
 
-def test_localize_cli_writes_tum_and_json_lines(sim_map, sim_dataset, tmp_path):
+def test_localize_cli_writes_tum_and_json_lines(sim_map, sim_dataset, tmp_path, run_vloc):
     images = sorted((sim_dataset / "images" / "query").glob("*.png"))[:3]
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vloc_ros.cli",
-            "localize",
-            "--map",
-            str(sim_map),
-            "--intrinsics",
-            str(sim_dataset / "camera.yaml"),
-            "--output",
-            str(tmp_path / "poses.tum"),
-            *map(str, images),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
+    completed = run_vloc(
+        "localize",
+        "--map",
+        sim_map,
+        "--intrinsics",
+        sim_dataset / "camera.yaml",
+        "--output",
+        tmp_path / "poses.tum",
+        *images,
         timeout=300,
     )
     assert completed.returncode == 0, completed.stderr

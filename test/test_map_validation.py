@@ -245,13 +245,6 @@ LOCALIZER_DAMAGE = [
 ]
 
 
-@pytest.fixture()
-def map_copy(sim_map, tmp_path) -> Path:
-    copy = tmp_path / "map"
-    shutil.copytree(sim_map, copy)
-    return copy
-
-
 @pytest.mark.parametrize("damage, message", [case[1:] for case in LOAD_DAMAGE], ids=[case[0] for case in LOAD_DAMAGE])
 def test_damaged_map_is_refused_by_load_map(map_copy, damage, message):
     damage(map_copy)

@@ -79,3 +79,10 @@ def test_gpu_ransac_agrees_with_poselib():
     assert translation_error < 0.02 and rotation_error < 0.2
     assert np.mean(on_gpu.inlier_mask == on_cpu.inlier_mask) > 0.99
     assert on_gpu.inlier_mask[outliers].mean() < 0.02
+
+
+def test_rigid_dict_round_trip():
+    pose = Rigid3.from_quaternion([0.1, -0.2, 0.3, 0.9], [1.5, -3.25, 0.5])
+    data = pose.to_dict()
+    assert set(data) == {"translation", "quaternion_xyzw"} and data["translation"] == [1.5, -3.25, 0.5]
+    assert Rigid3.from_dict(data).matrix == pytest.approx(pose.matrix, abs=1e-12)

@@ -2,8 +2,6 @@
 ROS 2 bags, determinism and the command line. Everything is rendered for real (EGL/OSMesa)."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -24,7 +22,6 @@ from vloc_ros.sim.scene import Scene, build_scene, quad, yaw_rotation
 from vloc_ros.sim.trajectories import UPSIDE_DOWN, camera_mount, ring_pose
 from vloc_ros.tum import read_tum
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = {"width": 160, "height": 120, "map_frames": 4, "query_frames": 3, "bags": {"storages": []}}
 
 
@@ -375,13 +372,6 @@ def test_repeated_scene_is_four_fold_symmetric_and_queries_are_flagged(tmp_path)
     assert rotation_error_deg(view.rotation, (quarter_turn @ view).rotation) == pytest.approx(90.0)
 
 
-def run_cli(*args) -> subprocess.CompletedProcess:
-    # ``from vloc_ros.cli import main``: the sim subcommand raises vloc_ros.cli.UsageError, which
-    # ``python -m vloc_ros.cli`` (module run as __main__, a second copy of the class) would not catch.
-    command = [sys.executable, "-c", "import sys; from vloc_ros.cli import main; sys.exit(main())", "sim", *args]
-    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
-
-
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -390,14 +380,14 @@ def run_cli(*args) -> subprocess.CompletedProcess:
         (["--distortion", "-0.5"], "distortion [-0.5, 0.0, 0.0, 0.0, 0.0] is not invertible"),
     ],
 )
-def test_invalid_options_exit_2_with_a_message(tmp_path, args, message):
-    result = run_cli("--out", str(tmp_path / "out"), *args)
+def test_invalid_options_exit_2_with_a_message(tmp_path, args, message, run_vloc):
+    result = run_vloc("sim", "--out", tmp_path / "out", *args)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_writes_a_distorted_world(tmp_path):
+def test_cli_writes_a_distorted_world(tmp_path, run_vloc):
     args = [
         "--out",
         str(tmp_path / "out"),
@@ -415,7 +405,7 @@ def test_cli_writes_a_distorted_world(tmp_path):
         "--storages",
         "sqlite3",
     ]
-    result = run_cli(*args)
+    result = run_vloc("sim", *args)
     assert result.returncode == 0, result.stderr
     camera = Camera.from_dict(yaml.safe_load((tmp_path / "out" / "camera.yaml").read_text()))
     assert camera.distortion == (-0.1, 0.01, 0.0, 0.0, 0.0) and camera.width == 96

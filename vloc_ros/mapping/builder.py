@@ -24,7 +24,6 @@ from ..atomic import atomic_path
 from ..features import Features, create_extractor
 from ..config import from_dict, to_dict
 from ..features.matching import create_matcher
-from ..geometry import Rigid3
 from ..retrieval import VladDescriptor
 from ..search import LOCAL_INDEX_TYPES, Binarizer
 from . import pairs as pair_selection
@@ -40,7 +39,7 @@ from .map_format import (
     save_map,
 )
 from .points import collect_tracks, medoid_descriptors, visibility_arrays
-from .reconstruction import frame_index, reconstruct, write_database
+from .reconstruction import frame_index, reconstruct, world_from_camera, write_database
 from .sources import MapFrame
 
 
@@ -197,31 +196,42 @@ class FeatureCache:
             )
 
 
-def extract_all(frames: Iterable[MapFrame], extractor, cache: FeatureCache, progress: bool | ProgressCallback):
+@dataclass
+class _Extraction:
+    frames: list[MapFrame]  # the usable frames, in input order
+    features: list[Features]  # per usable frame
+    skipped: dict[str, str]  # name -> reason
+    reused: int  # images whose features came from the cache
+
+    @property
+    def images_given(self) -> int:
+        return len(self.frames) + len(self.skipped)
+
+
+def _extract_all(
+    frames: Iterable[MapFrame], extractor, cache: FeatureCache, progress: bool | ProgressCallback
+) -> _Extraction:
     """Features for every readable frame; unreadable or featureless images are skipped and named."""
-    with _Progress(progress, "extract features", len(frames) if hasattr(frames, "__len__") else None, "img") as bar:
-        return _extract_all(frames, extractor, cache, bar)
-
-
-def _extract_all(frames: Iterable[MapFrame], extractor, cache: FeatureCache, bar: _Progress):
-    kept, features, skipped, reused = [], [], {}, 0
-    for frame in frames:
-        cached = cache.get(frame.name)
-        reused += cached is not None
-        if cached is None:
-            try:
-                cached = _extract(frame, extractor)
-            except ValueError as error:
-                skipped[frame.name] = str(error)
-            else:
-                cache.put(frame.name, cached)
-        if cached is not None and len(cached) < 8:
-            skipped[frame.name] = f"only {len(cached)} keypoints"
-        elif cached is not None:
-            kept.append(replace(frame, load_image=None))  # keep no decoded image (bag frames hold it)
-            features.append(cached)
-        bar.update()
-    return kept, features, skipped, reused
+    extraction = _Extraction([], [], {}, 0)
+    total = len(frames) if hasattr(frames, "__len__") else None
+    with _Progress(progress, "extract features", total, "img") as bar:
+        for frame in frames:
+            cached = cache.get(frame.name)
+            extraction.reused += cached is not None
+            if cached is None:
+                try:
+                    cached = _extract(frame, extractor)
+                except ValueError as error:
+                    extraction.skipped[frame.name] = str(error)
+                else:
+                    cache.put(frame.name, cached)
+            if cached is not None and len(cached) < 8:
+                extraction.skipped[frame.name] = f"only {len(cached)} keypoints"
+            elif cached is not None:
+                extraction.frames.append(replace(frame, load_image=None))  # keep no decoded image (bag frames hold it)
+                extraction.features.append(cached)
+            bar.update()
+    return extraction
 
 
 def _extract(frame: MapFrame, extractor) -> Features:
@@ -256,10 +266,9 @@ def build_map(
 
     started = time.perf_counter()
     extractor = create_extractor(config.extractor)
-    frames, features, skipped, reused = extract_all(
-        frames, extractor, FeatureCache(cache_dir / "features", extractor), progress
-    )
-    images_given = len(frames) + len(skipped)
+    extraction = _extract_all(frames, extractor, FeatureCache(cache_dir / "features", extractor), progress)
+    frames, features, skipped = extraction.frames, extraction.features, extraction.skipped
+    images_given = extraction.images_given
     if len(frames) < config.min_registered_images:
         raise BuildError(
             f"only {len(frames)} usable images of {images_given}; a map needs at least "
@@ -314,35 +323,34 @@ def build_map(
         timings["reconstruction"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        localization_map, sparse_dir = _assemble(
-            reconstruction,
-            registered,
-            frames,
-            features,
-            global_descriptors,
-            global_descriptor,
-            config,
-            work,
-            extractor,
-            source_description,
-            images_given,
+        localization_map = _assemble(
+            reconstruction=reconstruction,
+            extraction=extraction,
+            global_descriptors=global_descriptors,
+            global_descriptor=global_descriptor,
+            extractor=extractor,
+            config=config,
+            source_description=source_description,
         )
         timings["indexes"] = time.perf_counter() - started
         manifest = localization_map.manifest
         localization_map.manifest = replace(manifest, build=replace(manifest.build, stage_seconds=timings))
+        sparse_dir = work / "sparse_export"
+        sparse_dir.mkdir()
+        reconstruction.write(str(sparse_dir))
         save_map(localization_map, output, overwrite=overwrite, sparse_dir=sparse_dir)
     shutil.rmtree(cache_dir, ignore_errors=True)  # the map is complete: the resume cache is spent
     counts = localization_map.manifest.counts
     return BuildSummary(
-        output,
-        images_given,
-        len(registered),
-        skipped,
-        reused,
-        counts.points,
-        counts.mean_track_length,
-        counts.mean_reprojection_error_px,
-        timings,
+        output=output,
+        images_given=images_given,
+        images_registered=len(registered),
+        skipped_images=skipped,
+        features_from_cache=extraction.reused,
+        num_points=counts.points,
+        mean_track_length=counts.mean_track_length,
+        mean_reprojection_error_px=counts.mean_reprojection_error_px,
+        stage_seconds=timings,
     )
 
 
@@ -351,19 +359,18 @@ def _skipped_note(skipped: dict) -> str:
 
 
 def _assemble(
+    *,
     reconstruction,
-    registered,
-    frames,
-    features,
-    global_descriptors,
-    global_descriptor,
-    config,
-    work: Path,
+    extraction: _Extraction,
+    global_descriptors: np.ndarray,
+    global_descriptor: VladDescriptor,
     extractor,
-    source_description,
-    images_given: int,
-) -> tuple[LocalizationMap, Path]:
-    """The map of the registered images, and the directory its COLMAP model is written to."""
+    config: BuildConfig,
+    source_description: str,
+) -> LocalizationMap:
+    """The map of the images ``reconstruction`` registered (global descriptors per extracted frame)."""
+    frames, features = extraction.frames, extraction.features
+    registered = sorted(reconstruction.reg_image_ids())
     keyframe_of_image_id = {image_id: k for k, image_id in enumerate(registered)}
     tracks = collect_tracks(reconstruction, {i: features[frame_index(i)] for i in registered}, keyframe_of_image_id)
     if tracks.num_points == 0:
@@ -379,16 +386,8 @@ def _assemble(
 
     keyframes = []
     for image_id in registered:
-        image = reconstruction.images[image_id]
-        camera_from_world = image.cam_from_world()
         frame = frames[frame_index(image_id)]
-        keyframes.append(
-            Keyframe(
-                frame.name,
-                frame.camera,
-                Rigid3(camera_from_world.rotation.matrix(), camera_from_world.translation).inverse(),
-            )
-        )
+        keyframes.append(Keyframe(frame.name, frame.camera, world_from_camera(reconstruction.images[image_id])))
     arrays = {
         "points_xyz": tracks.points_xyz,
         "point_descriptors": representative.astype(np.float16),
@@ -396,9 +395,6 @@ def _assemble(
         "keyframe_global_descriptors": global_descriptors[[frame_index(i) for i in registered]],
         **visibility_arrays(tracks, len(registered)),
     }
-    sparse_dir = work / "sparse_export"
-    sparse_dir.mkdir()
-    reconstruction.write(str(sparse_dir))
     metric = all(f.world_from_camera is not None for f in frames)
     manifest = MapManifest(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -422,7 +418,7 @@ def _assemble(
             observations=int(len(tracks.observation_point)),
             mean_track_length=float(len(tracks.observation_point) / tracks.num_points),
             mean_reprojection_error_px=float(reconstruction.compute_mean_reprojection_error()),
-            images_given=images_given,
+            images_given=extraction.images_given,
         ),
         build=BuildInfo(
             config=to_dict(config),
@@ -435,4 +431,4 @@ def _assemble(
         "local_index": local_index.state(),
         "global_descriptor": global_descriptor.state(),
     }
-    return LocalizationMap(manifest, keyframes, arrays, states), sparse_dir
+    return LocalizationMap(manifest, keyframes, arrays, states)

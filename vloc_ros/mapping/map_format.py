@@ -75,8 +75,6 @@ LOCAL_INDEX_STATES = {
 }
 _KIND_NAMES = {"f": "float", "i": "signed integer", "u": "unsigned integer", "U": "string"}
 
-KEYFRAME_SCHEMA = {"name": str, "camera": dict, "world_from_camera": {"translation": list, "quaternion_xyzw": list}}
-
 REBUILD = "rebuild the map with `vloc build-map`"
 
 
@@ -188,15 +186,26 @@ def _keyframe_to_json(keyframe: Keyframe) -> dict:
     }
 
 
+# A keyframes.json entry as _keyframe_to_json writes it, read like the manifest (_entry_from_json).
+
+
+@dataclass(frozen=True)
+class _PoseEntry:
+    translation: list
+    quaternion_xyzw: list
+
+
+@dataclass(frozen=True)
+class _KeyframeEntry:
+    name: str
+    camera: dict  # Camera.to_dict()
+    world_from_camera: _PoseEntry
+
+
 def _keyframe_from_json(data, source: str) -> Keyframe:
-    _check_schema(data, KEYFRAME_SCHEMA, source)
-    pose = data["world_from_camera"]
+    entry = _entry_from_json(_KeyframeEntry, data, source)  # checks keys and JSON types
     try:
-        return Keyframe(
-            data["name"],
-            Camera.from_dict(data["camera"]),
-            Rigid3.from_dict(pose),
-        )
+        return Keyframe(entry.name, Camera.from_dict(entry.camera), Rigid3.from_dict(data["world_from_camera"]))
     except (ValueError, TypeError) as error:
         raise MapError(f"{source} is malformed ({error}); {REBUILD}") from None
 
@@ -214,10 +223,14 @@ def _json_type_name(value) -> str:
     return names.get(type(value), type(value).__name__)
 
 
+def _where(source: str, prefix: str) -> str:
+    """The object at ``prefix`` ("a.b.", or "" for the whole JSON) in ``source``, for a message."""
+    return f"{prefix[:-1]} in {source}" if prefix else source
+
+
 def _check_object(value, source: str, prefix: str) -> None:
     if not isinstance(value, dict):
-        where = f"{prefix[:-1]} in {source}" if prefix else source
-        raise MapError(f"{where} is {_json_type_name(value)}, expected an object; {REBUILD}")
+        raise MapError(f"{_where(source, prefix)} is {_json_type_name(value)}, expected an object; {REBUILD}")
 
 
 def _check_value(item, expected, source: str, path: str) -> None:
@@ -235,20 +248,6 @@ def _check_value(item, expected, source: str, path: str) -> None:
         )
 
 
-def _check_schema(value, schema: dict, source: str, prefix: str = "") -> None:
-    """Raise MapError naming the first key of ``schema`` that ``value`` (JSON read from ``source``)
-    lacks, or holds with another type. A dict in ``schema`` is an object with required keys of its own."""
-    _check_object(value, source, prefix)
-    for key, expected in schema.items():
-        path = prefix + key
-        if key not in value:
-            raise MapError(f"{source} lacks {path}; {REBUILD}")
-        if isinstance(expected, dict):
-            _check_schema(value[key], expected, source, path + ".")
-        else:
-            _check_value(value[key], expected, source, path)
-
-
 def _json_expectation(annotation):
     """What _check_value expects of a field annotated ``annotation``: its allowed values or its type."""
     if typing.get_origin(annotation) is Literal:
@@ -257,8 +256,8 @@ def _json_expectation(annotation):
 
 
 def _entry_from_json(cls: type, value, source: str, prefix: str = ""):
-    """The manifest dataclass ``cls`` read from the JSON ``value``; MapError naming the first field
-    that ``value`` lacks or holds with another type, or the keys that are no field."""
+    """The manifest (or keyframes.json entry) dataclass ``cls`` read from the JSON ``value``; MapError
+    naming the first field that ``value`` lacks or holds with another type, or the keys that are no field."""
     _check_object(value, source, prefix)
     annotations = typing.get_type_hints(cls)
     names = [entry.name for entry in dataclasses.fields(cls)]
@@ -274,10 +273,9 @@ def _entry_from_json(cls: type, value, source: str, prefix: str = ""):
             fields[name] = value[name]
     unknown = sorted(set(value) - set(names))
     if unknown:
-        where = f"{prefix[:-1]} in {source}" if prefix else source
         raise MapError(
-            f"{where} has unknown key(s) {', '.join(unknown)} (valid: {', '.join(names)}); this vloc_ros "
-            f"writes no such key in format version {FORMAT_VERSION}; {REBUILD}"
+            f"{_where(source, prefix)} has unknown key(s) {', '.join(unknown)} (valid: {', '.join(names)}); "
+            f"this vloc_ros writes no such key in format version {FORMAT_VERSION}; {REBUILD}"
         )
     return cls(**fields)
 
@@ -370,12 +368,27 @@ def _check_manifest_describes_arrays(manifest: MapManifest, sizes: dict[str, int
             raise MapError(f"manifest.json says {path} is {stated}, but the map's arrays have {actual}")
 
 
+def _validate_contents(
+    manifest: MapManifest, num_keyframes: int, arrays: dict[str, np.ndarray], states: dict[str, dict[str, np.ndarray]]
+) -> None:
+    """The arrays, the states and the manifest's sizes agree (validate_arrays, validate_states,
+    _check_manifest_describes_arrays); MapError naming the first problem."""
+    sizes = validate_arrays(arrays, num_keyframes)
+    if sizes["P"] == 0:
+        raise MapError("it has no 3D points")
+    validate_states(states, manifest.local_index["type"], sizes)
+    _check_manifest_describes_arrays(manifest, sizes)
+
+
 def save_map(localization_map: LocalizationMap, out_dir, overwrite: bool = False, sparse_dir=None) -> Path:
     """Write the map atomically to ``out_dir`` (and copy the COLMAP model in ``sparse_dir`` to ``sparse/``)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise MapError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
-    validate_arrays(localization_map.arrays, len(localization_map.keyframes))
+    # What load_map checks of the contents: a builder bug must not write a map that loading refuses.
+    _validate_contents(
+        localization_map.manifest, len(localization_map.keyframes), localization_map.arrays, localization_map.states
+    )
     with atomic_directory(out_dir) as tmp:
         (tmp / "arrays").mkdir()
         for name, array in localization_map.arrays.items():
@@ -496,11 +509,7 @@ def load_map(map_dir, verify_checksums: bool = True) -> LocalizationMap:
         elif path.suffix == ".npy" and len(path.parts) == 3 and path.parts[0] == "state":
             states.setdefault(path.parts[1], {})[path.stem] = _load_array(map_dir, relative)
     try:
-        sizes = validate_arrays(arrays, len(keyframes))
-        if sizes["P"] == 0:
-            raise MapError("it has no 3D points")
-        validate_states(states, manifest.local_index["type"], sizes)
-        _check_manifest_describes_arrays(manifest, sizes)
+        _validate_contents(manifest, len(keyframes), arrays, states)
     except MapError as error:
         raise MapError(f"the map at {map_dir} is damaged: {error}; {REBUILD}") from None
     return LocalizationMap(manifest, keyframes, arrays, states, map_dir)

@@ -4,12 +4,14 @@ mapping (unknown poses; known intrinsics held fixed) or triangulation from known
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from ..geometry import Camera, Rigid3
-from ..features import Features
+
+if TYPE_CHECKING:  # only annotations: reading poses (sources) needs no feature code
+    from ..features import Features
 
 
 # The COLMAP image id of the frame at ``index`` in the lists given to ``write_database`` and
@@ -20,6 +22,12 @@ def image_id(index: int) -> int:
 
 def frame_index(colmap_image_id: int) -> int:
     return colmap_image_id - 1
+
+
+def world_from_camera(image) -> Rigid3:
+    """The pose of a posed pycolmap ``Image`` as ``world_from_camera`` (COLMAP stores cam_from_world)."""
+    pose = image.cam_from_world()
+    return Rigid3(pose.rotation.matrix(), pose.translation).inverse()
 
 
 def quiet_pycolmap() -> None:

@@ -17,6 +17,7 @@ import yaml
 from ..geometry import Camera, Rigid3
 from ..tum import read_tum
 from .keyframes import KeyframeSelector
+from .reconstruction import world_from_camera
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -99,8 +100,7 @@ def _poses_from_colmap(model_dir) -> dict[str, Rigid3]:
     poses = {}
     for image in reconstruction.images.values():
         if image.has_pose:
-            camera_from_world = image.cam_from_world()
-            poses[image.name] = Rigid3(camera_from_world.rotation.matrix(), camera_from_world.translation).inverse()
+            poses[image.name] = world_from_camera(image)
     return poses
 
 
