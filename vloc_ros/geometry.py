@@ -191,6 +191,40 @@ class Camera:
             model, params = "FULL_OPENCV", [self.fx, self.fy, cx, cy, k1, k2, p1, p2, k3, 0.0, 0.0, 0.0]
         return pycolmap.Camera(model=model, width=self.width, height=self.height, params=params, camera_id=camera_id)
 
+    @staticmethod
+    def from_pycolmap(colmap_camera) -> "Camera":
+        """The camera of a pycolmap camera (the inverse of ``to_pycolmap``).
+
+        Only models whose distortion plumb_bob holds convert; FULL_OPENCV only with its rational
+        terms k4..k6 zero. Any other model (fisheye, FOV, ...) raises ValueError.
+        """
+        parameter_names = {
+            "SIMPLE_PINHOLE": ("f", "cx", "cy"),
+            "PINHOLE": ("fx", "fy", "cx", "cy"),
+            "SIMPLE_RADIAL": ("f", "cx", "cy", "k1"),
+            "RADIAL": ("f", "cx", "cy", "k1", "k2"),
+            "OPENCV": ("fx", "fy", "cx", "cy", "k1", "k2", "p1", "p2"),
+            "FULL_OPENCV": ("fx", "fy", "cx", "cy", "k1", "k2", "p1", "p2", "k3", "k4", "k5", "k6"),
+        }
+        model = colmap_camera.model.name
+        if model not in parameter_names:
+            raise ValueError(
+                f"COLMAP camera model {model} has no plumb_bob equivalent; supported: {', '.join(parameter_names)}"
+            )
+        params = dict(zip(parameter_names[model], (float(p) for p in colmap_camera.params)))
+        if any(params.get(name, 0.0) for name in ("k4", "k5", "k6")):
+            raise ValueError(
+                f"COLMAP camera model {model} with rational distortion k4..k6 "
+                f"({params['k4']}, {params['k5']}, {params['k6']}) has no plumb_bob equivalent; "
+                f"supported: {', '.join(parameter_names)} (FULL_OPENCV with k4..k6 zero)"
+            )
+        fx, fy = params.get("fx", params.get("f")), params.get("fy", params.get("f"))
+        distortion = tuple(params.get(name, 0.0) for name in ("k1", "k2", "p1", "p2", "k3"))
+        # COLMAP's first pixel centre is (0.5, 0.5), ours (0, 0).
+        return Camera(
+            colmap_camera.width, colmap_camera.height, fx, fy, params["cx"] - 0.5, params["cy"] - 0.5, distortion
+        )
+
     def to_dict(self) -> dict:
         return {
             "width": self.width,

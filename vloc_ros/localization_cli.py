@@ -5,11 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 from .cli import UsageError
+from .geometry import Camera
 from .mapping.map_format import MapError, load_map
-from .mapping.sources import IMAGE_SUFFIXES, SourceError, load_intrinsics, read_image_rgb
+from .mapping.sources import (
+    IMAGE_SUFFIXES,
+    ColmapModel,
+    SourceError,
+    intrinsics_from_exif,
+    load_intrinsics,
+    read_image_rgb,
+)
 from .search import SearchMode
 from .tum import write_tum
 
@@ -23,8 +33,18 @@ def register(subparsers) -> None:
     )
     parser.add_argument("images", nargs="+", type=Path, help="image files or folders")
     parser.add_argument("--map", type=Path, required=True, help="map directory from `vloc build-map`")
-    parser.add_argument(
-        "--intrinsics", type=Path, required=True, help="camera YAML (vloc keys or ROS calibration file)"
+    cameras = parser.add_mutually_exclusive_group()
+    cameras.add_argument(
+        "--intrinsics",
+        type=Path,
+        help="camera YAML (vloc keys or ROS calibration file) for every image, or a directory with one such "
+        "YAML per image named <image stem>.yaml; default: each image's EXIF",
+    )
+    cameras.add_argument(
+        "--cameras-colmap",
+        type=Path,
+        help="COLMAP model directory: each image's camera is that of the model image with its file name "
+        "(the model's image name ending the image path, or its basename)",
     )
     parser.add_argument("--output", "-o", type=Path, default=Path("poses.tum"), help="TUM file to write")
     parser.add_argument("--mode", choices=[mode.value for mode in SearchMode], help="candidate search mode")
@@ -51,11 +71,30 @@ def _stamp(path: Path, index: int) -> float:
         return float(index)
 
 
+def _camera_from_directory(directory: Path, image_path: Path) -> Camera | None:
+    yaml_path = directory / f"{image_path.stem}.yaml"
+    return load_intrinsics(yaml_path) if yaml_path.is_file() else None
+
+
+def _camera_source(args: argparse.Namespace) -> tuple[Callable[[Path], Camera | None], str]:
+    """Each image's camera lookup (None: no camera), and what to do about an image without one."""
+    if args.cameras_colmap:
+        model = ColmapModel(args.cameras_colmap)
+        return model.camera_for_file, f"it is not in COLMAP model {args.cameras_colmap}"
+    if args.intrinsics is None:
+        return intrinsics_from_exif, "it has no EXIF focal length; pass --intrinsics or --cameras-colmap"
+    if args.intrinsics.is_dir():
+        directory = args.intrinsics
+        return partial(_camera_from_directory, directory), f"{directory} has no <image stem>.yaml for it"
+    camera = load_intrinsics(args.intrinsics)  # read once, and a bad file stops the run before any image
+    return lambda _: camera, ""
+
+
 def run(args: argparse.Namespace) -> int:
     from .localizer import Localizer
 
     try:
-        camera = load_intrinsics(args.intrinsics)
+        camera_for, missing_camera_hint = _camera_source(args)
         localization_map = load_map(args.map)
     except (SourceError, MapError) as error:
         raise UsageError(str(error)) from None
@@ -65,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
     for index, path in enumerate(_image_paths(args.images)):
         record = {"image": str(path)}
         try:
+            camera = camera_for(path)
+            if camera is None:
+                raise SourceError(f"no intrinsics for {path}: {missing_camera_hint}")
             result = localizer.localize(read_image_rgb(path), camera)
         except ValueError as error:
             record.update(status="ERROR", reason=str(error))

@@ -27,13 +27,18 @@ def register(subparsers) -> None:
     source.add_argument("--bag", type=Path, help="ROS 2 bag directory or file (mcap or sqlite3)")
     parser.add_argument("--output", "-o", type=Path, required=True, help="map directory to write (e.g. maps/office)")
     parser.add_argument(
-        "--intrinsics", type=Path, help="camera YAML (vloc keys or a ROS calibration file); default: EXIF"
+        "--intrinsics",
+        type=Path,
+        help="camera YAML (vloc keys or a ROS calibration file) for all images, overriding the cameras of "
+        "--poses-colmap; default: each image's camera in the COLMAP model, else its EXIF",
     )
     parser.add_argument(
         "--poses-tum", type=Path, help="known world_from_camera poses, one TUM line per image in name order"
     )
     parser.add_argument(
-        "--poses-colmap", type=Path, help="known poses from a COLMAP model directory (matched by image name)"
+        "--poses-colmap",
+        type=Path,
+        help="known poses and per-image cameras from a COLMAP model directory (matched by image name)",
     )
     parser.add_argument("--image-topic", default="/camera/image_raw", help="bag image topic (Image or CompressedImage)")
     parser.add_argument("--camera-info-topic", default="/camera/camera_info")

@@ -7,7 +7,7 @@ features are cached never decodes them again.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
 import cv2
@@ -90,30 +90,78 @@ def list_images(folder) -> list[Path]:
     return images
 
 
-def _poses_from_colmap(model_dir) -> dict[str, Rigid3]:
-    import pycolmap
+class ColmapModel:
+    """Poses and cameras of a COLMAP model's images by image name, read from disk once."""
 
-    try:
-        reconstruction = pycolmap.Reconstruction(str(model_dir))
-    except Exception as error:  # pycolmap raises plain RuntimeError/ValueError variants
-        raise SourceError(f"cannot read COLMAP model {model_dir}: {error}") from None
-    poses = {}
-    for image in reconstruction.images.values():
-        if image.has_pose:
-            poses[image.name] = world_from_camera(image)
-    return poses
+    def __init__(self, model_dir):
+        import pycolmap
+
+        try:
+            self._reconstruction = pycolmap.Reconstruction(str(model_dir))
+        except Exception as error:  # pycolmap raises plain RuntimeError/ValueError variants
+            raise SourceError(f"cannot read COLMAP model {model_dir}: {error}") from None
+        self.model_dir = Path(model_dir)
+        self._images = {image.name: image for image in self._reconstruction.images.values()}
+        self._names_by_basename: dict[str, list[str]] = {}
+        for name in self._images:
+            self._names_by_basename.setdefault(PurePosixPath(name).name, []).append(name)
+
+    def pose(self, name: str) -> Rigid3 | None:
+        """``world_from_camera`` of image ``name``; None when the model lacks it or has not posed it."""
+        image = self._images.get(name)
+        return world_from_camera(image) if image is not None and image.has_pose else None
+
+    def camera(self, name: str) -> Camera | None:
+        """The camera of image ``name``; None when the model lacks the image.
+
+        SourceError when the model's camera has no plumb_bob equivalent (e.g. a fisheye model).
+        """
+        image = self._images.get(name)
+        if image is None:
+            return None
+        try:
+            return Camera.from_pycolmap(self._reconstruction.cameras[image.camera_id])
+        except ValueError as error:
+            raise SourceError(f"camera of {name} in COLMAP model {self.model_dir}: {error}") from None
+
+    def camera_for_file(self, path) -> Camera | None:
+        """The camera of image file ``path``: the model image whose name ends the path (the longest
+        such, so ``a/0.png`` and ``b/0.png`` stay apart), else the one model image of the same
+        basename. SourceError when several model images share that basename."""
+        parts = Path(path).parts
+        for start in range(len(parts)):
+            name = "/".join(parts[start:])
+            if name in self._images:
+                return self.camera(name)
+        names = self._names_by_basename.get(Path(path).name, [])
+        if len(names) > 1:
+            raise SourceError(f"{path} matches several images of COLMAP model {self.model_dir}: {', '.join(names)}")
+        return self.camera(names[0]) if names else None
+
+
+def _frame_camera(path: Path, name: str, intrinsics: Camera | None, model: ColmapModel | None) -> Camera:
+    """``--intrinsics`` for all images, else the image's camera in the COLMAP model, else EXIF."""
+    camera = intrinsics or (model.camera(name) if model else None) or intrinsics_from_exif(path)
+    if camera is None:
+        not_in_model = f"it is not in COLMAP model {model.model_dir}; " if model else ""
+        raise SourceError(
+            f"no intrinsics for {path}: {not_in_model}pass --intrinsics (YAML) or use images with an EXIF focal length"
+        )
+    return camera
 
 
 def image_folder_frames(folder, intrinsics=None, poses_tum=None, poses_colmap=None) -> list[MapFrame]:
     """Frames for every image in ``folder`` (sorted by relative path).
 
-    Intrinsics come from a YAML file or, failing that, each image's EXIF. TUM poses associate
-    with images by order (one line per image); COLMAP poses by image name.
+    Intrinsics come from a YAML file for all images or, failing that, each image's camera in the
+    COLMAP model (``poses_colmap``), else its EXIF. TUM poses associate with images by order (one
+    line per image); COLMAP poses and cameras by image name.
     """
     folder = Path(folder)
     paths = list_images(folder)
     names = [p.relative_to(folder).as_posix() for p in paths]
     camera = load_intrinsics(intrinsics) if intrinsics else None
+    model = ColmapModel(poses_colmap) if poses_colmap else None
     poses: list[Rigid3 | None] = [None] * len(paths)
     stamps: list[float | None] = [None] * len(paths)
     if poses_tum:
@@ -124,18 +172,12 @@ def image_folder_frames(folder, intrinsics=None, poses_tum=None, poses_colmap=No
                 "TUM poses associate with the images in name order, one line each"
             )
         poses, stamps = list(tum_poses), [float(s) for s in tum_stamps]
-    elif poses_colmap:
-        by_name = _poses_from_colmap(poses_colmap)
-        poses = [by_name.get(name) for name in names]
-    frames = []
-    for path, name, pose, stamp in zip(paths, names, poses, stamps):
-        frame_camera = camera or intrinsics_from_exif(path)
-        if frame_camera is None:
-            raise SourceError(
-                f"no intrinsics for {path}: pass --intrinsics (YAML) or use images with an EXIF focal length"
-            )
-        frames.append(MapFrame(name, frame_camera, lambda path=path: read_image_rgb(path), pose, stamp))
-    return frames
+    elif model:
+        poses = [model.pose(name) for name in names]
+    return [
+        MapFrame(name, _frame_camera(path, name, camera, model), lambda path=path: read_image_rgb(path), pose, stamp)
+        for path, name, pose, stamp in zip(paths, names, poses, stamps)
+    ]
 
 
 def bag_frames(
