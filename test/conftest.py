@@ -138,35 +138,18 @@ def query(sim_dataset):
     return BagFrames(sim_dataset / "bags" / "query_mcap")
 
 
-def read_temple_ring(dataset: Path) -> dict:
-    """Middlebury templeRing views present on disk: name -> (Camera, world_from_camera).
-
-    templeR_par.txt holds P = K [R | t] with R, t world->camera (metric, calibrated gantry).
-    """
-    import numpy as np
-
-    from vloc_ros.geometry import Camera, Rigid3
-
-    views = {}
-    for line in (dataset / "templeR_par.txt").read_text().splitlines()[1:]:
-        name, *numbers = line.split()
-        values = np.asarray(numbers, dtype=np.float64)
-        if (dataset / name).exists():
-            camera = Camera.from_K(640, 480, values[:9].reshape(3, 3))
-            views[name] = (camera, Rigid3(values[9:18].reshape(3, 3), values[18:21]).inverse())
-    return dict(sorted(views.items()))
-
-
 @pytest.fixture(scope="session")
 def temple_map(shared_data, tmp_path_factory):
     """Metric map of the first 10 templeRing views, triangulated from the measured poses.
 
-    Returns (map directory, views) with views as ``read_temple_ring``; the other 9 are queries."""
+    Returns (map directory, views) with views as ``real_sets.temple_ring_views``; the other 9 are queries."""
+    from real_sets import temple_ring_views
+
     from vloc_ros.mapping.builder import build_map
     from vloc_ros.mapping.sources import MapFrame, read_image_rgb
 
     dataset = shared_data / "middlebury_templeRing_partial"
-    views = read_temple_ring(dataset)
+    views = temple_ring_views(dataset)
     frames = [
         MapFrame(name, camera, lambda path=dataset / name: read_image_rgb(path), pose)
         for name, (camera, pose) in list(views.items())[:10]

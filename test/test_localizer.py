@@ -208,3 +208,45 @@ def test_real_llff_beer_odd_frames_against_the_even_frame_map(llff_beer_map, sha
     assert rotation_errors.max() < 5.0, "a wrong pose was published"
     assert np.median(rotation_errors) < 1.0
     assert np.median(translation_errors) < 0.25 * step
+
+
+def test_profiles_auto_is_fast_on_a_cpu_and_accurate_rematches_keyframes(sim_localization_map, sim_queries):
+    """The accurate profile adds LightGlue matches against covisible keyframes to the search's and uses
+    its own keypoint count and RANSAC threshold; auto picks fast where the network runs on the CPU."""
+    from vloc_ros.localizer import Profile
+
+    camera, queries = sim_queries
+    assert Localizer(sim_localization_map, {"inference": {"backend": "torch_cpu"}}).profile is Profile.FAST
+    fast = Localizer(sim_localization_map, {"profile": "fast"})
+    accurate = Localizer(sim_localization_map, {"profile": "accurate"})
+    assert accurate.profile is Profile.ACCURATE and accurate.pose_config.ransac_max_error_px == 12.0
+    assert accurate.extractor.config["max_keypoints"] == 2048 and fast.extractor.config["max_keypoints"] == 1024
+    for image, truth in queries[:3]:
+        quick, careful = fast.localize(image, camera), accurate.localize(image, camera)
+        assert "rematch" in careful.timings and "rematch" not in quick.timings
+        assert careful.ok and careful.num_matches > quick.num_matches
+        translation, rotation = pose_error(careful.world_from_camera, truth)
+        assert translation < 0.05 and rotation < 1.0
+
+
+def test_keyframe_matcher_lifts_a_keyframe_image_to_its_own_points(sim_localization_map, sim_dataset):
+    """A map image matched against its own keyframe's observations: the matches are its keypoints of
+    those observations, and covisibility votes put that keyframe first."""
+    from vloc_ros.features import create_extractor, create_matcher
+    from vloc_ros.search.keyframe_matching import KeyframeMatcher
+
+    arrays = sim_localization_map.arrays
+    keyframes = sim_localization_map.keyframes
+    matcher = KeyframeMatcher(
+        arrays, [(k.camera.width, k.camera.height) for k in keyframes], create_matcher({"name": "mutual_nn"})
+    )
+    index = len(keyframes) // 2
+    start, end = arrays["keyframe_observations_offsets"][index : index + 2]
+    assert list(matcher.covisible_keyframes(arrays["observation_points"][start:end], 1)) == [index]
+    extractor = create_extractor(sim_localization_map.manifest.extractor.config)
+    features = extractor.extract(read_image_rgb(sim_dataset / "images" / "map" / keyframes[index].name))
+    query_rows, point_ids = matcher.match(features, np.array([index]))
+    assert len(point_ids) > 0.8 * (end - start)
+    observed = dict(zip(arrays["observation_points"][start:end].tolist(), arrays["observation_keypoints"][start:end]))
+    offsets = np.array([np.linalg.norm(features.keypoints[row] - observed[p]) for row, p in zip(query_rows, point_ids)])
+    assert np.mean(offsets < 0.5) > 0.95

@@ -8,24 +8,48 @@ refinement and covariance (``vloc_ros.pose``) -> verification. ROS-free; the nod
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import numpy as np
+import torch
 from threadpoolctl import threadpool_limits
 
 from .config import from_dict
-from .features import create_extractor
+from .features import create_extractor, create_matcher
 from .geometry import Camera, Rigid3
 from .mapping.map_format import REBUILD, LocalizationMap, MapError, MapManifest
 from .pose import PoseConfig, estimate_pose
 from .retrieval import VladDescriptor
-from .search import LOCAL_INDEX_TYPES, Binarizer, CandidateSearch, GlobalIndex, SearchConfig
+from .search import LOCAL_INDEX_TYPES, Binarizer, CandidateSearch, Correspondences, GlobalIndex, SearchConfig
+from .search.keyframe_matching import KeyframeMatcher
 from .verification import VerificationConfig, decide, gather_evidence
+
+
+class Profile(str, Enum):
+    FAST = "fast"  # the candidate search alone: camera rate on a CPU
+    ACCURATE = "accurate"  # + re-matching against covisible keyframes with LightGlue: GPU rate
+    AUTO = "auto"  # accurate where the feature network runs on a GPU, else fast
+
+
+@dataclass(frozen=True)
+class AccurateConfig:
+    """What the accurate profile changes: hloc's query side on a handful of keyframes."""
+
+    max_keypoints: int = 2048  # query keypoints (the fast profile's: ``inference.max_keypoints``)
+    # Keyframes the query is re-matched against (``KeyframeMatcher``), chosen by the search's matches.
+    rematch_keyframes: int = 3
+    # ``features.create_matcher`` options; LightGlue takes the weights of the map's extractor.
+    matcher: dict = field(default_factory=lambda: {"name": "lightglue"})
+    # hloc's threshold. On an uncalibrated hand-held camera the matches carry a few pixels of
+    # systematic error; 12 px keeps the inliers spread over the image, where 4 px keeps a locally
+    # consistent patch that tilts the pose (docs/decisions.md).
+    ransac_max_error_px: float = 12.0
 
 
 @dataclass(frozen=True)
 class LocalizerConfig:
+    profile: Profile = Profile.AUTO
     # Query extractor options that leave its descriptors as the map's: the inference backend
     # (vloc_ros.backends; "auto" = TensorRT / CUDA on a GPU, ONNX Runtime on a CPU) and the number of
     # keypoints (1024: half the search and PnP work of the map's 2048, the same recall on our data).
@@ -33,6 +57,7 @@ class LocalizerConfig:
     inference: dict = field(default_factory=lambda: {"backend": "auto", "max_keypoints": 1024})
     search: SearchConfig = field(default_factory=SearchConfig)
     pose: PoseConfig = field(default_factory=PoseConfig)
+    accurate: AccurateConfig = field(default_factory=AccurateConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
     # Threads of numpy's BLAS (None: leave them). The localizer's BLAS calls are small, and OpenBLAS's
     # idle threads spin after each call, taking the cores the search branches need
@@ -44,6 +69,15 @@ class LocalizerConfig:
     # verification test, while right poses have several times 20 (docs/decisions.md; RTAB-Map's
     # Vis/MinInliers default is 20 too).
     min_inliers: int = 20
+
+
+def chosen_profile(config: LocalizerConfig) -> Profile:
+    """``config.profile``, with auto decided by where the feature network runs."""
+    if config.profile is not Profile.AUTO:
+        return config.profile
+    backend = config.inference.get("backend", "auto")
+    on_gpu = backend in ("tensorrt", "cuda") or (backend == "auto" and torch.cuda.is_available())
+    return Profile.ACCURATE if on_gpu else Profile.FAST
 
 
 class LocalizationStatus(str, Enum):
@@ -122,12 +156,19 @@ class Localizer:
     def __init__(self, localization_map: LocalizationMap, config: LocalizerConfig | dict | None = None, extractor=None):
         self.map = localization_map
         self.config = from_dict(LocalizerConfig, config)
+        self.profile = chosen_profile(self.config)
+        accurate = self.config.accurate if self.profile is Profile.ACCURATE else None
+        self.pose_config = self.config.pose
+        if accurate:
+            self.pose_config = replace(self.pose_config, ransac_max_error_px=accurate.ransac_max_error_px)
         if self.config.blas_threads is not None:
             threadpool_limits(self.config.blas_threads, user_api="blas")  # process-wide: see "blas_threads"
         # load_map checked the manifest's fields and types (map_format.MapManifest).
         manifest = localization_map.manifest
         if extractor is None:
             inference = self.config.inference
+            if accurate:
+                inference = {**inference, "max_keypoints": accurate.max_keypoints}
             try:
                 extractor = create_extractor({**manifest.extractor.config, **inference})
             except ValueError as error:
@@ -156,6 +197,14 @@ class Localizer:
             global_index=GlobalIndex(arrays["keyframe_global_descriptors"]),
             keyframe_points=(arrays["keyframe_points_offsets"], arrays["keyframe_points"]),
         )
+        self.keyframe_matcher, self.rematch_keyframes = None, accurate.rematch_keyframes if accurate else 0
+        if self.rematch_keyframes > 0:
+            options = dict(accurate.matcher)
+            if options.get("name") == "lightglue":
+                options["features"] = self.extractor.name
+            matcher = create_matcher(options, str(self.extractor.device))
+            sizes = [(k.camera.width, k.camera.height) for k in localization_map.keyframes]
+            self.keyframe_matcher = KeyframeMatcher(arrays, sizes, matcher)
 
     def close(self) -> None:
         """Stop the search's threads. Call it once no ``localize`` runs or will run on this localizer."""
@@ -196,12 +245,18 @@ class Localizer:
                 f"too few matches ({num_matches} < {self.config.min_matches})", timings, len(features), num_matches
             )
 
+        if self.keyframe_matcher is not None:
+            started = time.perf_counter()
+            correspondences = self._add_keyframe_matches(features, correspondences)
+            timings["rematch"] = time.perf_counter() - started
+            num_matches = len(correspondences.query_indices)
+
         started = time.perf_counter()
         keypoints = features.keypoints[correspondences.query_indices]
         points3d = self.map.arrays["points_xyz"][correspondences.point_ids]
         undistorted = camera.undistort_points(keypoints)
         pinhole = camera.pinhole()  # the keypoints are undistorted from here on
-        estimate = estimate_pose(undistorted, points3d, pinhole, self.config.pose)
+        estimate = estimate_pose(undistorted, points3d, pinhole, self.pose_config)
         timings["pose"] = time.perf_counter() - started
         if estimate is None:
             return self._reject("PnP found no pose", timings, len(features), num_matches)
@@ -224,7 +279,7 @@ class Localizer:
                 points3d,
                 pinhole,
                 retrieved,
-                self.config.pose,
+                self.pose_config,
                 verification,
             )
             reason, confidence = decide(facts, verification)
@@ -247,6 +302,25 @@ class Localizer:
             num_matches=num_matches,
             timings=timings,
             evidence=evidence,
+        )
+
+    def _add_keyframe_matches(self, features, correspondences: Correspondences) -> Correspondences:
+        """The search's correspondences after the LightGlue matches against the keyframes that see the
+        most of their points: learned matches first (progressive sampling draws them first), each
+        (keypoint, point) pair once."""
+        keyframes = self.keyframe_matcher.covisible_keyframes(correspondences.point_ids, self.rematch_keyframes)
+        query_indices, point_ids = self.keyframe_matcher.match(features, keyframes)
+        found = set(zip(query_indices.tolist(), point_ids.tolist()))
+        searched = [
+            i for i, pair in enumerate(zip(correspondences.query_indices.tolist(), correspondences.point_ids.tolist()))
+            if pair not in found
+        ]  # fmt: skip
+        return Correspondences(
+            np.concatenate([query_indices, correspondences.query_indices[searched]]),
+            np.concatenate([point_ids, correspondences.point_ids[searched]]),
+            np.concatenate([np.zeros(len(query_indices), np.float32), correspondences.distances[searched]]),
+            correspondences.retrieved_keyframes,
+            correspondences.timings,
         )
 
     @staticmethod

@@ -38,7 +38,7 @@ from .map_format import (
     MapManifest,
     save_map,
 )
-from .points import collect_tracks, medoid_descriptors, visibility_arrays
+from .points import collect_tracks, keyframe_observation_arrays, medoid_descriptors, visibility_arrays
 from .reconstruction import frame_index, reconstruct, world_from_camera, write_database
 from .sources import MapFrame
 
@@ -394,6 +394,7 @@ def _assemble(
         "point_codes": binarizer.encode(representative),
         "keyframe_global_descriptors": global_descriptors[[frame_index(i) for i in registered]],
         **visibility_arrays(tracks, len(registered)),
+        **keyframe_observation_arrays(tracks, len(registered)),
     }
     metric = all(f.world_from_camera is not None for f in frames)
     manifest = MapManifest(

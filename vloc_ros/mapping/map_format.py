@@ -1,6 +1,6 @@
 """The localization map artifact: a directory of ``.npy`` arrays, a COLMAP model and a manifest.
 
-Layout (format version 1, documented in docs/map_format.md)::
+Layout (format version 2, documented in docs/map_format.md)::
 
     MAP/
       manifest.json        format, version, extractor, descriptor dims, counts, units, build info,
@@ -37,10 +37,10 @@ from ..geometry import Camera, Rigid3
 from ..hashing import file_sha256
 
 FORMAT_NAME = "vloc_ros-map"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # name -> (dtype, shape with symbolic sizes). P points, K keyframes, D descriptor dim,
-# C code bytes, G global descriptor dim, PK/KP lengths of the CSR value arrays.
+# C code bytes, G global descriptor dim, PK/KP lengths of the CSR value arrays, M observations.
 ARRAY_SPECS = {
     "points_xyz": ("float64", ("P", 3)),
     "point_descriptors": ("float16", ("P", "D")),
@@ -50,6 +50,11 @@ ARRAY_SPECS = {
     "keyframe_points_offsets": ("int64", ("K+1",)),
     "keyframe_points": ("int32", ("KP",)),
     "keyframe_global_descriptors": ("float32", ("K", "G")),
+    # Per keyframe (CSR) its observations of map points: keypoint, descriptor and point id.
+    "keyframe_observations_offsets": ("int64", ("K+1",)),
+    "observation_keypoints": ("float32", ("M", 2)),
+    "observation_descriptors": ("float16", ("M", "D")),
+    "observation_points": ("int32", ("M",)),
 }
 
 # component -> key -> (dtype kind, shape): the state arrays that the component's from_state reads.
@@ -307,7 +312,7 @@ def _check_shape(label: str, array: np.ndarray, shape: tuple, sizes: dict[str, i
 def validate_arrays(arrays: dict[str, np.ndarray], num_keyframes: int) -> dict[str, int]:
     """Check dtypes, shapes and CSR consistency; raise MapError naming the first problem.
 
-    Returns the sizes of ARRAY_SPECS' symbols (P, K, D, C, G, PK, KP)."""
+    Returns the sizes of ARRAY_SPECS' symbols (P, K, D, C, G, PK, KP, M)."""
     missing = sorted(set(ARRAY_SPECS) - set(arrays))
     if missing:
         raise MapError(f"map arrays missing: {', '.join(missing)}")
@@ -320,14 +325,16 @@ def validate_arrays(arrays: dict[str, np.ndarray], num_keyframes: int) -> dict[s
     for prefix, values, bound in (
         ("point_keyframes", arrays["point_keyframes"], num_keyframes),
         ("keyframe_points", arrays["keyframe_points"], sizes["P"]),
+        ("keyframe_observations", arrays["observation_points"], sizes["P"]),
     ):
         offsets = arrays[prefix + "_offsets"]
         if offsets[0] != 0 or offsets[-1] != len(values) or np.any(np.diff(offsets) < 0):
             raise MapError(f"{prefix}_offsets is not a valid CSR offset array for {len(values)} values")
         if len(values) and (values.min() < 0 or values.max() >= bound):
             raise MapError(f"{prefix} holds ids outside [0, {bound})")
-    if not np.all(np.isfinite(arrays["points_xyz"])):
-        raise MapError("points_xyz holds non-finite coordinates")
+    for name in ("points_xyz", "observation_keypoints"):
+        if not np.all(np.isfinite(arrays[name])):
+            raise MapError(f"{name} holds non-finite coordinates")
     return sizes
 
 

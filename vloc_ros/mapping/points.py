@@ -17,6 +17,7 @@ class PointTracks:
     observation_point: np.ndarray  # (M,) point index in [0, P)
     observation_keyframe: np.ndarray  # (M,) keyframe index
     observation_descriptors: np.ndarray  # (M, D) float32
+    observation_keypoints: np.ndarray  # (M, 2) float32, pixels of the keyframe image
 
     @property
     def num_points(self) -> int:
@@ -26,19 +27,22 @@ class PointTracks:
 def collect_tracks(
     reconstruction, features_by_image_id: dict[int, Features], keyframe_of_image_id: dict[int, int]
 ) -> PointTracks:
-    points_xyz, observation_point, observation_keyframe, descriptors = [], [], [], []
+    points_xyz, observation_point, observation_keyframe, descriptors, keypoints = [], [], [], [], []
     for point_index, point in enumerate(reconstruction.points3D.values()):
         points_xyz.append(point.xyz)
         for element in point.track.elements:
             observation_point.append(point_index)
             observation_keyframe.append(keyframe_of_image_id[element.image_id])
-            descriptors.append(features_by_image_id[element.image_id].descriptors[element.point2D_idx])
+            features = features_by_image_id[element.image_id]
+            descriptors.append(features.descriptors[element.point2D_idx])
+            keypoints.append(features.keypoints[element.point2D_idx])
     dim = next(iter(features_by_image_id.values())).descriptors.shape[1]
     return PointTracks(
         np.asarray(points_xyz, dtype=np.float64).reshape(-1, 3),
         np.asarray(observation_point, dtype=np.int64),
         np.asarray(observation_keyframe, dtype=np.int64),
         np.asarray(descriptors, dtype=np.float32).reshape(-1, dim),
+        np.asarray(keypoints, dtype=np.float32).reshape(-1, 2),
     )
 
 
@@ -64,6 +68,20 @@ def csr(groups: np.ndarray, values: np.ndarray, num_groups: int) -> tuple[np.nda
     offsets = np.zeros(num_groups + 1, dtype=np.int64)
     np.add.at(offsets, pairs[:, 0] + 1, 1)
     return np.cumsum(offsets), pairs[:, 1].astype(np.int32)
+
+
+def keyframe_observation_arrays(tracks: PointTracks, num_keyframes: int) -> dict[str, np.ndarray]:
+    """Every keyframe's observations (keypoint, descriptor, point id), grouped by keyframe: what
+    re-matching a query against a keyframe (``vloc_ros.search.keyframe_matching``) needs."""
+    order = np.argsort(tracks.observation_keyframe, kind="stable")
+    offsets = np.zeros(num_keyframes + 1, dtype=np.int64)
+    np.add.at(offsets, tracks.observation_keyframe + 1, 1)
+    return {
+        "keyframe_observations_offsets": np.cumsum(offsets),
+        "observation_keypoints": tracks.observation_keypoints[order].astype(np.float32),
+        "observation_descriptors": tracks.observation_descriptors[order].astype(np.float16),
+        "observation_points": tracks.observation_point[order].astype(np.int32),
+    }
 
 
 def visibility_arrays(tracks: PointTracks, num_keyframes: int) -> dict[str, np.ndarray]:

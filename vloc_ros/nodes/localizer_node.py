@@ -73,7 +73,7 @@ from std_srvs.srv import Trigger
 from vloc_ros.backends import BACKENDS, BackendUnavailableError
 from vloc_ros.config import nested_dict
 from vloc_ros.geometry import Camera, Rigid3
-from vloc_ros.localizer import Localizer
+from vloc_ros.localizer import Localizer, Profile
 from vloc_ros.mapping.map_format import MapError, load_map
 from vloc_ros.msgs import InvalidMessage
 from vloc_ros.publishing import PUBLISH_TF_MODES, TF_UNLINKED, Publication, publication
@@ -110,6 +110,7 @@ NODE_NAME = "vloc_localizer"
 SEARCH_MODES = tuple(mode.value for mode in SearchMode)
 # Parameters that set LocalizerConfig fields (dotted paths), applied at every map load.
 LOCALIZER_CONFIG_PARAMETERS = {
+    "profile": "profile",
     "backend": "inference.backend",
     "max_keypoints": "inference.max_keypoints",
     "search_mode": "search.mode",
@@ -128,6 +129,14 @@ PARAMETERS = CAMERA_PARAMETERS + (
         "by ~/reload_map, so it can be changed with `ros2 param set` and then reloaded.",
     ),
     ParameterSpec(
+        "profile",
+        "auto",
+        "fast: the candidate search alone (camera rate on a CPU); accurate: also re-match against "
+        "covisible keyframes with LightGlue (GPU rate); auto: accurate where the feature network runs "
+        "on a GPU. Applied at the next map load.",
+        choices=tuple(profile.value for profile in Profile),
+    ),
+    ParameterSpec(
         "backend",
         "auto",
         "Inference backend of the feature network (vloc_ros.backends); 'auto' takes "
@@ -137,7 +146,7 @@ PARAMETERS = CAMERA_PARAMETERS + (
     ParameterSpec(
         "max_keypoints",
         1024,
-        "Keypoints extracted per camera image: fewer is faster, more helps in "
+        "Keypoints extracted per camera image in the fast profile: fewer is faster, more helps in "
         "low texture. Applied at the next map load.",
         value_range=(50, 16384),
     ),
@@ -157,7 +166,7 @@ PARAMETERS = CAMERA_PARAMETERS + (
     ParameterSpec(
         "ransac_max_error_px",
         4.0,
-        "RANSAC inlier threshold (pixels). Applied at the next map load.",
+        "RANSAC inlier threshold (pixels) of the fast profile. Applied at the next map load.",
         value_range=(0.1, 100.0),
     ),
     ParameterSpec(
