@@ -219,7 +219,7 @@ def test_profiles_auto_is_fast_on_a_cpu_and_accurate_rematches_keyframes(sim_loc
     assert Localizer(sim_localization_map, {"inference": {"backend": "torch_cpu"}}).profile is Profile.FAST
     fast = Localizer(sim_localization_map, {"profile": "fast"})
     accurate = Localizer(sim_localization_map, {"profile": "accurate"})
-    assert accurate.profile is Profile.ACCURATE and accurate.pose_config.ransac_max_error_px == 12.0
+    assert accurate.profile is Profile.ACCURATE and accurate.rematch_pose_config.ransac_max_error_px == 12.0
     assert accurate.extractor.config["max_keypoints"] == 2048 and fast.extractor.config["max_keypoints"] == 1024
     for image, truth in queries[:3]:
         quick, careful = fast.localize(image, camera), accurate.localize(image, camera)

@@ -121,7 +121,7 @@ def evidence(**changes) -> Evidence:
     "changes, reason",
     [
         ({}, ""),
-        ({"inlier_ratio": 0.05}, "inlier ratio"),
+        ({"inlier_ratio": 0.03}, "inlier ratio"),
         ({"spread": 0.125}, "cover"),
         ({"second_hypothesis_ratio": 0.4}, "ambiguous"),
         ({"retrieval_agreement": False}, "retrieved keyframe"),
@@ -139,7 +139,7 @@ def test_each_rule_rejects_with_its_reason(changes, reason):
 
 def test_confidence_falls_towards_the_bounds_and_covariance_grows():
     config = VerificationConfig()
-    confidences = [decide(evidence(inlier_ratio=r), config)[1] for r in (0.5, 0.15, 0.11)]
+    confidences = [decide(evidence(inlier_ratio=r), config)[1] for r in (0.5, 0.08, 0.06)]
     assert confidences[0] == 1.0 and confidences[0] > confidences[1] > confidences[2] > 0
     covariance = np.diag([1e-4] * 3 + [1e-6] * 3)
     published = [inflate_covariance(covariance, c) for c in confidences]

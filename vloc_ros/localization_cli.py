@@ -20,6 +20,7 @@ from .mapping.sources import (
     load_intrinsics,
     read_image_rgb,
 )
+from .localizer import Localizer, Profile
 from .search import SearchMode
 from .tum import write_tum
 
@@ -47,8 +48,26 @@ def register(subparsers) -> None:
         "(the model's image name ending the image path, or its basename)",
     )
     parser.add_argument("--output", "-o", type=Path, default=Path("poses.tum"), help="TUM file to write")
-    parser.add_argument("--mode", choices=[mode.value for mode in SearchMode], help="candidate search mode")
+    add_localizer_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def add_localizer_arguments(parser) -> None:
+    """The localizer options ``vloc localize`` and ``vloc eval`` share (``localizer_config`` reads them)."""
+    parser.add_argument("--mode", choices=[mode.value for mode in SearchMode], help="candidate search mode")
+    parser.add_argument(
+        "--profile",
+        choices=[profile.value for profile in Profile],
+        help="fast: the search alone, re-matching only weak poses (CPU); accurate: LightGlue re-matching on "
+        "every frame; default auto: accurate where the feature network runs on a GPU",
+    )
+
+
+def localizer_config(args: argparse.Namespace) -> dict:
+    config = {"profile": args.profile} if args.profile else {}
+    if args.mode:
+        config["search"] = {"mode": args.mode}
+    return config
 
 
 def _image_paths(inputs: list[Path]) -> list[Path]:
@@ -91,15 +110,12 @@ def _camera_source(args: argparse.Namespace) -> tuple[Callable[[Path], Camera | 
 
 
 def run(args: argparse.Namespace) -> int:
-    from .localizer import Localizer
-
     try:
         camera_for, missing_camera_hint = _camera_source(args)
         localization_map = load_map(args.map)
     except (SourceError, MapError) as error:
         raise UsageError(str(error)) from None
-    config = {"search": {"mode": args.mode}} if args.mode else None
-    localizer = Localizer(localization_map, config)
+    localizer = Localizer(localization_map, localizer_config(args))
     stamps, poses = [], []
     for index, path in enumerate(_image_paths(args.images)):
         record = {"image": str(path)}

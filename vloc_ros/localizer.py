@@ -17,13 +17,13 @@ from threadpoolctl import threadpool_limits
 
 from .config import from_dict
 from .features import create_extractor, create_matcher
-from .geometry import Camera, Rigid3
+from .geometry import Camera, Rigid3, rotation_error_deg
 from .mapping.map_format import REBUILD, LocalizationMap, MapError, MapManifest
 from .pose import PoseConfig, estimate_pose
 from .retrieval import VladDescriptor
 from .search import LOCAL_INDEX_TYPES, Binarizer, CandidateSearch, Correspondences, GlobalIndex, SearchConfig
 from .search.keyframe_matching import KeyframeMatcher
-from .verification import VerificationConfig, decide, gather_evidence
+from .verification import VerificationConfig, decide, gather_evidence, inlier_spread
 
 
 class Profile(str, Enum):
@@ -33,18 +33,28 @@ class Profile(str, Enum):
 
 
 @dataclass(frozen=True)
-class AccurateConfig:
-    """What the accurate profile changes: hloc's query side on a handful of keyframes."""
+class RematchConfig:
+    """Re-matching the query against the keyframes that see the search's matches (``KeyframeMatcher``):
+    hloc's query side on a handful of keyframes. The accurate profile re-matches every frame; the fast
+    profile only a frame whose pose the search alone supports weakly."""
 
-    max_keypoints: int = 2048  # query keypoints (the fast profile's: ``inference.max_keypoints``)
-    # Keyframes the query is re-matched against (``KeyframeMatcher``), chosen by the search's matches.
-    rematch_keyframes: int = 3
+    keyframes: int = 3  # 0: no re-matching in either profile
     # ``features.create_matcher`` options; LightGlue takes the weights of the map's extractor.
     matcher: dict = field(default_factory=lambda: {"name": "lightglue"})
     # hloc's threshold. On an uncalibrated hand-held camera the matches carry a few pixels of
     # systematic error; 12 px keeps the inliers spread over the image, where 4 px keeps a locally
     # consistent patch that tilts the pose (docs/decisions.md).
     ransac_max_error_px: float = 12.0
+    # Weak (fast profile): rejected after PnP, fewer inliers than this, or inliers in less than this
+    # share of the 4x4 image cells. The search's wrong poses on 7-Scenes rested on 34-117 inliers in
+    # 0.19-0.38 of the cells; right ones mostly cover half the image or more, so most frames skip the
+    # re-matching and its ~0.4 s on a CPU (docs/decisions.md).
+    weak_below_inliers: int = 40
+    weak_below_spread: float = 0.45
+    # How far re-matching may move a weak pose (x the median inlier depth; degrees): it corrects the
+    # search's wrong 7-Scenes poses by 5-9 deg; a move to a mirrored keyframe turns ~180 deg.
+    max_correction: float = 0.25
+    max_correction_deg: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,9 @@ class LocalizerConfig:
     inference: dict = field(default_factory=lambda: {"backend": "auto", "max_keypoints": 1024})
     search: SearchConfig = field(default_factory=SearchConfig)
     pose: PoseConfig = field(default_factory=PoseConfig)
-    accurate: AccurateConfig = field(default_factory=AccurateConfig)
+    rematch: RematchConfig = field(default_factory=RematchConfig)
+    # Query keypoints of the accurate profile (the fast profile's are ``inference.max_keypoints``).
+    accurate_max_keypoints: int = 2048
     verification: VerificationConfig = field(default_factory=VerificationConfig)
     # Threads of numpy's BLAS (None: leave them). The localizer's BLAS calls are small, and OpenBLAS's
     # idle threads spin after each call, taking the cores the search branches need
@@ -157,18 +169,16 @@ class Localizer:
         self.map = localization_map
         self.config = from_dict(LocalizerConfig, config)
         self.profile = chosen_profile(self.config)
-        accurate = self.config.accurate if self.profile is Profile.ACCURATE else None
-        self.pose_config = self.config.pose
-        if accurate:
-            self.pose_config = replace(self.pose_config, ransac_max_error_px=accurate.ransac_max_error_px)
+        rematch = self.config.rematch
+        self.rematch_pose_config = replace(self.config.pose, ransac_max_error_px=rematch.ransac_max_error_px)
         if self.config.blas_threads is not None:
             threadpool_limits(self.config.blas_threads, user_api="blas")  # process-wide: see "blas_threads"
         # load_map checked the manifest's fields and types (map_format.MapManifest).
         manifest = localization_map.manifest
         if extractor is None:
             inference = self.config.inference
-            if accurate:
-                inference = {**inference, "max_keypoints": accurate.max_keypoints}
+            if self.profile is Profile.ACCURATE:
+                inference = {**inference, "max_keypoints": self.config.accurate_max_keypoints}
             try:
                 extractor = create_extractor({**manifest.extractor.config, **inference})
             except ValueError as error:
@@ -197,9 +207,9 @@ class Localizer:
             global_index=GlobalIndex(arrays["keyframe_global_descriptors"]),
             keyframe_points=(arrays["keyframe_points_offsets"], arrays["keyframe_points"]),
         )
-        self.keyframe_matcher, self.rematch_keyframes = None, accurate.rematch_keyframes if accurate else 0
-        if self.rematch_keyframes > 0:
-            options = dict(accurate.matcher)
+        self.keyframe_matcher = None
+        if rematch.keyframes > 0:
+            options = dict(rematch.matcher)
             if options.get("name") == "lightglue":
                 options["features"] = self.extractor.name
             matcher = create_matcher(options, str(self.extractor.device))
@@ -245,19 +255,54 @@ class Localizer:
                 f"too few matches ({num_matches} < {self.config.min_matches})", timings, len(features), num_matches
             )
 
-        if self.keyframe_matcher is not None:
-            started = time.perf_counter()
-            correspondences = self._add_keyframe_matches(features, correspondences)
-            timings["rematch"] = time.perf_counter() - started
-            num_matches = len(correspondences.query_indices)
+        result = self._solve(features, correspondences, camera, self.config.pose, timings)
+        if self.keyframe_matcher is None or not (self.profile is Profile.ACCURATE or self._weak(result, camera)):
+            return result
+        rematched = self._rematched(features, correspondences, camera, timings)
+        if rematched.ok and result.ok and not self._agree(rematched, result):
+            return self._reject(
+                "re-matching moved the search's weak pose too far (the image fits two places)",
+                timings,
+                rematched.num_keypoints,
+                rematched.num_matches,
+            )
+        return rematched
 
+    def _weak(self, result: LocalizationResult, camera: Camera) -> bool:
+        """A published fast-profile pose worth re-matching: few inliers, or inliers on a small part of
+        the image. A rejected one stays rejected: re-matching then only finds what the search's
+        verification could not vouch for (on a near-symmetric scene, the mirrored side)."""
+        rematch = self.config.rematch
+        if not result.ok:
+            return False
+        spread = inlier_spread(result.inlier_keypoints, camera)
+        return result.num_inliers < rematch.weak_below_inliers or spread < rematch.weak_below_spread
+
+    def _agree(self, rematched: LocalizationResult, searched: LocalizationResult) -> bool:
+        """Whether re-matching corrected the search's published pose (a few degrees: 7-Scenes) rather
+        than moved it to another place (a mirrored keyframe: llff_beer's SfM map); both profiles ask."""
+        rematch = self.config.rematch
+        depth = float(np.median(searched.camera_from_world.transform(searched.inlier_points3d)[:, 2]))
+        moved = np.linalg.norm(rematched.world_from_camera.translation - searched.world_from_camera.translation)
+        turned = rotation_error_deg(rematched.world_from_camera.rotation, searched.world_from_camera.rotation)
+        return moved <= rematch.max_correction * depth and turned <= rematch.max_correction_deg
+
+    def _rematched(self, features, correspondences: Correspondences, camera: Camera, timings: dict):
+        started = time.perf_counter()
+        correspondences = self._add_keyframe_matches(features, correspondences)
+        timings["rematch"] = time.perf_counter() - started
+        return self._solve(features, correspondences, camera, self.rematch_pose_config, timings)
+
+    def _solve(self, features, correspondences, camera: Camera, pose_config: PoseConfig, timings: dict):
+        """PnP on ``correspondences`` and verification: the result, OK or rejected with the reason."""
+        num_matches = len(correspondences.query_indices)
         started = time.perf_counter()
         keypoints = features.keypoints[correspondences.query_indices]
         points3d = self.map.arrays["points_xyz"][correspondences.point_ids]
         undistorted = camera.undistort_points(keypoints)
         pinhole = camera.pinhole()  # the keypoints are undistorted from here on
-        estimate = estimate_pose(undistorted, points3d, pinhole, self.pose_config)
-        timings["pose"] = time.perf_counter() - started
+        estimate = estimate_pose(undistorted, points3d, pinhole, pose_config)
+        timings["pose"] = timings.get("pose", 0.0) + time.perf_counter() - started
         if estimate is None:
             return self._reject("PnP found no pose", timings, len(features), num_matches)
         if estimate.num_inliers < self.config.min_inliers:
@@ -279,12 +324,12 @@ class Localizer:
                 points3d,
                 pinhole,
                 retrieved,
-                self.pose_config,
+                pose_config,
                 verification,
             )
             reason, confidence = decide(facts, verification)
             evidence = facts.to_dict()
-            timings["verify"] = time.perf_counter() - started
+            timings["verify"] = timings.get("verify", 0.0) + time.perf_counter() - started
             if reason:
                 result = self._reject(f"verification: {reason}", timings, len(features), num_matches)
                 result.evidence = evidence
@@ -308,7 +353,7 @@ class Localizer:
         """The search's correspondences after the LightGlue matches against the keyframes that see the
         most of their points: learned matches first (progressive sampling draws them first), each
         (keypoint, point) pair once."""
-        keyframes = self.keyframe_matcher.covisible_keyframes(correspondences.point_ids, self.rematch_keyframes)
+        keyframes = self.keyframe_matcher.covisible_keyframes(correspondences.point_ids, self.config.rematch.keyframes)
         query_indices, point_ids = self.keyframe_matcher.match(features, keyframes)
         found = set(zip(query_indices.tolist(), point_ids.tolist()))
         searched = [

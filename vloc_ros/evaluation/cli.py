@@ -8,7 +8,7 @@ from pathlib import Path
 from ..bag_source import BagContentError, BagReadError
 from ..cli import UsageError
 from ..mapping.map_format import MapError, load_map
-from ..search import SearchMode
+from ..localization_cli import add_localizer_arguments, localizer_config
 from .offline import DEFAULT_EVAL_CONFIG, DEFAULT_LIVE_CONFIG, evaluate_bag
 from .report import format_table
 
@@ -56,7 +56,7 @@ def register(subparsers) -> None:
         default="none",
         help="align the estimate to ground truth first (map frame != ground-truth frame)",
     )
-    parser.add_argument("--mode", choices=[mode.value for mode in SearchMode], help="candidate search mode")
+    add_localizer_arguments(parser)
     live = parser.add_argument_group("live evaluation over ROS 2")
     live.add_argument("--live", action="store_true", help="replay the bag with rclpy to a localizer node")
     live.add_argument(
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         localization_map = load_map(args.map)
     except MapError as error:
         raise UsageError(str(error)) from None
-    localizer = Localizer(localization_map, {"search": {"mode": args.mode}} if args.mode else None)
+    localizer = Localizer(localization_map, localizer_config(args))
     try:
         _, metrics, report_dir = evaluate_bag(
             localizer,
@@ -95,7 +95,11 @@ def run(args: argparse.Namespace) -> int:
             args.output,
             _config(args),
             progress=True,
-            description={"map": str(args.map), "search_mode": localizer.config.search.mode.value},
+            description={
+                "map": str(args.map),
+                "search_mode": localizer.config.search.mode.value,
+                "profile": localizer.profile.value,
+            },
         )
     except (BagContentError, BagReadError) as error:
         raise UsageError(str(error)) from None
@@ -126,7 +130,8 @@ def run_live(args: argparse.Namespace) -> int:
     from ..nodes.live_evaluation import LiveEvalError, evaluate_live
 
     config = {**_config(args), "node": args.node, "rate": args.rate, "replay_tf": args.replay_tf}
-    node_parameters = {"search_mode": args.mode} if args.mode else {}
+    node_parameters = {"search_mode": args.mode, "profile": args.profile}
+    node_parameters = {name: value for name, value in node_parameters.items() if value}
     try:
         _, metrics, report_dir = evaluate_live(
             args.bag, args.output, config, map_path=args.map, node_parameters=node_parameters
