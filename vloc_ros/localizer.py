@@ -23,7 +23,7 @@ from .pose import PoseConfig, estimate_pose
 from .retrieval import VladDescriptor
 from .search import LOCAL_INDEX_TYPES, Binarizer, CandidateSearch, Correspondences, GlobalIndex, SearchConfig
 from .search.keyframe_matching import KeyframeMatcher
-from .verification import VerificationConfig, decide, gather_evidence, inlier_spread
+from .verification import CALIBRATION_MISMATCH, VerificationConfig, decide, gather_evidence, inlier_spread
 
 
 class Profile(str, Enum):
@@ -106,6 +106,7 @@ class LocalizationResult:
     confidence: float = 0.0
     inlier_keypoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # image pixels
     inlier_points3d: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # map frame
+    inlier_point_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # their map point ids
     num_keypoints: int = 0
     num_matches: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
@@ -256,7 +257,7 @@ class Localizer:
             )
 
         result = self._solve(features, correspondences, camera, self.config.pose, timings)
-        if self.keyframe_matcher is None or not (self.profile is Profile.ACCURATE or self._weak(result, camera)):
+        if self.keyframe_matcher is None or not self._worth_rematching(result, camera):
             return result
         rematched = self._rematched(features, correspondences, camera, timings)
         if rematched.ok and result.ok and not self._agree(rematched, result):
@@ -268,15 +269,30 @@ class Localizer:
             )
         return rematched
 
-    def _weak(self, result: LocalizationResult, camera: Camera) -> bool:
-        """A published fast-profile pose worth re-matching: few inliers, or inliers on a small part of
-        the image. A rejected one stays rejected: re-matching then only finds what the search's
-        verification could not vouch for (on a near-symmetric scene, the mirrored side)."""
-        rematch = self.config.rematch
+    def _worth_rematching(self, result: LocalizationResult, camera: Camera) -> bool:
+        """Whether the search's result is re-matched: a published pose always in the accurate profile,
+        in the fast one when it rests on few inliers or a small part of the image; a rejection only
+        when verification found too little support. Other rejections stand, in both profiles: under
+        repeated structure re-matching a rival's keyframes only confirms the rival, and where PnP found
+        fewer than ``min_inliers`` the search's matches are mostly wrong, and so are the keyframes they
+        vote for (templeRing views beyond the mapped arc: poses 90-110 deg off)."""
         if not result.ok:
-            return False
+            return self._unsupported(result)
+        if self.profile is Profile.ACCURATE:
+            return True
+        rematch = self.config.rematch
         spread = inlier_spread(result.inlier_keypoints, camera)
         return result.num_inliers < rematch.weak_below_inliers or spread < rematch.weak_below_spread
+
+    def _unsupported(self, result: LocalizationResult) -> bool:
+        """Rejected by verification only for weak support (inlier ratio, spread, position sigma)."""
+        evidence = result.evidence
+        return bool(
+            evidence
+            and not result.reason.startswith(f"verification: {CALIBRATION_MISMATCH}")
+            and evidence["retrieval_agreement"]
+            and evidence["second_hypothesis_ratio"] < self.config.verification.max_second_hypothesis_ratio
+        )
 
     def _agree(self, rematched: LocalizationResult, searched: LocalizationResult) -> bool:
         """Whether re-matching corrected the search's published pose (a few degrees: 7-Scenes) rather
@@ -343,6 +359,7 @@ class Localizer:
             confidence,
             inlier_keypoints=keypoints[inliers],
             inlier_points3d=points3d[inliers],
+            inlier_point_ids=correspondences.point_ids[inliers],
             num_keypoints=len(features),
             num_matches=num_matches,
             timings=timings,

@@ -75,7 +75,9 @@ class ReconstructionConfig:
 class BuildConfig:
     # Extractor, matcher and local index options are dicts: each component checks its own, and
     # naming another component (``name``) replaces the default's options whole (config.merge_config).
-    extractor: dict = field(default_factory=lambda: {"name": "xfeat", "max_keypoints": 2048, "resize_max": 640})
+    # Up to 1024 px: photos larger than a robot camera's 640x480 keep their detail (queries are
+    # extracted with the map's settings, so they do too; docs/decisions.md).
+    extractor: dict = field(default_factory=lambda: {"name": "xfeat", "max_keypoints": 2048, "resize_max": 1024})
     # A loose ratio keeps low-texture sequences registering (llff_beer).
     matcher: dict = field(default_factory=lambda: {"name": "mutual_nn", "ratio": 0.95})
     pairs: PairsConfig = field(default_factory=PairsConfig)
