@@ -262,7 +262,7 @@ class Localizer:
         rematched = self._rematched(features, correspondences, camera, timings)
         if rematched.ok and result.ok and not self._agree(rematched, result):
             return self._reject(
-                "re-matching moved the search's weak pose too far (the image fits two places)",
+                "re-matching moved the search's pose beyond the correction bound (the image fits two places)",
                 timings,
                 rematched.num_keypoints,
                 rematched.num_matches,
