@@ -45,10 +45,10 @@ class RematchConfig:
     # systematic error; 12 px keeps the inliers spread over the image, where 4 px keeps a locally
     # consistent patch that tilts the pose (docs/decisions.md).
     ransac_max_error_px: float = 12.0
-    # Weak (fast profile): rejected after PnP, fewer inliers than this, or inliers in less than this
-    # share of the 4x4 image cells. The search's wrong poses on 7-Scenes rested on 34-117 inliers in
-    # 0.19-0.38 of the cells; right ones mostly cover half the image or more, so most frames skip the
-    # re-matching and its ~0.4 s on a CPU (docs/decisions.md).
+    # Weak (fast profile): fewer inliers than this, or inliers in less than this share of the 4x4
+    # image cells. The search's wrong poses rest on a small patch of the image, right ones mostly cover
+    # half of it or more, so most frames skip the re-matching and its ~0.4 s on a CPU
+    # (docs/decisions.md).
     weak_below_inliers: int = 40
     weak_below_spread: float = 0.45
     # How far re-matching may move a weak pose (x the median inlier depth; degrees): it corrects the
