@@ -35,8 +35,9 @@ class Profile(str, Enum):
 @dataclass(frozen=True)
 class RematchConfig:
     """Re-matching the query against the keyframes that see the search's matches (``KeyframeMatcher``):
-    hloc's query side on a handful of keyframes. The accurate profile re-matches every frame; the fast
-    profile only a frame whose pose the search alone supports weakly."""
+    hloc's query side on a handful of keyframes. The accurate profile re-matches every published
+    search pose, the fast profile only a weakly supported one; both re-match a pose verification
+    rejected for too little support (``Localizer._worth_rematching``)."""
 
     keyframes: int = 3  # 0: no re-matching in either profile
     # ``features.create_matcher`` options; LightGlue takes the weights of the map's extractor.
@@ -51,8 +52,8 @@ class RematchConfig:
     # (docs/decisions.md).
     weak_below_inliers: int = 40
     weak_below_spread: float = 0.45
-    # How far re-matching may move a weak pose (x the median inlier depth; degrees): it corrects the
-    # search's wrong 7-Scenes poses by 5-9 deg; a move to a mirrored keyframe turns ~180 deg.
+    # How far re-matching may move a published search pose (x the median inlier depth; degrees): a
+    # correction of a tilted pose is a few degrees, a move onto mirrored keyframes ~180 (docs/decisions.md).
     max_correction: float = 0.25
     max_correction_deg: float = 15.0
 
@@ -372,11 +373,9 @@ class Localizer:
         (keypoint, point) pair once."""
         keyframes = self.keyframe_matcher.covisible_keyframes(correspondences.point_ids, self.config.rematch.keyframes)
         query_indices, point_ids = self.keyframe_matcher.match(features, keyframes)
-        found = set(zip(query_indices.tolist(), point_ids.tolist()))
-        searched = [
-            i for i, pair in enumerate(zip(correspondences.query_indices.tolist(), correspondences.point_ids.tolist()))
-            if pair not in found
-        ]  # fmt: skip
+        num_points = len(self.map.arrays["points_xyz"])  # a (keypoint, point) pair as one integer
+        found = query_indices * num_points + point_ids
+        searched = ~np.isin(correspondences.query_indices * num_points + correspondences.point_ids, found)
         return Correspondences(
             np.concatenate([query_indices, correspondences.query_indices[searched]]),
             np.concatenate([point_ids, correspondences.point_ids[searched]]),

@@ -1,9 +1,10 @@
 """Re-matching a query against its covisible keyframes with a learned matcher, lifted to map points.
 
-The accurate profile's second source of correspondences (hloc's way, on a handful of keyframes): the
-candidate search's matches vote for the keyframes that see their points; the query's features are
-matched with LightGlue (LighterGlue for XFeat) against each of the ``num_keyframes`` keyframes with
-the most votes, and every match to an observation of a map point becomes a 2D-3D correspondence.
+The localizer's second source of correspondences (hloc's way, on a handful of keyframes; when it is
+used: ``Localizer._worth_rematching``): the candidate search's matches vote for the keyframes that
+see their points; the query's features are matched with LightGlue (LighterGlue for XFeat) against
+each of the few keyframes with the most votes, and every match to an observation of a map point
+becomes a 2D-3D correspondence.
 Voting rather than global retrieval: the search's matches already point at the right part of the
 map when a global descriptor retrieves a look-alike place.
 """
