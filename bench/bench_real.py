@@ -1,25 +1,32 @@
 """Recall, wrong poses and latency of each localizer profile on the real image sets of ../shared/data.
 
     python bench/bench_real.py [--sets 7scenes llff_beer ngp_fox templeRing] [--profiles fast accurate]
-                               [--work bench_out/real] [--max-queries N]
+                               [--work bench_out/real] [--max-queries N] [--build JSON] [--localizer JSON]
+
+``--build`` and ``--localizer`` override the build and localizer configurations (e.g. ``--build
+'{"extractor": {"name": "aliked"}}'`` for ALIKED maps), to measure an option beside the defaults.
 
 Each set's map is triangulated from its ground-truth poses (``test/real_sets.py`` holds the protocols)
-and cached under ``--work``; a cached map that no longer loads (e.g. after a map format change) is
-rebuilt. Prints one markdown table per set, a row per profile beside hloc's numbers from
-``../shared/baselines.md``, then per profile the wrong poses by name and the rejection reasons counted.
-Distances are in metres on 7-Scenes and relative to the median neighbouring map-camera distance elsewhere.
+and cached under ``--work``, one per build configuration; a cached map that no longer loads (e.g.
+after a map format change) is rebuilt. Prints one markdown table per set, a row per profile beside
+hloc's numbers from ``../shared/baselines.md``, then per profile the wrong poses by name and the
+rejection reasons counted. Distances are in metres on 7-Scenes and relative to the median neighbouring
+map-camera distance elsewhere.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
 import sys
 from collections import Counter
 from pathlib import Path
 
 from vloc_ros.localizer import Localizer
-from vloc_ros.mapping.builder import build_map
+from vloc_ros.config import from_dict, to_dict
+from vloc_ros.mapping.builder import BuildConfig, build_map
 from vloc_ros.mapping.map_format import MapError, load_map
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
@@ -28,15 +35,23 @@ from real_sets import REAL_SET_FOLDERS, REAL_SETS, SHARED_DATA, RealSet, SetScor
 MISSING = "—"
 
 
-def cached_map(real_set: RealSet, work: Path):
-    """The set's map from ``work``, built first when absent or no longer loadable."""
-    map_dir = work / real_set.name / "map"
+def cached_map(real_set: RealSet, work: Path, config: BuildConfig | None = None):
+    """The set's map from ``work``, built first when absent, no longer loadable or built with another
+    configuration than ``config`` (default: ``BuildConfig()``)."""
+    config = config or BuildConfig()
+    # A map per configuration, so that measuring an option does not rebuild the default's map.
+    digest = hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:8]
+    map_dir = work / real_set.name / ("map" if config == BuildConfig() else f"map-{digest}")
     if map_dir.exists():
         try:
-            return load_map(map_dir)
+            cached = load_map(map_dir)
         except MapError as error:
             print(f"{real_set.name}: rebuilding the cached map ({str(error)[:100]})")
-    build_map(real_set.map_frames, map_dir, progress=True, overwrite=True)
+        else:
+            if cached.manifest.build.config == to_dict(config):
+                return cached
+            print(f"{real_set.name}: rebuilding the cached map (built with another configuration)")
+    build_map(real_set.map_frames, map_dir, config, progress=True, overwrite=True)
     return load_map(map_dir)
 
 
@@ -115,7 +130,10 @@ def main() -> None:
     parser.add_argument("--profiles", nargs="+", default=["fast", "accurate"])
     parser.add_argument("--work", type=Path, default=Path("bench_out/real"), help="map cache")
     parser.add_argument("--max-queries", type=int, default=None, help="the first N queries of each set only")
+    parser.add_argument("--build", type=json.loads, default={}, help="BuildConfig overrides (JSON)")
+    parser.add_argument("--localizer", type=json.loads, default={}, help="LocalizerConfig overrides (JSON)")
     args = parser.parse_args()
+    build_config = from_dict(BuildConfig, args.build)
 
     reports = []
     for key in args.sets:
@@ -126,10 +144,10 @@ def main() -> None:
         real_set = REAL_SETS[key]()
         if args.max_queries is not None:
             real_set = dataclasses.replace(real_set, queries=real_set.queries[: args.max_queries])
-        localization_map = cached_map(real_set, args.work)
+        localization_map = cached_map(real_set, args.work, build_config)
         results = {}
         for profile in args.profiles:
-            localizer = Localizer(localization_map, {"profile": profile})
+            localizer = Localizer(localization_map, {**args.localizer, "profile": profile})
             print(f"{real_set.name}: {profile} profile, {len(real_set.queries)} queries")
             results[profile] = score(localizer, real_set, progress=True)
         text = [f"### {real_set.name} ({len(real_set.map_frames)} map frames)", "", table(real_set, results), ""]
