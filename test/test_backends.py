@@ -141,6 +141,11 @@ def test_bad_backend_config_raises_value_error(config, message):
         create_extractor({"name": "xfeat", **config})
 
 
+def test_aliked_runs_under_the_localizers_default_backend():
+    """The localizer asks for ``backend: auto``; the query extractor of an ALIKED map takes it (PyTorch)."""
+    assert create_extractor({"name": "aliked", "backend": "auto"}).name == "aliked"
+
+
 def test_backend_stays_out_of_the_map_contract(reference, cache_dir):
     torch_extractor = reference[0]
     onnx_extractor = create_extractor(

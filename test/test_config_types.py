@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from vloc_ros.backends import BackendOptions
+from vloc_ros.features import create_extractor
 from vloc_ros.config import from_dict, nested_dict, to_dict
 from vloc_ros.localizer import LocalizerConfig
 from vloc_ros.mapping.builder import BuildConfig
@@ -92,3 +93,13 @@ def test_parameters_that_configure_a_stage_map_onto_its_fields_with_its_defaults
 def test_search_mode_parameter_offers_exactly_the_modes():
     (spec,) = [spec for spec in localizer_node.PARAMETERS if spec.name == "search_mode"]
     assert spec.choices == tuple(mode.value for mode in SearchMode)
+
+
+def test_shipped_build_configs_are_build_configs():
+    """``vloc build-map --config config/build_*.yaml``: each file gives a BuildConfig whose extractor
+    options the extractor knows."""
+    paths = sorted((ROOT / "config").glob("build_*.yaml"))
+    assert paths
+    for path in paths:
+        config = from_dict(BuildConfig, yaml.safe_load(path.read_text()))
+        assert create_extractor(config.extractor).name == config.extractor["name"]

@@ -225,6 +225,8 @@ def test_profiles_auto_is_fast_on_a_cpu_and_accurate_rematches_keyframes(sim_loc
     fast = Localizer(sim_localization_map, {"profile": "fast"})
     accurate = Localizer(sim_localization_map, {"profile": "accurate"})
     assert accurate.profile is Profile.ACCURATE and accurate.rematch_pose_config.ransac_max_error_px == 12.0
+    tuned = Localizer(sim_localization_map, {"profile": "accurate", "rematch": {"ransac_max_error_px": {"xfeat": 8.0}}})
+    assert tuned.rematch_pose_config.ransac_max_error_px == 8.0  # per extractor: the others keep theirs
     assert accurate.extractor.config["max_keypoints"] == 2048 and fast.extractor.config["max_keypoints"] == 1024
     for image, truth in queries[:3]:
         quick, careful = fast.localize(image, camera), accurate.localize(image, camera)

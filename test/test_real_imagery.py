@@ -8,8 +8,13 @@ noise does not flake them but a real regression fails them.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 from real_sets import REAL_SET_FOLDERS, REAL_SETS, SetScore, score
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Per set: the (distance in the set's unit, degrees) bound whose recall is guarded, and its floor per
 # profile. 7-Scenes is guarded at (10 cm, 5°): its ground truth drifts by up to ~5° (baselines.md),
@@ -23,11 +28,12 @@ RECALL_FLOORS = {
 }
 
 
-def real_map_fixture(key: str):
-    """A session-scoped fixture: (RealSet, LocalizationMap) of set ``key``, its map built from the
-    ground-truth poses; skips when the set's folder is absent."""
+def real_map_fixture(key: str, build_config: str | None = None):
+    """A session-scoped fixture ``real_map_<key>[_<build config>]``: (RealSet, LocalizationMap) of set
+    ``key``, its map built from the ground-truth poses with the default build config or the shipped
+    ``config/<build_config>.yaml``; skips when the set's folder is absent."""
 
-    @pytest.fixture(scope="session", name=f"real_map_{key}")
+    @pytest.fixture(scope="session", name=f"real_map_{key}" + (f"_{build_config}" if build_config else ""))
     def real_map(shared_data, tmp_path_factory):
         from vloc_ros.mapping.builder import build_map
         from vloc_ros.mapping.map_format import load_map
@@ -37,7 +43,8 @@ def real_map_fixture(key: str):
             pytest.skip(f"real-data test: {folder} is absent")
         real_set = REAL_SETS[key](folder)
         out = tmp_path_factory.mktemp("real_maps") / key
-        build_map(real_set.map_frames, out, progress=False)
+        config = yaml.safe_load((ROOT / "config" / f"{build_config}.yaml").read_text()) if build_config else None
+        build_map(real_set.map_frames, out, config, progress=False)
         return real_set, load_map(out)
 
     return real_map
@@ -47,23 +54,26 @@ real_map_7scenes = real_map_fixture("7scenes")
 real_map_llff_beer = real_map_fixture("llff_beer")
 real_map_ngp_fox = real_map_fixture("ngp_fox")
 real_map_templeRing = real_map_fixture("templeRing")
+real_map_llff_beer_build_aliked = real_map_fixture("llff_beer", "build_aliked")
 
 _scores: dict[tuple[str, str], SetScore] = {}
 
 
-def scored(request, key: str, profile: str) -> SetScore:
-    """Set ``key`` localized with ``profile``, once per session; prints the measured numbers."""
-    if (key, profile) not in _scores:
+def scored(request, key: str, profile: str, build_config: str | None = None) -> SetScore:
+    """Set ``key`` (mapped with ``build_config``, as ``real_map_fixture``) localized with ``profile``,
+    once per session; prints the measured numbers."""
+    fixture = f"real_map_{key}" + (f"_{build_config}" if build_config else "")
+    if (fixture, profile) not in _scores:
         from vloc_ros.localizer import Localizer
 
-        real_set, localization_map = request.getfixturevalue(f"real_map_{key}")
-        _scores[key, profile] = score(Localizer(localization_map, {"profile": profile}), real_set)
-    result = _scores[key, profile]
+        real_set, localization_map = request.getfixturevalue(fixture)
+        _scores[fixture, profile] = score(Localizer(localization_map, {"profile": profile}), real_set)
+    result = _scores[fixture, profile]
     real_set = result.real_set
     recalls = ", ".join(f"{bound}: {result.recall(*bound):.2f}" for bound in real_set.recall_bounds)
     distance, degrees = result.median_error()
     print(
-        f"\n{real_set.name} {profile}: {len(result.published)}/{len(result.outcomes)} published, "
+        f"\n{fixture} {profile}: {len(result.published)}/{len(result.outcomes)} published, "
         f"{len(result.wrong)} wrong {[o.name for o in result.wrong]}, median {distance:.3g} "
         f"{real_set.unit_name} / {degrees:.3g} deg, recall {recalls}, {result.seconds(50):.2f} s p50"
     )
@@ -93,3 +103,13 @@ def test_accurate_profile_on_7scenes_publishes_no_wrong_pose_and_reaches_its_flo
     result = scored(request, "7scenes", "accurate")
     assert [o.name for o in result.wrong] == []
     assert_recall_floor(result, "7scenes", "accurate")
+
+
+def test_aliked_map_of_llff_beer_reaches_hlocs_median_error(shared_data, request):
+    """ALIKED maps (config/build_aliked.yaml) are the accuracy option: on llff_beer the fast profile's
+    median error is hloc's (0.0052 / 0.052 deg, baselines.md), with a margin for noise."""
+    result = scored(request, "llff_beer", "fast", "build_aliked")
+    assert [o.name for o in result.wrong] == []
+    assert result.recall(0.05, 2.0) >= 0.91
+    distance, degrees = result.median_error()
+    assert distance <= 0.0062 and degrees <= 0.062

@@ -7,14 +7,23 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from vloc_ros.geometry import Rigid3, pose_error
+from vloc_ros.geometry import Camera, Rigid3, pose_error
 from vloc_ros.localizer import Localizer
 from vloc_ros.mapping.builder import build_map
 from vloc_ros.mapping.map_format import load_map
 from vloc_ros.mapping.sources import image_folder_frames, load_intrinsics, read_image_rgb
+from vloc_ros.pose import PoseConfig, estimate_pose
 from vloc_ros.sim import generate
 from vloc_ros.tum import read_tum
-from vloc_ros.verification import Evidence, MotionGate, VerificationConfig, decide, inflate_covariance
+from vloc_ros.verification import (
+    Evidence,
+    MotionGate,
+    VerificationConfig,
+    decide,
+    gather_evidence,
+    inflate_covariance,
+)
+from test_pose_torch import CAMERA_PARAMS, HEIGHT, WIDTH, _scene
 
 WRONG_TRANSLATION, WRONG_ROTATION_DEG = 0.5, 5.0
 NO_VERIFICATION = {"verification": {"enabled": False}}
@@ -82,14 +91,15 @@ def test_verification_keeps_recall_on_an_ordinary_scene(sim_map, sim_dataset):
     assert wrong_pose_rate(verified) == 0.0
 
 
-def test_temple_ring_recall_and_wrong_pose_rate(temple_map, shared_data):
+@pytest.mark.parametrize("profile", ["fast", "accurate"])
+def test_temple_ring_recall_and_wrong_pose_rate(temple_map, shared_data, profile):
     """Real data, measured ground truth: map views 1-10, query views 11-19 (leaving the mapped arc)."""
     map_dir, views = temple_map
     dataset = shared_data / "middlebury_templeRing_partial"
     localization_map = load_map(map_dir)
     outcome = {}
-    for label, config in (("unverified", NO_VERIFICATION), ("verified", None)):
-        localizer = Localizer(localization_map, config)
+    for label, config in (("unverified", NO_VERIFICATION), ("verified", {})):
+        localizer = Localizer(localization_map, {**config, "profile": profile})
         errors = []
         for name, (camera, truth) in list(views.items())[10:]:
             result = localizer.localize(read_image_rgb(dataset / name), camera)
@@ -99,9 +109,27 @@ def test_temple_ring_recall_and_wrong_pose_rate(temple_map, shared_data):
         right = [e is not None and e[0] <= 0.01 and e[1] <= 2.0 for e in errors]
         wrong = [e for e in errors if e is not None and (e[0] > 0.05 or e[1] > 5.0)]
         outcome[label] = (np.mean(right), len(wrong) / max(sum(e is not None for e in errors), 1))
-    print("templeRing queries (recall@(1 cm, 2 deg), wrong-pose rate):", outcome)
+    print(f"templeRing queries, {profile} profile (recall@(1 cm, 2 deg), wrong-pose rate):", outcome)
     assert outcome["verified"][1] == 0.0
     assert outcome["verified"][0] >= outcome["unverified"][0] - 0.12  # at most one of 9 views lost
+
+
+@pytest.mark.parametrize("rival_matches, is_rival", [(18, False), (40, True)])
+def test_a_rival_place_needs_as_many_inliers_as_a_published_pose(rival_matches, is_rival):
+    """Leftover matches that all fit one other pose make the image ambiguous only with
+    ``min_second_hypothesis_inliers`` (as many as ``min_inliers``) of them: fewer arise by chance."""
+    _, _, observed, points3d, _ = _scene(11, 200, 0.0)
+    _, _, rival_observed, rival_points3d, _ = _scene(12, rival_matches, 0.0)
+    observed, points3d = np.concatenate([observed, rival_observed]), np.concatenate([points3d, rival_points3d])
+    camera = Camera(WIDTH, HEIGHT, *CAMERA_PARAMS)
+    estimate = estimate_pose(observed, points3d, camera)
+    assert estimate.num_inliers >= 195
+    facts = gather_evidence(
+        estimate, np.arange(len(observed)), observed, points3d, camera, [], PoseConfig(), VerificationConfig()
+    )
+    assert (facts.second_hypothesis_ratio > 0) == is_rival
+    if is_rival:
+        assert facts.second_hypothesis_ratio == pytest.approx(rival_matches / estimate.num_inliers, abs=0.02)
 
 
 def evidence(**changes) -> Evidence:

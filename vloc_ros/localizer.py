@@ -37,15 +37,16 @@ class RematchConfig:
     """Re-matching the query against the keyframes that see the search's matches (``KeyframeMatcher``):
     hloc's query side on a handful of keyframes. The accurate profile re-matches every published
     search pose, the fast profile only a weakly supported one; both re-match a pose verification
-    rejected for too little support (``Localizer._worth_rematching``)."""
+    rejected for too little support (``Localizer._keyframes_to_rematch``)."""
 
     keyframes: int = 3  # 0: no re-matching in either profile
     # ``features.create_matcher`` options; LightGlue takes the weights of the map's extractor.
     matcher: dict = field(default_factory=lambda: {"name": "lightglue"})
-    # hloc's threshold. On an uncalibrated hand-held camera the matches carry a few pixels of
-    # systematic error; 12 px keeps the inliers spread over the image, where 4 px keeps a locally
-    # consistent patch that tilts the pose (docs/decisions.md).
-    ransac_max_error_px: float = 12.0
+    # PnP threshold after re-matching, by the map's extractor. XFeat's keypoints are whole pixels of its
+    # 8x8-cell heatmap: on an uncalibrated hand-held camera its matches carry a few pixels of error, and
+    # 4 px keeps a locally consistent patch that tilts the pose, 12 (hloc's) the inliers spread over
+    # the image. ALIKED's are sub-pixel: 4 px keeps their precision (docs/decisions.md).
+    ransac_max_error_px: dict = field(default_factory=lambda: {"xfeat": 12.0, "aliked": 4.0})
     # Weak (fast profile): fewer inliers than this, or inliers in less than this share of the 4x4
     # image cells. The search's wrong poses rest on a small patch of the image, right ones mostly cover
     # half of it or more, so most frames skip the re-matching and its ~0.4 s on a CPU
@@ -172,7 +173,6 @@ class Localizer:
         self.config = from_dict(LocalizerConfig, config)
         self.profile = chosen_profile(self.config)
         rematch = self.config.rematch
-        self.rematch_pose_config = replace(self.config.pose, ransac_max_error_px=rematch.ransac_max_error_px)
         if self.config.blas_threads is not None:
             threadpool_limits(self.config.blas_threads, user_api="blas")  # process-wide: see "blas_threads"
         # load_map checked the manifest's fields and types (map_format.MapManifest).
@@ -191,6 +191,9 @@ class Localizer:
                 ) from error
         self.extractor = extractor
         check_extractor_matches_map(self.extractor, manifest)
+        self.rematch_pose_config = replace(
+            self.config.pose, ransac_max_error_px=rematch.ransac_max_error_px[self.extractor.name]
+        )
         states = localization_map.states
         self.global_descriptor = _restore(states, "global_descriptor", VladDescriptor.from_state)
         point_index = _restore(states, "local_index", LOCAL_INDEX_TYPES[manifest.local_index["type"]].from_state)
@@ -257,10 +260,13 @@ class Localizer:
                 f"too few matches ({num_matches} < {self.config.min_matches})", timings, len(features), num_matches
             )
 
-        result = self._solve(features, correspondences, camera, self.config.pose, timings)
-        if self.keyframe_matcher is None or not self._worth_rematching(result, camera):
+        result = self._solve(
+            features, correspondences, camera, self.config.pose, timings, correspondences.retrieved_keyframes
+        )
+        keyframes = self._keyframes_to_rematch(result, correspondences, camera)
+        if keyframes is None:
             return result
-        rematched = self._rematched(features, correspondences, camera, timings)
+        rematched = self._rematched(features, correspondences, camera, timings, keyframes)
         if rematched.ok and result.ok and not self._agree(rematched, result):
             return self._reject(
                 "re-matching moved the search's pose beyond the correction bound (the image fits two places)",
@@ -270,20 +276,28 @@ class Localizer:
             )
         return rematched
 
-    def _worth_rematching(self, result: LocalizationResult, camera: Camera) -> bool:
-        """Whether the search's result is re-matched: a published pose always in the accurate profile,
-        in the fast one when it rests on few inliers or a small part of the image; a rejection only
-        when verification found too little support. Other rejections stand, in both profiles: under
-        repeated structure re-matching a rival's keyframes only confirms the rival, and where PnP found
-        fewer than ``min_inliers`` the search's matches are mostly wrong, and so are the keyframes they
-        vote for (templeRing views beyond the mapped arc: poses 90-110 deg off)."""
-        if not result.ok:
-            return self._unsupported(result)
-        if self.profile is Profile.ACCURATE:
-            return True
+    def _keyframes_to_rematch(self, result: LocalizationResult, correspondences, camera: Camera):
+        """The keyframes that see the most of the search's matched points (``covisible_keyframes``), to
+        re-match the query against, or None to keep the search's result.
+
+        A published pose is re-matched always in the accurate profile, in the fast one when it rests on
+        few inliers or a small part of the image; a rejection only when verification found too little
+        support. Other rejections stand, in both profiles: under repeated structure re-matching a
+        rival's keyframes only confirms the rival, and where PnP found fewer than ``min_inliers`` the
+        search's matches are mostly wrong, and so are the keyframes they vote for (templeRing views
+        beyond the mapped arc: poses 90-110 deg off), or the global descriptor retrieves (look-alike
+        parts of 7-Scenes' kitchen; docs/decisions.md)."""
+        if self.keyframe_matcher is None:
+            return None
         rematch = self.config.rematch
-        spread = inlier_spread(result.inlier_keypoints, camera)
-        return result.num_inliers < rematch.weak_below_inliers or spread < rematch.weak_below_spread
+        if result.ok:
+            spread = inlier_spread(result.inlier_keypoints, camera)
+            weak = result.num_inliers < rematch.weak_below_inliers or spread < rematch.weak_below_spread
+            if self.profile is not Profile.ACCURATE and not weak:
+                return None
+        elif not self._unsupported(result):
+            return None
+        return self.keyframe_matcher.covisible_keyframes(correspondences.point_ids, rematch.keyframes)
 
     def _unsupported(self, result: LocalizationResult) -> bool:
         """Rejected by verification only for weak support (inlier ratio, spread, position sigma)."""
@@ -304,14 +318,26 @@ class Localizer:
         turned = rotation_error_deg(rematched.world_from_camera.rotation, searched.world_from_camera.rotation)
         return moved <= rematch.max_correction * depth and turned <= rematch.max_correction_deg
 
-    def _rematched(self, features, correspondences: Correspondences, camera: Camera, timings: dict):
+    def _rematched(self, features, correspondences: Correspondences, camera: Camera, timings: dict, keyframes):
         started = time.perf_counter()
-        correspondences = self._add_keyframe_matches(features, correspondences)
+        correspondences = self._add_keyframe_matches(features, correspondences, keyframes)
         timings["rematch"] = time.perf_counter() - started
-        return self._solve(features, correspondences, camera, self.rematch_pose_config, timings)
+        # The re-matched pose rests on the keyframes it was matched against as much as on the retrieved ones.
+        sources = np.concatenate([correspondences.retrieved_keyframes, keyframes])
+        return self._solve(features, correspondences, camera, self.rematch_pose_config, timings, sources)
 
-    def _solve(self, features, correspondences, camera: Camera, pose_config: PoseConfig, timings: dict):
-        """PnP on ``correspondences`` and verification: the result, OK or rejected with the reason."""
+    def _solve(
+        self,
+        features,
+        correspondences,
+        camera: Camera,
+        pose_config: PoseConfig,
+        timings: dict,
+        source_keyframes: np.ndarray,
+    ):
+        """PnP on ``correspondences`` and verification: the result, OK or rejected with the reason.
+        ``source_keyframes`` are those the correspondences came from: a right pose views the scene
+        from near one of them (verification's ``retrieval_agreement``)."""
         num_matches = len(correspondences.query_indices)
         started = time.perf_counter()
         keypoints = features.keypoints[correspondences.query_indices]
@@ -333,14 +359,14 @@ class Localizer:
         verification = self.config.verification
         if verification.enabled:
             started = time.perf_counter()
-            retrieved = [self.map.keyframes[k].world_from_camera for k in correspondences.retrieved_keyframes]
+            sources = [self.map.keyframes[k].world_from_camera for k in source_keyframes]
             facts = gather_evidence(
                 estimate,
                 correspondences.query_indices,
                 undistorted,
                 points3d,
                 pinhole,
-                retrieved,
+                sources,
                 pose_config,
                 verification,
             )
@@ -367,11 +393,9 @@ class Localizer:
             evidence=evidence,
         )
 
-    def _add_keyframe_matches(self, features, correspondences: Correspondences) -> Correspondences:
-        """The search's correspondences after the LightGlue matches against the keyframes that see the
-        most of their points: learned matches first (progressive sampling draws them first), each
-        (keypoint, point) pair once."""
-        keyframes = self.keyframe_matcher.covisible_keyframes(correspondences.point_ids, self.config.rematch.keyframes)
+    def _add_keyframe_matches(self, features, correspondences: Correspondences, keyframes) -> Correspondences:
+        """The search's correspondences after the LightGlue matches against ``keyframes``: learned
+        matches first (progressive sampling draws them first), each (keypoint, point) pair once."""
         query_indices, point_ids = self.keyframe_matcher.match(features, keyframes)
         num_points = len(self.map.arrays["points_xyz"])  # a (keypoint, point) pair as one integer
         found = query_indices * num_points + point_ids

@@ -61,7 +61,8 @@ class VerificationConfig:
     min_spread: float = 0.3
     # On the repeated-structure sim right poses have a ratio of 0.0, wrong ones 0.24-0.56.
     max_second_hypothesis_ratio: float = 0.15
-    min_second_hypothesis_inliers: int = 12
+    # As many as a published pose needs (LocalizerConfig.min_inliers): fewer arise by chance.
+    min_second_hypothesis_inliers: int = 20
     # With PROSAC (correspondences best first) 1000 find every second pose that 10000 do on
     # templeRing and the repeated-structure sim; 300 reject right poses as ambiguous.
     second_hypothesis_max_iterations: int = 1000

@@ -8,9 +8,10 @@ def create_extractor(config: dict | None = None, device: str = "cpu") -> Extract
     """An extractor from a plain config dict; ``name`` defaults to ``"xfeat"``, other keys override
     the extractor's ``default_config`` (unknown keys raise ``ValueError``).
 
-    ``backend`` (XFeat only; see ``vloc_ros.backends``) and ``backend_options`` choose how the network
-    runs. They stay out of ``extractor.config``: backends agree to within precision, so a map built
-    with one localizes with any other."""
+    ``backend`` (see ``vloc_ros.backends``) and ``backend_options`` choose how XFeat runs; ALIKED runs
+    in PyTorch and takes ``auto`` (the localizer's default) or ``torch_cpu`` only. They stay out of
+    ``extractor.config``: backends agree to within precision, so a map built with one localizes with
+    any other."""
     config = dict(config or {})
     backend, backend_options = config.pop("backend", None), config.pop("backend_options", None)
     name = config.get("name", "xfeat")
@@ -19,7 +20,7 @@ def create_extractor(config: dict | None = None, device: str = "cpu") -> Extract
 
         return XFeatExtractor(config, device, backend, backend_options)
     if name == "aliked":
-        if backend not in (None, "torch_cpu") or backend_options:
+        if backend not in (None, "auto", "torch_cpu") or backend_options:
             raise ValueError(f"backend {backend!r} is for XFeat; ALIKED runs in PyTorch on the given device")
         from .aliked import AlikedExtractor
 

@@ -1,7 +1,7 @@
 """Re-matching a query against its covisible keyframes with a learned matcher, lifted to map points.
 
 The localizer's second source of correspondences (hloc's way, on a handful of keyframes; when it is
-used: ``Localizer._worth_rematching``): the candidate search's matches vote for the keyframes that
+used: ``Localizer._keyframes_to_rematch``): the candidate search's matches vote for the keyframes that
 see their points; the query's features are matched with LightGlue (LighterGlue for XFeat) against
 each of the few keyframes with the most votes, and every match to an observation of a map point
 becomes a 2D-3D correspondence.
