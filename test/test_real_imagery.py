@@ -28,12 +28,16 @@ RECALL_FLOORS = {
 }
 
 
+def map_fixture_name(key: str, build_config: str | None = None) -> str:
+    return f"real_map_{key}" + (f"_{build_config}" if build_config else "")
+
+
 def real_map_fixture(key: str, build_config: str | None = None):
     """A session-scoped fixture ``real_map_<key>[_<build config>]``: (RealSet, LocalizationMap) of set
     ``key``, its map built from the ground-truth poses with the default build config or the shipped
     ``config/<build_config>.yaml``; skips when the set's folder is absent."""
 
-    @pytest.fixture(scope="session", name=f"real_map_{key}" + (f"_{build_config}" if build_config else ""))
+    @pytest.fixture(scope="session", name=map_fixture_name(key, build_config))
     def real_map(shared_data, tmp_path_factory):
         from vloc_ros.mapping.builder import build_map
         from vloc_ros.mapping.map_format import load_map
@@ -62,7 +66,7 @@ _scores: dict[tuple[str, str], SetScore] = {}
 def scored(request, key: str, profile: str, build_config: str | None = None) -> SetScore:
     """Set ``key`` (mapped with ``build_config``, as ``real_map_fixture``) localized with ``profile``,
     once per session; prints the measured numbers."""
-    fixture = f"real_map_{key}" + (f"_{build_config}" if build_config else "")
+    fixture = map_fixture_name(key, build_config)
     if (fixture, profile) not in _scores:
         from vloc_ros.localizer import Localizer
 

@@ -22,6 +22,7 @@ from vloc_ros.verification import (
     decide,
     gather_evidence,
     inflate_covariance,
+    lacks_support_only,
 )
 from test_pose_torch import CAMERA_PARAMS, HEIGHT, WIDTH, _scene
 
@@ -163,6 +164,23 @@ def test_each_rule_rejects_with_its_reason(changes, reason):
         assert reason in found and confidence == 0.0
     else:
         assert found == "" and 0.0 < confidence <= 1.0
+
+
+@pytest.mark.parametrize(
+    "changes, support_only",
+    [
+        ({}, False),  # accepted: nothing lacks
+        ({"spread": 0.125}, True),
+        ({"inlier_ratio": 0.03, "relative_position_sigma": 0.1}, True),
+        ({"spread": 0.125, "second_hypothesis_ratio": 0.4}, False),  # another place
+        ({"spread": 0.125, "retrieval_agreement": False}, False),
+        ({"spread": 0.125, "focal_scale": 0.5, "focal_scale_z": -40.0, "focal_scale_cost_drop": 500.0}, False),
+    ],
+)
+def test_lacking_support_is_told_from_evidence_against_the_pose(changes, support_only):
+    """What the localizer may re-match: a rejection for too little support, not one for a rival place,
+    a wrong calibration or no keyframe near the pose."""
+    assert lacks_support_only(evidence(**changes), VerificationConfig()) is support_only
 
 
 def test_confidence_falls_towards_the_bounds_and_covariance_grows():

@@ -23,7 +23,14 @@ from .pose import PoseConfig, estimate_pose
 from .retrieval import VladDescriptor
 from .search import LOCAL_INDEX_TYPES, Binarizer, CandidateSearch, Correspondences, GlobalIndex, SearchConfig
 from .search.keyframe_matching import KeyframeMatcher
-from .verification import CALIBRATION_MISMATCH, VerificationConfig, decide, gather_evidence, inlier_spread
+from .verification import (
+    Evidence,
+    VerificationConfig,
+    decide,
+    gather_evidence,
+    inlier_spread,
+    lacks_support_only,
+)
 
 
 class Profile(str, Enum):
@@ -301,13 +308,7 @@ class Localizer:
 
     def _unsupported(self, result: LocalizationResult) -> bool:
         """Rejected by verification only for weak support (inlier ratio, spread, position sigma)."""
-        evidence = result.evidence
-        return bool(
-            evidence
-            and not result.reason.startswith(f"verification: {CALIBRATION_MISMATCH}")
-            and evidence["retrieval_agreement"]
-            and evidence["second_hypothesis_ratio"] < self.config.verification.max_second_hypothesis_ratio
-        )
+        return bool(result.evidence) and lacks_support_only(Evidence(**result.evidence), self.config.verification)
 
     def _agree(self, rematched: LocalizationResult, searched: LocalizationResult) -> bool:
         """Whether re-matching corrected the search's published pose (a few degrees: 7-Scenes) rather

@@ -330,10 +330,15 @@ def gather_evidence(
     )
 
 
-def decide(evidence: Evidence, config: VerificationConfig | dict) -> tuple[str, float]:
-    """(rejection reason or "" to accept, confidence in [0, 1])."""
-    config = from_dict(VerificationConfig, config)
-    margins = {
+# The tests whose failure means too little support for a pose rather than evidence against it
+# (another place, a wrong focal length, no keyframe near it): more matches may still vouch for it.
+SUPPORT_TESTS = frozenset({"inlier ratio", "inlier spread", "position sigma"})
+RETRIEVAL = "retrieval agreement"
+
+
+def _margins(evidence: Evidence, config: VerificationConfig) -> dict[str, float]:
+    """How far each ratio clears its bound (>= 1: passes)."""
+    return {
         "inlier ratio": evidence.inlier_ratio / config.min_inlier_ratio,
         "inlier spread": evidence.spread / config.min_spread,
         "second hypothesis": (
@@ -343,23 +348,44 @@ def decide(evidence: Evidence, config: VerificationConfig | dict) -> tuple[str, 
         ),
         "position sigma": config.max_relative_position_sigma / max(evidence.relative_position_sigma, 1e-12),
     }
-    confidence = float(np.prod([min(1.0, margin / 2.0) for margin in margins.values()]))
-    # First: a wrong calibration fails the other tests too (the pose is far from every retrieved
-    # keyframe, a second pose turns up), but it is the cause to report.
+
+
+def _failed_tests(evidence: Evidence, config: VerificationConfig, margins: dict[str, float]) -> list[str]:
+    """The tests ``evidence`` fails, in the order ``decide`` reports them. A wrong calibration fails
+    the others too (the pose is far from every retrieved keyframe, a second pose turns up), but it is
+    the cause to report: alone."""
     if (
         abs(np.log(evidence.focal_scale)) > np.log1p(config.max_focal_scale_error)
         and abs(evidence.focal_scale_z) >= config.min_focal_scale_z
         and evidence.focal_scale_cost_drop >= config.min_focal_scale_cost_drop
     ):
+        return [CALIBRATION_MISMATCH]
+    failed = [] if evidence.retrieval_agreement else [RETRIEVAL]
+    return failed + [name for name, margin in margins.items() if margin < 1.0]
+
+
+def lacks_support_only(evidence: Evidence, config: VerificationConfig | dict) -> bool:
+    """Whether ``evidence`` fails tests, and only those of ``SUPPORT_TESTS``."""
+    config = from_dict(VerificationConfig, config)
+    failed = _failed_tests(evidence, config, _margins(evidence, config))
+    return bool(failed) and SUPPORT_TESTS.issuperset(failed)
+
+
+def decide(evidence: Evidence, config: VerificationConfig | dict) -> tuple[str, float]:
+    """(rejection reason or "" to accept, confidence in [0, 1])."""
+    config = from_dict(VerificationConfig, config)
+    margins = _margins(evidence, config)
+    confidence = float(np.prod([min(1.0, margin / 2.0) for margin in margins.values()]))
+    failed = _failed_tests(evidence, config, margins)
+    if not failed:
+        return "", confidence
+    if failed[0] == CALIBRATION_MISMATCH:
         return (
             f"{CALIBRATION_MISMATCH}: the matches call for a focal length {evidence.focal_scale:.2f} x the "
             f"camera's ({abs(evidence.focal_scale_z):.0f} sigma); check the CameraInfo"
         ), 0.0
-    if not evidence.retrieval_agreement:
+    if failed[0] == RETRIEVAL:
         return "no retrieved keyframe views the scene from near the estimated pose", 0.0
-    failed = [name for name, margin in margins.items() if margin < 1.0]
-    if not failed:
-        return "", confidence
     details = {
         "inlier ratio": f"inlier ratio {evidence.inlier_ratio:.2f} < {config.min_inlier_ratio}",
         "inlier spread": f"inliers cover {evidence.spread:.2f} of the image < {config.min_spread}",
