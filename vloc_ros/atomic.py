@@ -68,3 +68,21 @@ def atomic_directory(path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_new_path(path) -> Iterator[Path]:
+    """Yield a not-yet-existing path named like ``path`` inside a staging folder beside it, for writers
+    that create their target themselves and name its contents after it (a rosbag2 folder); when the
+    block succeeds it is moved onto ``path`` (FileExistsError if something appeared there),
+    otherwise deleted."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield staging / path.name
+        if path.exists():
+            raise FileExistsError(f"{path} appeared while it was written")
+        os.replace(staging / path.name, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

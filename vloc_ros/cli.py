@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "build-map": ("vloc_ros.mapping.cli", "build a localization map from images or a rosbag"),
     "localize": ("vloc_ros.localization_cli", "localize images against a map"),
     "eval": ("vloc_ros.evaluation.cli", "evaluate localization on a rosbag, write a report"),
+    "images-to-bag": ("vloc_ros.sequence_bag", "write an image sequence with known poses as a ROS 2 bag"),
     "export": ("vloc_ros.backends.cli", "export the descriptor network for an inference backend"),
 }
 

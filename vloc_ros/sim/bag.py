@@ -7,7 +7,8 @@ image stamp:
   (sensor_msgs/CompressedImage, JPEG), frame ``camera_optical_frame``;
 - ``/camera/camera_info`` (plumb_bob; ``P`` = ``K`` because the images are not rectified);
 - ``/ground_truth/pose`` (geometry_msgs/PoseStamped): ``map_from_base`` in frame ``map``;
-- ``/odom`` (nav_msgs/Odometry, ``odom`` -> ``base_link``) and the same transform on ``/tf``;
+- ``/odom`` (nav_msgs/Odometry, ``odom`` -> ``base_link``) and the same transform on ``/tf``,
+  unless the writer is told there is no odometry (a recorded image sequence has none);
 - once, at the first stamp, ``/tf_static`` (transient local): ``base_link`` -> ``camera_optical_frame``.
 
 So ``map_from_base (ground truth) @ base_from_camera (tf_static) == world_from_camera``.
@@ -68,6 +69,8 @@ class CameraBagWriter:
 
     Odometry defaults to drift-free: ``odom_from_base`` = the first frame's ``map_from_base``
     inverse times the current one. The /odom twist is the backward difference (zero at the first frame).
+    ``odometry=False`` writes neither /odom nor /tf: odometry made from the ground truth would be a
+    perfect one that no real sequence has.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class CameraBagWriter:
         storage: str = "mcap",
         distro: str = "jazzy",
         jpeg_quality: int = 90,
+        odometry: bool = True,
     ):
         if storage not in STORAGES:
             raise ValueError(f"unknown bag storage {storage!r}; choose one of {', '.join(STORAGES)}")
@@ -87,6 +91,7 @@ class CameraBagWriter:
         self.path, self.camera = Path(path), camera
         self.base_from_camera = camera_mount() if base_from_camera is None else base_from_camera
         self.jpeg_quality = int(jpeg_quality)
+        self.odometry = odometry
         self._typestore = get_typestore(DISTROS[distro])
         self._messages = _Messages(self._typestore)
         self._writer = Writer(self.path, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage])
@@ -101,6 +106,8 @@ class CameraBagWriter:
             ("image", "sensor_msgs/msg/Image"),
             ("compressed", "sensor_msgs/msg/CompressedImage"),
         ):
+            if key in ("tf", "odom") and not odometry:
+                continue
             qos = [TF_STATIC_QOS] if key == "tf_static" else []
             self._connections[key] = self._writer.add_connection(
                 TOPICS[key], msgtype, typestore=self._typestore, offered_qos_profiles=qos
@@ -125,8 +132,9 @@ class CameraBagWriter:
             step, dt = Rigid3(), 1.0
         else:
             step, dt = self._previous[1].inverse() @ odom_from_base, (stamp_ns - self._previous[0]) * 1e-9
-        self._write("tf", stamp_ns, messages.tf(stamp_ns, ODOM_FRAME, BASE_FRAME, odom_from_base))
-        self._write("odom", stamp_ns, messages.odometry(stamp_ns, odom_from_base, step, dt))
+        if self.odometry:
+            self._write("tf", stamp_ns, messages.tf(stamp_ns, ODOM_FRAME, BASE_FRAME, odom_from_base))
+            self._write("odom", stamp_ns, messages.odometry(stamp_ns, odom_from_base, step, dt))
         self._write("ground_truth", stamp_ns, messages.pose_stamped(stamp_ns, MAP_FRAME, map_from_base))
         self._write("camera_info", stamp_ns, messages.camera_info(stamp_ns, self.camera))
         image = np.ascontiguousarray(image, dtype=np.uint8)
