@@ -72,8 +72,9 @@ def alternate_split(
     return RealSet(name, frames, queries, spacing, "rel", **bounds)
 
 
-def seven_scenes(root: Path = SHARED_DATA / "7scenes_redkitchen_excerpt") -> RealSet:
-    """Map: frames 0-599, every 3rd; queries: 600-999, every 5th; 525/525/320/240 (baselines.md)."""
+def seven_scenes(root: Path = SHARED_DATA / "7scenes_redkitchen_excerpt", query_step: int = 5) -> RealSet:
+    """Map: frames 0-599, every 3rd; queries: 600-999, every 5th; 525/525/320/240 (baselines.md).
+    ``query_step`` 1 queries every frame, as a robot's camera would (hloc was not run on that)."""
     camera = Camera(640, 480, 525.0, 525.0, 320.0, 240.0)
 
     def pose(index: int) -> Rigid3:
@@ -84,7 +85,10 @@ def seven_scenes(root: Path = SHARED_DATA / "7scenes_redkitchen_excerpt") -> Rea
         return root / "images" / f"frame-{index:06d}.jpg"
 
     frames = [MapFrame(image(i).name, camera, lambda p=image(i): read_image_rgb(p), pose(i)) for i in range(0, 600, 3)]
-    queries = [Query(image(i).name, camera, pose(i), lambda p=image(i): read_image_rgb(p)) for i in range(600, 1000, 5)]
+    queries = [
+        Query(image(i).name, camera, pose(i), lambda p=image(i): read_image_rgb(p))
+        for i in range(600, 1000, query_step)
+    ]
     return RealSet(
         "7scenes_redkitchen",
         frames,
@@ -93,8 +97,15 @@ def seven_scenes(root: Path = SHARED_DATA / "7scenes_redkitchen_excerpt") -> Rea
         "m",
         recall_bounds=((0.05, 5.0), (0.10, 5.0), (0.25, 2.0)),
         wrong=(0.25, 10.0),
-        hloc={"localized": 80 / 80, "median": (0.042, 2.31), "recall": (0.59, 0.89, None), "wrong": 0, "s": 2.33},
+        hloc={"localized": 80 / 80, "median": (0.042, 2.31), "recall": (0.59, 0.89, None), "wrong": 0, "s": 2.33}
+        if query_step == 5
+        else {},
     )
+
+
+def seven_scenes_every_frame(root: Path = SHARED_DATA / "7scenes_redkitchen_excerpt") -> RealSet:
+    """7-Scenes with every frame of 600-999 a query: what the every-5th protocol skips."""
+    return seven_scenes(root, query_step=1)
 
 
 def llff_beer(root: Path = SHARED_DATA / "llff_beer") -> RealSet:
@@ -153,10 +164,17 @@ def temple_ring(root: Path = SHARED_DATA / "middlebury_templeRing_partial") -> R
     return alternate_split("templeRing", temple_ring_views(root), lambda name: root / name)
 
 
-REAL_SETS = {"7scenes": seven_scenes, "llff_beer": llff_beer, "ngp_fox": ngp_fox, "templeRing": temple_ring}
+REAL_SETS = {
+    "7scenes": seven_scenes,
+    "7scenes_every_frame": seven_scenes_every_frame,
+    "llff_beer": llff_beer,
+    "ngp_fox": ngp_fox,
+    "templeRing": temple_ring,
+}
 # Each set's folder under SHARED_DATA: a set whose folder is absent is skipped, not failed.
 REAL_SET_FOLDERS = {
     "7scenes": "7scenes_redkitchen_excerpt",
+    "7scenes_every_frame": "7scenes_redkitchen_excerpt",
     "llff_beer": "llff_beer",
     "ngp_fox": "ngp_fox",
     "templeRing": "middlebury_templeRing_partial",
