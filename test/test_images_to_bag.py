@@ -91,8 +91,9 @@ def test_bad_arguments_are_named_and_no_bag_is_left(sequence, tmp_path, run_vloc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["camera.yaml", "images", "poses.tum"]
 
 
-def test_an_unreadable_image_leaves_no_bag(sequence, tmp_path, run_vloc):
-    (sequence[0] / "frame-003.png").write_bytes(b"not a png")
+@pytest.mark.parametrize("content", [b"not a png", cv2.imencode(".png", np.zeros((10, 10, 3), np.uint8))[1].tobytes()])
+def test_an_unreadable_or_misfit_image_leaves_no_bag(sequence, tmp_path, run_vloc, content):
+    (sequence[0] / "frame-003.png").write_bytes(content)
     done = convert(run_vloc, sequence, tmp_path / "bag")
     assert done.returncode == 2 and "frame-003.png" in done.stderr, done.stderr
     assert not any(p.name.startswith((".bag", "bag")) for p in tmp_path.iterdir())

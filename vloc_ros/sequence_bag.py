@@ -101,8 +101,14 @@ def run(args: argparse.Namespace) -> int:
         ):
             for index, stamp in zip(tqdm(indices, desc="images-to-bag", unit="img"), stamps):
                 frame = frames[index]
-                writer.write_frame(round(stamp * 1e9), frame.load_image(), frame.world_from_camera)
-    except ValueError as error:  # stamps not increasing, an unreadable image
+                image = frame.load_image()
+                if (image.shape[1], image.shape[0]) != (frame.camera.width, frame.camera.height):
+                    raise ValueError(
+                        f"{frame.name} is {image.shape[1]}x{image.shape[0]}, "
+                        f"the camera {frame.camera.width}x{frame.camera.height}"
+                    )
+                writer.write_frame(round(stamp * 1e9), image, frame.world_from_camera)
+    except ValueError as error:  # stamps not increasing, an unreadable image, an image the camera does not fit
         raise UsageError(f"{error}; no bag written") from None
     print(f"wrote {len(indices)} frames to {args.out} ({stamps[0]:.3f}-{stamps[-1]:.3f} s)")
     return 0
