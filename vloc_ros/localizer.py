@@ -50,16 +50,16 @@ class RematchConfig:
     # ``features.create_matcher`` options; LightGlue takes the weights of the map's extractor.
     matcher: dict = field(default_factory=lambda: {"name": "lightglue"})
     # PnP threshold after re-matching, by the map's extractor. XFeat's keypoints are whole pixels of its
-    # 8x8-cell heatmap: on an uncalibrated hand-held camera its matches carry a few pixels of error, and
-    # 4 px keeps a locally consistent patch that tilts the pose, 12 (hloc's) the inliers spread over
-    # the image. ALIKED's are sub-pixel: 4 px keeps their precision (docs/decisions.md).
-    ransac_max_error_px: dict = field(default_factory=lambda: {"xfeat": 12.0, "aliked": 4.0})
-    # Weak (fast profile): fewer inliers than this, or inliers in less than this share of the 4x4
-    # image cells. The search's wrong poses rest on a small patch of the image, right ones mostly cover
-    # half of it or more, so most frames skip the re-matching and its ~0.4 s on a CPU
-    # (docs/decisions.md).
+    # 8x8-cell heatmap: seen from far off the mapping views by an uncalibrated hand-held camera, its
+    # matches carry pixels of systematic error, and a tight threshold keeps a locally consistent patch
+    # that tilts the pose; 20 px spreads the inliers over the image. ALIKED's are sub-pixel: 4 px
+    # keeps their precision (docs/decisions.md).
+    ransac_max_error_px: dict = field(default_factory=lambda: {"xfeat": 20.0, "aliked": 4.0})
+    # Weak (fast profile): fewer inliers than this, or inliers in at most half of the 4x4 image cells.
+    # The search's wrong poses rest on a patch of the image, right ones mostly cover more than half of
+    # it, so most frames skip the re-matching and its ~0.4 s on a CPU (docs/decisions.md).
     weak_below_inliers: int = 40
-    weak_below_spread: float = 0.45
+    weak_below_spread: float = 0.55
     # How far re-matching may move a published search pose (x the median inlier depth; degrees): a
     # correction of a tilted pose is a few degrees, a move onto mirrored keyframes ~180 (docs/decisions.md).
     max_correction: float = 0.25
