@@ -18,6 +18,7 @@ from vloc_ros.mapping.builder import BuildConfig
 from vloc_ros.nodes import localizer_node, map_builder_node
 from vloc_ros.pose import PoseConfig
 from vloc_ros.search import SearchConfig, SearchMode
+from vloc_ros.tracking import TrackingConfig
 from vloc_ros.verification import MotionGateConfig, VerificationConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,15 +27,17 @@ CONFIG_TYPES = (
     PoseConfig,
     VerificationConfig,
     MotionGateConfig,
+    TrackingConfig,
     LocalizerConfig,
     BuildConfig,
     BackendOptions,
 )
-# parameter file -> (node module, its parameters -> config fields, the config type)
-NODES = {
-    "localizer.yaml": (localizer_node, localizer_node.LOCALIZER_CONFIG_PARAMETERS, LocalizerConfig),
-    "map_builder.yaml": (map_builder_node, map_builder_node.BUILD_CONFIG_PARAMETERS, BuildConfig),
-}
+# (parameter file, node module, its parameters -> config fields, the config type)
+NODES = [
+    ("localizer.yaml", localizer_node, localizer_node.LOCALIZER_CONFIG_PARAMETERS, LocalizerConfig),
+    ("localizer.yaml", localizer_node, localizer_node.TRACKING_CONFIG_PARAMETERS, TrackingConfig),
+    ("map_builder.yaml", map_builder_node, map_builder_node.BUILD_CONFIG_PARAMETERS, BuildConfig),
+]
 
 
 @pytest.mark.parametrize("config_type", CONFIG_TYPES)
@@ -73,9 +76,14 @@ def config_value(config_type, path: str):
     return value
 
 
-@pytest.mark.parametrize("params_file", NODES)
-def test_parameters_that_configure_a_stage_map_onto_its_fields_with_its_defaults(params_file):
-    node_module, config_parameters, config_type = NODES[params_file]
+@pytest.mark.parametrize(
+    ("params_file", "node_module", "config_parameters", "config_type"),
+    NODES,
+    ids=lambda v: getattr(v, "__name__", None),
+)
+def test_parameters_that_configure_a_stage_map_onto_its_fields_with_its_defaults(
+    params_file, node_module, config_parameters, config_type
+):
     specs = {spec.name: spec for spec in node_module.PARAMETERS}
     yaml_parameters = yaml.safe_load((ROOT / "config" / params_file).read_text())
     (parameters,) = [section["ros__parameters"] for section in yaml_parameters.values()]

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
@@ -150,10 +151,11 @@ def test_bad_raw_images_are_counted_not_fatal(graph, query, localizer):
 
 def test_relocalize_lets_a_jump_against_odometry_through(graph, query, localizer):
     """The same frame again with odometry shifted 2 m implies a map -> odom 2 m away: held back
-    (1 of 3 confirmations). After ~/relocalize the same kind of frame is published; without it, it
-    would be held back again (2 of 3)."""
+    (1 of 3 confirmations). After ~/relocalize (state LOST on ~/state) the same kind of frame is
+    published (RELOCALIZED); without it, it would be held back again (2 of 3)."""
     namespace = f"{NAMESPACE}/main"
     poses = graph.collect(PoseStamped, topic(localizer, "pose"))
+    states = graph.collect(DiagnosticStatus, topic(localizer, "state"), LATCHED)
     frame = query.frames[1]
     [odom_to_base] = frame["/tf"].transforms
     base_stamp = 1_900_000_000 * 10**9
@@ -188,10 +190,14 @@ def test_relocalize_lets_a_jump_against_odometry_through(graph, query, localizer
     assert jumped not in poses.by_stamp(), "a pose that jumps against odometry was published"
 
     response = graph.call(Trigger, topic(localizer, "relocalize"))
-    assert response.success and "motion prior cleared" in response.message
+    assert response.success and "lost on request" in response.message
+    assert wait_until(lambda: states.messages and states.messages[-1].message == "lost", POSE_TIMEOUT)
+    assert dict((v.key, v.value) for v in states.messages[-1].values)["reason"].startswith("relocalization requested")
     after = publish(2, 2.0)
     assert wait_until(lambda: after in poses.by_stamp(), POSE_TIMEOUT), "~/relocalize did not clear the prior"
     assert held_back(graph.diagnostic(localizer)) == held_back(status)
+    assert wait_until(lambda: states.messages[-1].message == "relocalized", POSE_TIMEOUT)
+    assert graph.diagnostic(localizer)["tracking_state"] == "relocalized"
 
 
 def test_compressed_transport_and_bad_inputs(graph, query, sim_map):

@@ -2,7 +2,10 @@
 
 Pipeline per frame: extract local features -> global descriptor -> parallel global/local
 candidate search (``vloc_ros.search``) -> undistort matched keypoints -> LO-RANSAC PnP with
-refinement and covariance (``vloc_ros.pose``) -> verification. ROS-free; the node wraps it.
+refinement and covariance (``vloc_ros.pose``) -> verification. Given a prior (the pose predicted
+from the last fix: ``vloc_ros.tracking``), guided matching near the predicted projections of the map
+points comes first, and the candidate search runs only when its pose is weak or rejected.
+ROS-free; the node wraps it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from .mapping.map_format import REBUILD, LocalizationMap, MapError, MapManifest
 from .pose import PoseConfig, estimate_pose
 from .retrieval import VladDescriptor
 from .search import LOCAL_INDEX_TYPES, Binarizer, CandidateSearch, Correspondences, GlobalIndex, SearchConfig
+from .search.guided import GuidedConfig, GuidedMatcher
 from .search.keyframe_matching import KeyframeMatcher
 from .verification import (
     Evidence,
@@ -77,6 +81,7 @@ class LocalizerConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     pose: PoseConfig = field(default_factory=PoseConfig)
     rematch: RematchConfig = field(default_factory=RematchConfig)
+    guided: GuidedConfig = field(default_factory=GuidedConfig)
     # Query keypoints of the accurate profile (the fast profile's are ``inference.max_keypoints``).
     accurate_max_keypoints: int = 2048
     verification: VerificationConfig = field(default_factory=VerificationConfig)
@@ -120,6 +125,7 @@ class LocalizationResult:
     num_matches: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     evidence: dict = field(default_factory=dict)  # verification evidence (see vloc_ros.verification)
+    guided: bool = False  # the pose rests on guided matching from the prior, not on the candidate search
 
     @property
     def ok(self) -> bool:
@@ -142,6 +148,7 @@ class LocalizationResult:
             "matches": self.num_matches,
             "keypoints": self.num_keypoints,
             "confidence": round(self.confidence, 4),
+            "guided": self.guided,
             "evidence": self.evidence,
             "timings_ms": {k: round(v * 1000, 2) for k, v in self.timings.items()},
         }
@@ -219,6 +226,9 @@ class Localizer:
             global_index=GlobalIndex(arrays["keyframe_global_descriptors"]),
             keyframe_points=(arrays["keyframe_points_offsets"], arrays["keyframe_points"]),
         )
+        self.guided_matcher = GuidedMatcher(
+            arrays, [keyframe.world_from_camera for keyframe in localization_map.keyframes], self.config.guided
+        )
         self.keyframe_matcher = None
         if rematch.keyframes > 0:
             options = dict(rematch.matcher)
@@ -232,18 +242,19 @@ class Localizer:
         """Stop the search's threads. Call it once no ``localize`` runs or will run on this localizer."""
         self.search.close()
 
-    def localize(self, image: np.ndarray, camera: Camera) -> LocalizationResult:
-        """Localize one image (RGB uint8 HxWx3 or gray HxW) taken by ``camera``.
+    def localize(self, image: np.ndarray, camera: Camera, prior: Rigid3 | None = None) -> LocalizationResult:
+        """Localize one image (RGB uint8 HxWx3 or gray HxW) taken by ``camera``; ``prior``: where the
+        camera (world_from_camera) is expected to be, to try guided matching first.
 
         Raises ValueError when the image does not fit the camera (a caller bug); anything about
         the image content gives NOT_LOCALIZED with a reason. ``timings["total"]`` is the whole call.
         """
         started = time.perf_counter()
-        result = self._localize(image, camera)
+        result = self._localize(image, camera, prior)
         result.timings["total"] = time.perf_counter() - started
         return result
 
-    def _localize(self, image: np.ndarray, camera: Camera) -> LocalizationResult:
+    def _localize(self, image: np.ndarray, camera: Camera, prior: Rigid3 | None) -> LocalizationResult:
         image = np.asarray(image)
         if image.ndim < 2 or (image.shape[1], image.shape[0]) != (camera.width, camera.height):
             raise ValueError(f"image shape {image.shape} does not match camera {camera.width}x{camera.height}")
@@ -256,20 +267,23 @@ class Localizer:
                 f"too few keypoints ({len(features)} < {self.config.min_keypoints})", timings, len(features)
             )
 
-        started = time.perf_counter()
-        query_global = self.global_descriptor.describe(features.descriptors)
-        timings["global_descriptor"] = time.perf_counter() - started
-        correspondences = self.search.search(features.descriptors, query_global)
-        timings.update(correspondences.timings)
-        num_matches = len(correspondences.query_indices)
-        if num_matches < self.config.min_matches:
-            return self._reject(
-                f"too few matches ({num_matches} < {self.config.min_matches})", timings, len(features), num_matches
+        tracked = None if prior is None else self._track(features, camera, prior, timings)
+        if tracked is not None:
+            result, correspondences = tracked
+        else:
+            started = time.perf_counter()
+            query_global = self.global_descriptor.describe(features.descriptors)
+            timings["global_descriptor"] = time.perf_counter() - started
+            correspondences = self.search.search(features.descriptors, query_global)
+            timings.update(correspondences.timings)
+            num_matches = len(correspondences.query_indices)
+            if num_matches < self.config.min_matches:
+                return self._reject(
+                    f"too few matches ({num_matches} < {self.config.min_matches})", timings, len(features), num_matches
+                )
+            result = self._solve(
+                features, correspondences, camera, self.config.pose, timings, correspondences.retrieved_keyframes
             )
-
-        result = self._solve(
-            features, correspondences, camera, self.config.pose, timings, correspondences.retrieved_keyframes
-        )
         keyframes = self._keyframes_to_rematch(result, correspondences, camera)
         if keyframes is None:
             return result
@@ -281,7 +295,26 @@ class Localizer:
                 rematched.num_keypoints,
                 rematched.num_matches,
             )
+        rematched.guided = result.guided
         return rematched
+
+    def _track(self, features, camera: Camera, prior: Rigid3, timings: dict):
+        """(result, correspondences) of guided matching around ``prior``, or None to run the candidate
+        search instead: too few matches, or a pose that verification rejected or that is weak (as the
+        fast profile's re-matching judges it). A wrong prior finds few consistent matches, so it
+        falls back rather than misleads."""
+        undistorted = camera.undistort_points(features.keypoints)
+        correspondences = self.guided_matcher.match(undistorted, features.descriptors, camera.pinhole(), prior)
+        timings.update(correspondences.timings)
+        if len(correspondences) < self.config.min_matches:
+            return None
+        result = self._solve(
+            features, correspondences, camera, self.config.pose, timings, correspondences.retrieved_keyframes
+        )
+        if not result.ok or self._weak(result, camera):
+            return None
+        result.guided = True
+        return result, correspondences
 
     def _keyframes_to_rematch(self, result: LocalizationResult, correspondences, camera: Camera):
         """The keyframes that see the most of the search's matched points (``covisible_keyframes``), to
@@ -296,15 +329,18 @@ class Localizer:
         parts of 7-Scenes' kitchen; docs/decisions.md)."""
         if self.keyframe_matcher is None:
             return None
-        rematch = self.config.rematch
         if result.ok:
-            spread = inlier_spread(result.inlier_keypoints, camera)
-            weak = result.num_inliers < rematch.weak_below_inliers or spread < rematch.weak_below_spread
-            if self.profile is not Profile.ACCURATE and not weak:
+            if self.profile is not Profile.ACCURATE and not self._weak(result, camera):
                 return None
         elif not self._unsupported(result):
             return None
-        return self.keyframe_matcher.covisible_keyframes(correspondences.point_ids, rematch.keyframes)
+        return self.keyframe_matcher.covisible_keyframes(correspondences.point_ids, self.config.rematch.keyframes)
+
+    def _weak(self, result: LocalizationResult, camera: Camera) -> bool:
+        """A published pose on few inliers or a small part of the image (``RematchConfig``)."""
+        rematch = self.config.rematch
+        spread = inlier_spread(result.inlier_keypoints, camera)
+        return result.num_inliers < rematch.weak_below_inliers or spread < rematch.weak_below_spread
 
     def _unsupported(self, result: LocalizationResult) -> bool:
         """Rejected by verification only for weak support (inlier ratio, spread, position sigma)."""

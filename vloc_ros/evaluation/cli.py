@@ -57,6 +57,12 @@ def register(subparsers) -> None:
         help="align the estimate to ground truth first (map frame != ground-truth frame)",
     )
     add_localizer_arguments(parser)
+    parser.add_argument(
+        "--no-prior",
+        dest="use_prior",
+        action="store_false",
+        help="localize each frame on its own, without the last pose guiding the next (the node's use_prior)",
+    )
     live = parser.add_argument_group("live evaluation over ROS 2")
     live.add_argument("--live", action="store_true", help="replay the bag with rclpy to a localizer node")
     live.add_argument(
@@ -121,6 +127,7 @@ def _config(args: argparse.Namespace) -> dict:
         "ground_truth_tum": args.gt_tum,
         "max_gap": args.max_gap,
         "alignment": args.align,
+        "tracking": {"use_prior": args.use_prior},
     }
 
 
@@ -132,6 +139,8 @@ def run_live(args: argparse.Namespace) -> int:
     config = {**_config(args), "node": args.node, "rate": args.rate, "replay_tf": args.replay_tf}
     node_parameters = {"search_mode": args.mode, "profile": args.profile}
     node_parameters = {name: value for name, value in node_parameters.items() if value}
+    if not args.use_prior:
+        node_parameters["use_prior"] = False
     try:
         _, metrics, report_dir = evaluate_live(
             args.bag, args.output, config, map_path=args.map, node_parameters=node_parameters

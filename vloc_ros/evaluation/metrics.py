@@ -62,6 +62,21 @@ def compute_metrics(records: list[FrameRecord], config: dict | None = None) -> d
         "rotation_error_deg": _median_p90(rotation_errors),
         "ape_translation_rmse": float(np.sqrt(np.mean(translation_errors**2))) if len(scored) else None,
         "latency_ms": latency_percentiles(records),
+        "tracking": tracking_metrics(records),
+    }
+
+
+def tracking_metrics(records: list[FrameRecord]) -> dict | None:
+    """Frames per tracking state, guided poses, and the share of frames with a pose from the first
+    one on (a robot's view: once localized, how often is there a pose); None without states (live)."""
+    if not any(r.state for r in records):
+        return None
+    first = next((i for i, r in enumerate(records) if r.localized), None)
+    after = records[first:] if first is not None else []
+    return {
+        "frames_by_state": dict(Counter(r.state for r in records)),
+        "guided": sum(r.guided for r in records),
+        "localized_once_localized": _ratio(sum(r.localized for r in after), len(after)),
     }
 
 

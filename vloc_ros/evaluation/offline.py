@@ -1,4 +1,4 @@
-"""Offline evaluation: run the node's Localizer frame by frame over a bag and score it."""
+"""Offline evaluation: run the node's Localizer and Tracker frame by frame over a bag and score it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..bag_source import BagSource
 from ..geometry import Rigid3, interpolate_poses
+from ..tracking import Tracker
 from ..tum import read_tum
 from .alignment import align_records
 from .metrics import compute_metrics
@@ -23,6 +24,10 @@ DEFAULT_EVAL_CONFIG = {
     "ground_truth_tum": None,
     "max_gap": 0.25,  # seconds between ground-truth samples bracketing an image
     "alignment": "none",  # none | se3 | sim3: when the map frame is not the ground-truth frame
+    # The node's tracking (vloc_ros.tracking.TrackingConfig): the last pose guides the next frame;
+    # {"use_prior": False} localizes each frame on its own. Odometry is not read from the bag: the
+    # prior is the last pose itself.
+    "tracking": {},
 }
 # The live evaluation's (vloc_ros.nodes.live_evaluation, `vloc eval --live`) defaults: here, without ROS,
 # so that the `vloc eval` command line shows them.
@@ -36,16 +41,19 @@ DEFAULT_LIVE_CONFIG = {
 }
 
 
-def localize_bag(localizer, source: BagSource, image_topic: str, camera, progress: bool = False):
-    """(stamps, results) of the localizer over every image on ``image_topic``."""
+def localize_bag(
+    localizer, source: BagSource, image_topic: str, camera, tracking: dict | None = None, progress: bool = False
+):
+    """(stamps, tracking steps) of the localizer over every image on ``image_topic``, in order, through
+    the node's ``Tracker`` with ``tracking`` (``TrackingConfig``) settings."""
     from tqdm import tqdm
 
-    stamps, results = [], []
+    tracker = Tracker(localizer, tracking)
+    stamps, steps = [], []
     for stamp, image in tqdm(source.images(image_topic), desc="localize", unit="img", disable=not progress):
-        result = localizer.localize(image, camera)
+        steps.append(tracker.process(stamp, image, camera))
         stamps.append(stamp)
-        results.append(result)
-    return stamps, results
+    return stamps, steps
 
 
 def ground_truth_at(stamps, config: dict, source: BagSource) -> list[Rigid3 | None]:
@@ -66,7 +74,7 @@ def evaluate_bag(
     config = {**DEFAULT_EVAL_CONFIG, **(config or {})}
     with BagSource(bag) as source:
         camera = source.camera(config["camera_info_topic"])
-        stamps, results = localize_bag(localizer, source, config["image_topic"], camera, progress)
+        stamps, steps = localize_bag(localizer, source, config["image_topic"], camera, config["tracking"], progress)
         truths = ground_truth_at(stamps, config, source)
         read_stops = [
             f"after {stop.messages_read} messages of {', '.join(stop.topics)} (last receive stamp "
@@ -76,13 +84,15 @@ def evaluate_bag(
     records = [
         FrameRecord(
             stamp,
-            result.world_from_camera if result.ok else None,
-            result.reason,
-            result.num_inliers,
-            dict(result.timings),
+            step.result.world_from_camera if step.published else None,
+            step.held_back or step.result.reason,
+            step.result.num_inliers,
+            dict(step.result.timings),
             truth,
+            step.state.value,
+            step.published and step.result.guided,
         )
-        for stamp, result, truth in zip(stamps, results, truths)
+        for stamp, step, truth in zip(stamps, steps, truths)
     ]
     if config["alignment"] != "none":
         records, _, _ = align_records(records, with_scale=config["alignment"] == "sim3")

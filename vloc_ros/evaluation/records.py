@@ -15,6 +15,8 @@ class FrameRecord:
     num_inliers: int = 0
     timings: dict = field(default_factory=dict)  # stage -> seconds
     ground_truth: Rigid3 | None = None  # world_from_camera at stamp; None = unevaluated
+    state: str = ""  # the tracking state after the frame (vloc_ros.tracking); "" where unknown (live)
+    guided: bool = False  # the pose came from guided matching around the prior
 
     @property
     def localized(self) -> bool:
@@ -43,4 +45,6 @@ class FrameRecord:
             "ground_truth": None if self.ground_truth is None else self.ground_truth.to_dict(),
             "translation_error": None if errors is None else errors[0],
             "rotation_error_deg": None if errors is None else errors[1],
+            "state": self.state,
+            "guided": self.guided,
         }

@@ -103,6 +103,18 @@ def _metric_rows(metrics: dict) -> list[tuple[str, str]]:
             ", ".join(f"{reason} {n}" for reason, n in sorted(counts["not_localized_by_reason"].items())) or "none",
         ),
     ]
+    tracking = metrics.get("tracking")
+    if tracking:
+        rows += [
+            (
+                "localized from the first pose on",
+                f"{_percent(tracking['localized_once_localized'])} ({tracking['guided']} poses guided by the last one)",
+            ),
+            (
+                "frames by tracking state",
+                ", ".join(f"{state} {n}" for state, n in sorted(tracking["frames_by_state"].items())),
+            ),
+        ]
     latency = metrics["latency_ms"]
     for stage in sorted(latency, key=lambda s: (s != "total", s)):
         values = latency[stage]

@@ -22,14 +22,19 @@ Publishes
   /tf per ``publish_tf`` (see ``vloc_ros.publishing``), ``~/inliers`` (PointCloud2 of the matched map points),
   ``~/map_cloud`` (PointCloud2 of the map, transient local, once per map load),
   ``~/debug_image`` (with ``publish_debug_image``), /diagnostics (~1 Hz)
+  ``~/state`` (diagnostic_msgs/DiagnosticStatus, transient local, on every change): the tracking
+      state as ``message`` (initializing, relocalized, tracking, lost), the reason under key ``reason``
 Services (std_srvs/Trigger)
-  ``~/relocalize``: forget the odometry motion prior (the next pose is accepted as is) and drop a
-      waiting frame
+  ``~/relocalize``: go LOST: forget the prior and the odometry gate's memory (the next pose comes from
+      the whole map and is accepted as is) and drop a waiting frame
   ``~/reload_map``: loads ``map_path`` (and the localizer settings) while the old map keeps serving
 
-Motion prior: when TF has ``odom_frame`` -> camera at the image stamp, a pose whose implied
-map -> odom jumps against the previous ones is held back (counted ``held_back``) until the next
-frames confirm it (``vloc_ros.verification.MotionGate``).
+Tracking (``vloc_ros.tracking.Tracker``): the last published pose, carried by TF ``odom_frame`` ->
+camera where there is odometry, is the prior for guided matching of the next frame (``use_prior``);
+the whole map is searched when it is weak, after ``lost_after_failures`` frames in a row without a
+pose (LOST), and on ``~/relocalize``. With odometry, a pose whose implied map -> odom jumps against
+the previous ones is held back (counted ``held_back``) until the next frames confirm it
+(``vloc_ros.verification.MotionGate``).
 
 Calibration: a pose whose matches call for another focal length than the CameraInfo's is not
 published (``vloc_ros.verification``, counted ``calibration_mismatch``); when that is the verdict
@@ -62,6 +67,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, PoseWithCovariance, PoseWithCovarianceStamped
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
@@ -78,7 +84,8 @@ from vloc_ros.mapping.map_format import MapError, load_map
 from vloc_ros.msgs import InvalidMessage
 from vloc_ros.publishing import PUBLISH_TF_MODES, TF_UNLINKED, Publication, publication
 from vloc_ros.search import SearchMode
-from vloc_ros.verification import CALIBRATION_MISMATCH, MotionGate
+from vloc_ros.tracking import Tracker, TrackingState
+from vloc_ros.verification import CALIBRATION_MISMATCH
 
 from .camera_input import CAMERA_PARAMETERS, CameraInput
 from .diagnostics import (
@@ -116,6 +123,15 @@ LOCALIZER_CONFIG_PARAMETERS = {
     "search_mode": "search.mode",
     "min_inliers": "min_inliers",
     "ransac_max_error_px": "pose.ransac_max_error_px",
+}
+# Parameters that set TrackingConfig fields, applied at every map load.
+TRACKING_CONFIG_PARAMETERS = {"use_prior": "use_prior", "lost_after_failures": "lost_after_failures"}
+# The level of ~/state and of /diagnostics per tracking state.
+STATE_LEVELS = {
+    TrackingState.INITIALIZING: WARN,
+    TrackingState.RELOCALIZED: OK,
+    TrackingState.TRACKING: OK,
+    TrackingState.LOST: WARN,
 }
 CALIBRATION_WINDOW = 10  # frames over which calibration mismatches are judged
 # Why a map cannot be served: the map itself, or the inference backend asked for cannot run here.
@@ -168,6 +184,19 @@ PARAMETERS = CAMERA_PARAMETERS + (
         4.0,
         "RANSAC inlier threshold (pixels) of the fast profile. Applied at the next map load.",
         value_range=(0.1, 100.0),
+    ),
+    ParameterSpec(
+        "use_prior",
+        True,
+        "Match the next frame near where the last pose (carried by odometry, where TF has it) projects "
+        "the map points, before searching the whole map. Applied at the next map load.",
+    ),
+    ParameterSpec(
+        "lost_after_failures",
+        10,
+        "Frames in a row without a pose after which the node is LOST and searches the whole map. "
+        "Applied at the next map load.",
+        value_range=(1, 100000),
     ),
     ParameterSpec(
         "map_frame",
@@ -227,6 +256,7 @@ class Frame:
 @dataclass
 class LoadedMap:
     localizer: Localizer
+    tracker: Tracker
     path: str
     frame_id: str
     num_points: int
@@ -246,7 +276,6 @@ class LocalizerNode(Node):
         self._latency = LatencyWindow()  # image received -> pose published
         self._processing = LatencyWindow()  # Localizer.localize alone
         self._gate: LatestFrameGate[Frame] = LatestFrameGate()
-        self._motion_gate = MotionGate()
         # Whether each of the last frames processed was rejected for a calibration mismatch: one frame
         # can be a fluke (a right pose's second optimum), most of them is the CameraInfo.
         self._calibration_mismatches: deque[bool] = deque(maxlen=CALIBRATION_WINDOW)
@@ -270,6 +299,9 @@ class LocalizerNode(Node):
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
         )
         self._map_cloud_publisher = self.create_publisher(PointCloud2, "~/map_cloud", latched)
+        self._state_publisher = self.create_publisher(DiagnosticStatus, "~/state", latched)
+        self._state: TrackingState | None = None
+        self._state_reason = "no map"
         self._debug_image_publisher = (
             self.create_publisher(Image, "~/debug_image", qos_profile_sensor_data)
             if param("publish_debug_image")
@@ -331,7 +363,11 @@ class LocalizerNode(Node):
 
     def _localize(self, frame: Frame) -> None:
         loaded = self._map
-        result = loaded.localizer.localize(frame.image, frame.camera)
+        stamp = frame.header.stamp
+        odom_from_camera = self._lookup(self._odom_frame, frame.camera_frame, stamp)
+        step = loaded.tracker.process(stamp.sec + stamp.nanosec * 1e-9, frame.image, frame.camera, odom_from_camera)
+        self._report_state(step.state, step.reason)
+        result = step.result
         self._processing.add(result.timings["total"])
         self._counters.add("frames_processed")
         self._last_inliers = result.num_inliers
@@ -351,18 +387,33 @@ class LocalizerNode(Node):
             else:
                 self._status = (WARN, f"not localized: {result.reason}")
             return
-        if self._stopping.is_set():
-            return
-        odom_from_camera = self._lookup(self._odom_frame, frame.camera_frame, frame.header.stamp)
-        held_back = odom_from_camera is not None and self._motion_gate.check(result.world_from_camera, odom_from_camera)
-        if held_back:
+        if step.held_back:
             self._counters.add("held_back")
-            self._status = (WARN, f"not published: {held_back}")
+            self._status = (WARN, f"not published: {step.held_back}")
+            return
+        if not step.published or self._stopping.is_set():
             return
         self._publish(frame, loaded, result, odom_from_camera)
         self._latency.add(time.monotonic() - frame.received)
         self._counters.add("localized")
+        if result.guided:
+            self._counters.add("guided")
         self._status = (OK, f"localized with {result.num_inliers} inliers")
+
+    def _report_state(self, state: TrackingState, reason: str) -> None:
+        """Keep the state for /diagnostics; publish it on ~/state when it changes."""
+        changed = state is not self._state
+        self._state, self._state_reason = state, reason
+        if changed:
+            self._state_publisher.publish(
+                diagnostic_status(
+                    f"{self.get_name()}: tracking",
+                    self.get_fully_qualified_name(),
+                    STATE_LEVELS[state],
+                    state.value,
+                    {"reason": reason},
+                )
+            )
 
     # ------------------------------------------------------------------ output
 
@@ -431,6 +482,8 @@ class LocalizerNode(Node):
             "map": loaded.path if loaded else "none",
             "map_points": loaded.num_points if loaded else 0,
             "pose_frame": self._pose_frame or "n/a",
+            "tracking_state": self._state.value if self._state else "n/a",
+            "tracking_reason": self._state_reason,
             "inliers": self._last_inliers,
             "latency_p50_ms": latency["p50"],
             "latency_p95_ms": latency["p95"],
@@ -453,15 +506,17 @@ class LocalizerNode(Node):
         localization_map = load_map(path)
         config = nested_dict({path: self._param(name) for name, path in LOCALIZER_CONFIG_PARAMETERS.items()})
         localizer = Localizer(localization_map, config)
+        tracker = Tracker(localizer, {name: self._param(name) for name in TRACKING_CONFIG_PARAMETERS})
         frame_id = self._param("map_frame") or localization_map.manifest.map_frame
-        return LoadedMap(localizer, str(path), frame_id, localization_map.num_points)
+        return LoadedMap(localizer, tracker, str(path), frame_id, localization_map.num_points)
 
     def _use_map(self, loaded: LoadedMap) -> None:
         old, self._map = self._map, loaded  # the worker takes it with its next frame
         if old is not None:
             with self._retired_lock:
                 self._retired.append(old.localizer)
-        self._motion_gate.reset()  # poses in a new map owe nothing to the old one's
+        # Poses in a new map owe nothing to the old one's: its tracker starts INITIALIZING.
+        self._report_state(loaded.tracker.state, f"map loaded: {loaded.tracker.reason}")
         self._map_cloud_publisher.publish(
             points_to_cloud(loaded.localizer.map.arrays["points_xyz"], loaded.frame_id, self.get_clock().now())
         )
@@ -506,10 +561,17 @@ class LocalizerNode(Node):
         dropped = self._gate.clear()
         if dropped:
             self._counters.add("frames_dropped")
-        self._motion_gate.reset()
+        loaded = self._map
+        if loaded is None:
+            response.success, response.message = False, "no map loaded: nothing to relocalize in"
+            return response
+        loaded.tracker.lose("relocalization requested (~/relocalize)")
+        self._report_state(loaded.tracker.state, loaded.tracker.reason)
         response.success = True
-        response.message = "motion prior cleared: the next pose is accepted without odometry consistency; " + (
-            "dropped the frame waiting to be processed" if dropped else "no frame was waiting"
+        response.message = (
+            "lost on request: prior and odometry gate cleared, the next frame searches the whole map and its "
+            "pose is accepted as is; "
+            + ("dropped the frame waiting to be processed" if dropped else "no frame was waiting")
         )
         return response
 

@@ -1,0 +1,167 @@
+"""Localization over time: the prior between frames, the odometry gate and the tracking state.
+
+``Tracker.process`` takes one camera's frames in order. It predicts each frame's camera pose from
+the last published fix, carried by odometry where there is some (the last fix's map -> odom times
+the new odom -> camera) and else the last pose itself, and hands it to ``Localizer.localize`` as the
+prior for guided matching; it holds back a pose that jumps against odometry (``MotionGate``); and it
+keeps the state a robot's stack asks for:
+
+- ``INITIALIZING``: no pose yet since start or since a map was loaded; global search.
+- ``RELOCALIZED``: the first pose published after ``INITIALIZING`` or ``LOST``.
+- ``TRACKING``: poses keep coming; up to ``lost_after_failures`` frames in a row may go without one.
+- ``LOST``: that many frames in a row without a pose, or a request (``lose``, the node's
+  ``~/relocalize``): the prior and the odometry gate are dropped and every frame searches the whole map.
+
+``seed`` (the node's ``/initialpose``) gives a prior before the first fix. ROS-free: the localizer
+node and ``vloc eval`` run this same code.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from .config import from_dict
+from .geometry import Camera, Rigid3
+from .localizer import LocalizationResult, Localizer
+from .verification import MotionGate, MotionGateConfig
+
+
+class TrackingState(str, Enum):
+    INITIALIZING = "initializing"
+    RELOCALIZED = "relocalized"
+    TRACKING = "tracking"
+    LOST = "lost"
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    use_prior: bool = True  # False: every frame searches the whole map (the odometry gate still runs)
+    # How long a fix predicts the next frames: without odometry the camera is assumed to stay where
+    # it was, which holds for a fraction of a second; odometry carries the prediction much longer.
+    max_prior_age_s: float = 0.5
+    max_prior_age_with_odometry_s: float = 5.0
+    lost_after_failures: int = 10  # frames in a row without a published pose
+    motion_gate: MotionGateConfig = field(default_factory=MotionGateConfig)
+
+
+@dataclass
+class TrackingStep:
+    result: LocalizationResult
+    state: TrackingState
+    reason: str  # why the state is what it is
+    published: bool  # a pose to publish: localized and not held back by the odometry gate
+    held_back: str = ""  # the odometry gate's reason, when it held the pose back
+
+
+@dataclass(frozen=True)
+class _Fix:
+    stamp: float
+    world_from_camera: Rigid3
+    odom_from_camera: Rigid3 | None
+
+
+class Tracker:
+    """Thread-safe: a node's worker calls ``process`` while ``lose``, ``seed`` and ``reset`` come from
+    its executor."""
+
+    def __init__(self, localizer: Localizer, config: TrackingConfig | dict | None = None):
+        self.localizer = localizer
+        self.config = from_dict(TrackingConfig, config)
+        self.motion_gate = MotionGate(self.config.motion_gate)
+        self._lock = threading.Lock()
+        self._generation = 0  # bumped by lose / seed / reset: a frame localized meanwhile is stale
+        self.reset(localizer)
+
+    @property
+    def state(self) -> TrackingState:
+        return self._state
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+    def reset(self, localizer: Localizer | None = None, reason: str = "waiting for the first pose") -> None:
+        """Start over (a new map): ``INITIALIZING``, no prior."""
+        with self._lock:
+            if localizer is not None:
+                self.localizer = localizer
+            self._forget(TrackingState.INITIALIZING, reason)
+
+    def lose(self, reason: str) -> None:
+        """Go ``LOST`` now: drop the prior and the odometry gate's memory; the next frames search globally."""
+        with self._lock:
+            self._forget(TrackingState.LOST, reason)
+
+    def seed(self, world_from_camera: Rigid3, stamp: float, odom_from_camera: Rigid3 | None = None) -> None:
+        """A prior from outside (``/initialpose``): guided matching tries it first. The state is kept
+        until a pose is published; the odometry gate forgets its memory, as the seed says the old
+        map -> odom no longer holds."""
+        with self._lock:
+            self._generation += 1
+            self._fix = _Fix(stamp, world_from_camera, odom_from_camera)
+            self.motion_gate.reset()
+
+    def _forget(self, state: TrackingState, reason: str) -> None:
+        self._generation += 1
+        self._state, self._reason = state, reason
+        self._fix: _Fix | None = None
+        self._failures = 0
+        self.motion_gate.reset()
+
+    def prior(self, stamp: float, odom_from_camera: Rigid3 | None) -> Rigid3 | None:
+        """The camera pose predicted at ``stamp`` from the last fix, or None when there is none to trust."""
+        fix = self._fix
+        if not self.config.use_prior or fix is None:
+            return None
+        with_odometry = odom_from_camera is not None and fix.odom_from_camera is not None
+        age = stamp - fix.stamp
+        max_age = self.config.max_prior_age_with_odometry_s if with_odometry else self.config.max_prior_age_s
+        if not 0.0 <= age <= max_age:
+            return None
+        if with_odometry:
+            return fix.world_from_camera @ fix.odom_from_camera.inverse() @ odom_from_camera
+        return fix.world_from_camera
+
+    def process(
+        self, stamp: float, image: np.ndarray, camera: Camera, odom_from_camera: Rigid3 | None = None
+    ) -> TrackingStep:
+        """Localize the frame taken at ``stamp`` (seconds) and update the state."""
+        with self._lock:
+            generation, localizer = self._generation, self.localizer
+            prior = self.prior(stamp, odom_from_camera)
+        result = localizer.localize(image, camera, prior)
+        with self._lock:
+            if generation != self._generation and result.guided:
+                # Guided by a prior that lose / seed / reset has since withdrawn.
+                return TrackingStep(result, self._state, self._reason, False)
+            held_back = ""
+            if result.ok and odom_from_camera is not None:
+                held_back = self.motion_gate.check(result.world_from_camera, odom_from_camera)
+            if result.ok and not held_back:
+                self._published(stamp, result, odom_from_camera)
+                return TrackingStep(result, self._state, self._reason, True)
+            self._failed(held_back or result.reason)
+            return TrackingStep(result, self._state, self._reason, False, held_back)
+
+    def _published(self, stamp: float, result: LocalizationResult, odom_from_camera: Rigid3 | None) -> None:
+        self._fix = _Fix(stamp, result.world_from_camera, odom_from_camera)
+        self._failures = 0
+        how = "guided by the last pose" if result.guided else "found by the global search"
+        if self._state in (TrackingState.INITIALIZING, TrackingState.LOST):
+            self._state, self._reason = TrackingState.RELOCALIZED, f"first pose since {self._state.value}, {how}"
+        else:
+            self._state, self._reason = TrackingState.TRACKING, f"pose {how}"
+
+    def _failed(self, reason: str) -> None:
+        self._failures += 1
+        if self._state in (TrackingState.TRACKING, TrackingState.RELOCALIZED):
+            if self._failures >= self.config.lost_after_failures:
+                self._forget(TrackingState.LOST, f"no pose for {self._failures} frames: {reason}")
+            else:
+                self._reason = f"no pose for {self._failures} frame(s): {reason}"
+        else:
+            self._reason = f"{self._failures} frame(s) without a pose: {reason}"
