@@ -486,3 +486,9 @@ def test_eval_cli_offline_writes_a_report_of_the_query_bag(sim_dataset, sim_map,
     metrics = report["metrics"]
     assert metrics["counts"]["localized"] >= 15 and metrics["wrong_pose_rate"] == 0.0
     assert metrics["translation_error"]["median"] < 0.05 and metrics["rotation_error_deg"]["median"] < 1.0
+    # Replayed as the node runs: through the tracker, with the bag's odometry (TF odom -> base_link).
+    assert report["description"]["odometry"] == "from TF"
+    tracking = metrics["tracking"]
+    assert tracking["frames_by_state"].get("relocalized", 0) >= 1
+    assert sum(tracking["frames_by_state"].values()) == metrics["counts"]["frames"]
+    assert tracking["guided"] >= 1, "odometry carries the last pose to the next frame"

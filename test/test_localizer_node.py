@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
-from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+from geometry_msgs.msg import PoseStamped, PoseWithCovariance, PoseWithCovarianceStamped
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
@@ -198,6 +198,31 @@ def test_relocalize_lets_a_jump_against_odometry_through(graph, query, localizer
     assert held_back(graph.diagnostic(localizer)) == held_back(status)
     assert wait_until(lambda: states.messages[-1].message == "relocalized", POSE_TIMEOUT)
     assert graph.diagnostic(localizer)["tracking_state"] == "relocalized"
+
+
+def test_initial_pose_guides_the_next_frame_and_another_frame_is_refused(graph, query, localizer):
+    """rviz's "2D Pose Estimate": /initialpose in the map frame seeds the prior of a LOST node, so its
+    next pose is a guided one; an initial pose in another frame is counted and ignored."""
+    namespace = f"{NAMESPACE}/main"
+    poses = graph.collect(PoseStamped, topic(localizer, "pose"))
+    states = graph.collect(DiagnosticStatus, topic(localizer, "state"), LATCHED)
+    assert graph.call(Trigger, topic(localizer, "relocalize")).success
+    before = graph.wait_for_diagnostic(localizer, lambda d: "frames_received" in d)
+    index = 3
+    estimate = PoseWithCovariance(pose=rc.rigid_to_pose(map_from_base_truth(query, index)))
+    graph.publish("/initialpose", PoseWithCovarianceStamped(header=Header(frame_id="odom"), pose=estimate))
+    graph.wait_for_diagnostic(
+        localizer,
+        lambda d: (
+            int(d.get("rejected_initial_pose_wrong_frame", 0)) > int(before.get("rejected_initial_pose_wrong_frame", 0))
+        ),
+    )
+    graph.publish("/initialpose", PoseWithCovarianceStamped(header=Header(frame_id="map"), pose=estimate))
+    time.sleep(0.3)
+    assert publish_and_wait(graph, query, localizer, namespace, index, poses)
+    assert wait_until(lambda: states.messages and states.messages[-1].message == "relocalized", POSE_TIMEOUT)
+    reason = dict((v.key, v.value) for v in states.messages[-1].values)["reason"]
+    assert "guided by the prior" in reason, reason
 
 
 def test_compressed_transport_and_bad_inputs(graph, query, sim_map):

@@ -150,7 +150,7 @@ class Tracker:
     def _published(self, stamp: float, result: LocalizationResult, odom_from_camera: Rigid3 | None) -> None:
         self._fix = _Fix(stamp, result.world_from_camera, odom_from_camera)
         self._failures = 0
-        how = "guided by the last pose" if result.guided else "found by the global search"
+        how = "guided by the prior" if result.guided else "found by the global search"
         if self._state in (TrackingState.INITIALIZING, TrackingState.LOST):
             self._state, self._reason = TrackingState.RELOCALIZED, f"first pose since {self._state.value}, {how}"
         else:

@@ -58,6 +58,11 @@ def register(subparsers) -> None:
     )
     add_localizer_arguments(parser)
     parser.add_argument(
+        "--odom-frame",
+        default=DEFAULT_EVAL_CONFIG["odometry"]["odom_frame"],
+        help="odometry frame of the bag's /tf (to --gt-child-frame), replayed as the node reads it; '' ignores it",
+    )
+    parser.add_argument(
         "--no-prior",
         dest="use_prior",
         action="store_false",
@@ -128,6 +133,7 @@ def _config(args: argparse.Namespace) -> dict:
         "max_gap": args.max_gap,
         "alignment": args.align,
         "tracking": {"use_prior": args.use_prior},
+        "odometry": {"odom_frame": args.odom_frame, "base_frame": args.gt_child_frame},
     }
 
 

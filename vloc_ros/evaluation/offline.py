@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..bag_source import BagSource
+from ..bag_source import BagContentError, BagSource
 from ..geometry import Rigid3, interpolate_poses
 from ..tracking import Tracker
 from ..tum import read_tum
@@ -25,9 +25,12 @@ DEFAULT_EVAL_CONFIG = {
     "max_gap": 0.25,  # seconds between ground-truth samples bracketing an image
     "alignment": "none",  # none | se3 | sim3: when the map frame is not the ground-truth frame
     # The node's tracking (vloc_ros.tracking.TrackingConfig): the last pose guides the next frame;
-    # {"use_prior": False} localizes each frame on its own. Odometry is not read from the bag: the
-    # prior is the last pose itself.
+    # {"use_prior": False} localizes each frame on its own.
     "tracking": {},
+    # Odometry as the node reads it: TF odom_frame -> base_frame from the bag's /tf, composed with the
+    # ground truth's camera_frame from /tf_static. A bag without that chain is replayed without
+    # odometry; odom_frame "" ignores it.
+    "odometry": {"odom_frame": "odom", "base_frame": "base_link"},
 }
 # The live evaluation's (vloc_ros.nodes.live_evaluation, `vloc eval --live`) defaults: here, without ROS,
 # so that the `vloc eval` command line shows them.
@@ -42,18 +45,44 @@ DEFAULT_LIVE_CONFIG = {
 
 
 def localize_bag(
-    localizer, source: BagSource, image_topic: str, camera, tracking: dict | None = None, progress: bool = False
+    localizer,
+    source: BagSource,
+    image_topic: str,
+    camera,
+    tracking: dict | None = None,
+    odometry: tuple | None = None,
+    max_gap: float = 0.25,
+    progress: bool = False,
 ):
     """(stamps, tracking steps) of the localizer over every image on ``image_topic``, in order, through
-    the node's ``Tracker`` with ``tracking`` (``TrackingConfig``) settings."""
+    the node's ``Tracker`` with ``tracking`` (``TrackingConfig``) settings; ``odometry``: (stamps,
+    odom_from_camera) to interpolate at each image (``odometry_track``), or None."""
     from tqdm import tqdm
 
     tracker = Tracker(localizer, tracking)
     stamps, steps = [], []
     for stamp, image in tqdm(source.images(image_topic), desc="localize", unit="img", disable=not progress):
-        steps.append(tracker.process(stamp, image, camera))
+        odom_from_camera = None if odometry is None else interpolate_poses(*odometry, [stamp], max_gap)[0]
+        steps.append(tracker.process(stamp, image, camera, odom_from_camera))
         stamps.append(stamp)
     return stamps, steps
+
+
+def odometry_track(config: dict, source: BagSource) -> tuple | None:
+    """(stamps, odom_from_camera) from the bag's TF as ``config["odometry"]`` names it, or None when the
+    bag has no such chain (or ``odom_frame`` is "")."""
+    odometry, camera_frame = config["odometry"], config["ground_truth"].get("camera_frame")
+    if not odometry["odom_frame"]:
+        return None
+    try:
+        stamps, poses = source.tf_poses(odometry["odom_frame"], odometry["base_frame"])
+        if camera_frame:
+            base_from_camera = source.static_transform(odometry["base_frame"], camera_frame)
+            poses = [pose @ base_from_camera for pose in poses]
+    except BagContentError as error:
+        logger.info("replaying without odometry: %s", error)
+        return None
+    return stamps, poses
 
 
 def ground_truth_at(stamps, config: dict, source: BagSource) -> list[Rigid3 | None]:
@@ -74,7 +103,17 @@ def evaluate_bag(
     config = {**DEFAULT_EVAL_CONFIG, **(config or {})}
     with BagSource(bag) as source:
         camera = source.camera(config["camera_info_topic"])
-        stamps, steps = localize_bag(localizer, source, config["image_topic"], camera, config["tracking"], progress)
+        odometry = odometry_track(config, source)
+        stamps, steps = localize_bag(
+            localizer,
+            source,
+            config["image_topic"],
+            camera,
+            config["tracking"],
+            odometry,
+            config["max_gap"],
+            progress,
+        )
         truths = ground_truth_at(stamps, config, source)
         read_stops = [
             f"after {stop.messages_read} messages of {', '.join(stop.topics)} (last receive stamp "
@@ -103,6 +142,7 @@ def evaluate_bag(
         "bag": str(bag),
         "frames": len(records),
         "alignment": config["alignment"],
+        "odometry": "from TF" if odometry is not None else "none",
         "read_stops": read_stops,
         **(description or {}),
     }

@@ -7,11 +7,16 @@ Subscribes (sensor-data QoS, or reliable with ``image_qos``)
   ``camera_info_topic`` (sensor_msgs/CameraInfo: K and plumb_bob distortion; the localizer
   undistorts the keypoints itself, so give it the raw image and its calibration)
   /tf, /tf_static (camera extrinsic and odometry)
+  /initialpose (geometry_msgs/PoseWithCovarianceStamped in the map frame, as rviz's "2D Pose
+      Estimate" sends it): where the pose ``~/pose`` reports is (``base_frame``, or the camera when
+      TF does not link them); the next frame is matched near it first. Another frame is refused
+      (``rejected_initial_pose_wrong_frame``).
   Every message passes ``InputGuard``: what cannot be used is counted on /diagnostics as
   ``rejected_<reason>`` and logged, never raised: unsupported_encoding, empty_image,
   malformed_image, image_too_large, undecodable_image (corrupt JPEG/PNG), no_camera_info,
   invalid_camera_info, camera_info_size_mismatch (checked before decoding), missing_frame_id,
-  invalid_tf (non-finite transforms, quaternions that are not unit), no_map.
+  invalid_tf (non-finite transforms, quaternions that are not unit), invalid_pose,
+  initial_pose_wrong_frame, no_map.
 Publishes
   ``~/pose`` (PoseStamped, map frame, stamped with the image stamp): the pose of ``base_frame``
       when TF knows ``base_frame`` -> camera frame, else the pose of the camera optical frame
@@ -81,7 +86,7 @@ from vloc_ros.config import nested_dict
 from vloc_ros.geometry import Camera, Rigid3
 from vloc_ros.localizer import Localizer, Profile
 from vloc_ros.mapping.map_format import MapError, load_map
-from vloc_ros.msgs import InvalidMessage
+from vloc_ros.msgs import InvalidMessage, frame_id, pose_to_rigid
 from vloc_ros.publishing import PUBLISH_TF_MODES, TF_UNLINKED, Publication, publication
 from vloc_ros.search import SearchMode
 from vloc_ros.tracking import Tracker, TrackingState
@@ -309,6 +314,8 @@ class LocalizerNode(Node):
         )
 
         self._input = CameraInput(self, self._guard, self._on_frame, admit=self._has_map)
+        self._initial_pose: Rigid3 | None = None  # map_from_pose from /initialpose, for the next frame
+        self._guard.subscribe(PoseWithCovarianceStamped, "/initialpose", self._on_initial_pose, 10)
         self._map_loader = LongJob(self, "load_map")
         self.create_service(Trigger, "~/relocalize", self._on_relocalize)
         # Reentrant: the callback holds its group until the map has loaded; in the default group it
@@ -339,6 +346,17 @@ class LocalizerNode(Node):
             raise InvalidMessage("no map loaded (set map_path, call ~/reload_map)", "no_map")
         return True
 
+    def _on_initial_pose(self, msg: PoseWithCovarianceStamped) -> None:
+        loaded = self._map
+        self._has_map(msg.header)
+        frame = frame_id(msg.header.frame_id)
+        if frame != loaded.frame_id:
+            raise InvalidMessage(
+                f"/initialpose in frame '{frame}', not the map frame '{loaded.frame_id}'", "initial_pose_wrong_frame"
+            )
+        self._initial_pose = pose_to_rigid(msg.pose.pose)
+        self.get_logger().info("initial pose received: the next frame is matched near it first")
+
     def _on_frame(self, header: Header, image: np.ndarray, camera: Camera, camera_frame: str) -> None:
         if self._gate.put(Frame(image, camera, header, camera_frame, time.monotonic())):
             self._counters.add("frames_dropped")
@@ -364,8 +382,14 @@ class LocalizerNode(Node):
     def _localize(self, frame: Frame) -> None:
         loaded = self._map
         stamp = frame.header.stamp
+        seconds = stamp.sec + stamp.nanosec * 1e-9
         odom_from_camera = self._lookup(self._odom_frame, frame.camera_frame, stamp)
-        step = loaded.tracker.process(stamp.sec + stamp.nanosec * 1e-9, frame.image, frame.camera, odom_from_camera)
+        initial_pose, self._initial_pose = self._initial_pose, None
+        if initial_pose is not None:
+            base_from_camera = self._lookup(self._base_frame, frame.camera_frame, stamp)
+            seed = initial_pose if base_from_camera is None else initial_pose @ base_from_camera
+            loaded.tracker.seed(seed, seconds, odom_from_camera)
+        step = loaded.tracker.process(seconds, frame.image, frame.camera, odom_from_camera)
         self._report_state(step.state, step.reason)
         result = step.result
         self._processing.add(result.timings["total"])
