@@ -183,6 +183,39 @@ def test_metrics_on_known_errors_are_exact():
     )
 
 
+def test_nees_weighs_the_error_by_the_covariance_and_survives_alignment():
+    """NEES = e^T C^-1 e over (position, world-axis rotation vector); aligning estimates from another
+    frame turns their covariance with them, so the NEES comes back."""
+    from dataclasses import replace
+
+    truth = Rigid3(Rotation.from_euler("z", 20, degrees=True).as_matrix(), np.array([1.0, 2.0, 3.0]))
+    turn = Rotation.from_rotvec([0.0, 0.02, 0.0]).as_matrix()  # 0.02 rad about the world's y axis
+    estimate = Rigid3(turn @ truth.rotation, truth.translation + np.array([0.03, 0.0, 0.0]))
+    sigmas = np.array([0.01, 0.02, 0.02, 0.01, 0.01, 0.01])
+    record = FrameRecord(0.0, estimate, ground_truth=truth, covariance=np.diag(sigmas**2))
+    assert record.nees() == pytest.approx((0.03 / 0.01) ** 2 + (0.02 / 0.01) ** 2)
+    assert FrameRecord(0.0, estimate, ground_truth=truth).nees() is None
+
+    rng = np.random.default_rng(3)
+    anchors = [Rigid3(truth.rotation, position) for position in rng.uniform(-50.0, 50.0, (40, 3))]
+    records = [record] + [FrameRecord(float(i), pose, ground_truth=pose) for i, pose in enumerate(anchors, 1)]
+    other = Rigid3(Rotation.from_euler("xyz", [10, -30, 50], degrees=True).as_matrix(), np.array([5.0, -1.0, 2.0]))
+    turned = np.kron(np.eye(2), other.rotation)
+    elsewhere = [
+        replace(
+            r,
+            estimate=apply_alignment([r.estimate], other)[0],
+            covariance=None if r.covariance is None else turned @ r.covariance @ turned.T,
+        )
+        for r in records
+    ]
+    aligned, _, _ = align_records(elsewhere, with_scale=False)
+    assert aligned[0].nees() == pytest.approx(record.nees(), rel=0.05)
+    nees = compute_metrics(aligned)["nees"]
+    assert nees["frames"] == 1 and nees["mean"] == pytest.approx(aligned[0].nees())
+    assert nees["inside_band"] == 1.0  # 13 lies inside chi-square(6)'s 95 % band [1.24, 14.45]
+
+
 def test_metrics_without_any_ground_truth_are_undefined_not_zero():
     records = [FrameRecord(float(i), Rigid3(), timings={"total": 0.01}) for i in range(3)]
     metrics = compute_metrics(records)

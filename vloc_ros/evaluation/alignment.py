@@ -61,7 +61,17 @@ def align_records(records: list[FrameRecord], with_scale: bool) -> tuple[list[Fr
     rigid, scale = align(
         [r.estimate.translation for r in pairs], [r.ground_truth.translation for r in pairs], with_scale
     )
+    # The covariance turns with the estimate: positions by scale x R, rotations by R.
+    jacobian = np.zeros((6, 6))
+    jacobian[:3, :3], jacobian[3:, 3:] = scale * rigid.rotation, rigid.rotation
     aligned = [
-        replace(r, estimate=apply_alignment([r.estimate], rigid, scale)[0]) if r.localized else r for r in records
+        replace(
+            r,
+            estimate=apply_alignment([r.estimate], rigid, scale)[0],
+            covariance=None if r.covariance is None else jacobian @ r.covariance @ jacobian.T,
+        )
+        if r.localized
+        else r
+        for r in records
     ]
     return aligned, rigid, scale

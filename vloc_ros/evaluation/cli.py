@@ -18,7 +18,7 @@ def register(subparsers) -> None:
         "eval",
         help="evaluate localization on a rosbag, write a report",
         description="Replay a ROS 2 bag through the localizer and score it against ground truth: recall at "
-        "(5 cm, 1 deg) ... (5 m, 10 deg), wrong-pose rate, errors, latency; writes report.md, "
+        "(5 cm, 1 deg) ... (5 m, 10 deg), wrong-pose rate, errors, NEES, latency; writes report.md, "
         "report.json, plots and TUM files. With --live the bag is played over ROS 2 to a "
         "vloc_localizer node (a running one, or one started here with --map) and its published "
         "poses are scored, with dropped frames and end-to-end latency.",

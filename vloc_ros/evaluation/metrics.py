@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+from scipy.stats import chi2
 
 from .records import FrameRecord
 
@@ -21,6 +22,8 @@ DEFAULT_METRICS_CONFIG = {
 }
 
 LATENCY_PERCENTILES = (50, 95, 99)
+# A consistent 6-DoF covariance puts 95 % of the frames' NEES inside this chi-square band.
+NEES_BAND = (float(chi2.ppf(0.025, 6)), float(chi2.ppf(0.975, 6)))
 
 
 def compute_metrics(records: list[FrameRecord], config: dict | None = None) -> dict:
@@ -63,6 +66,23 @@ def compute_metrics(records: list[FrameRecord], config: dict | None = None) -> d
         "ape_translation_rmse": float(np.sqrt(np.mean(translation_errors**2))) if len(scored) else None,
         "latency_ms": latency_percentiles(records),
         "tracking": tracking_metrics(records),
+        "nees": nees_metrics(scored),
+    }
+
+
+def nees_metrics(records: list[FrameRecord]) -> dict | None:
+    """Mean and median NEES of the localized, evaluated frames with a covariance, and the share inside
+    ``NEES_BAND`` (6 and 0.95 for a covariance an EKF can trust); None without covariances."""
+    values = np.array([value for value in (r.nees() for r in records) if value is not None])
+    if len(values) == 0:
+        return None
+    inside = (values >= NEES_BAND[0]) & (values <= NEES_BAND[1])
+    return {
+        "mean": float(np.mean(values)),
+        "median": float(np.median(values)),
+        "inside_band": float(np.mean(inside)),
+        "band": list(NEES_BAND),
+        "frames": len(values),
     }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..bag_source import BagContentError, BagSource
 from ..geometry import Rigid3, interpolate_poses
 from ..tracking import Tracker
+from ..verification import inflate_covariance
 from ..tum import read_tum
 from .alignment import align_records
 from .metrics import compute_metrics
@@ -130,6 +131,7 @@ def evaluate_bag(
             truth,
             step.state.value,
             step.published and step.result.guided,
+            inflate_covariance(step.result.covariance, step.result.confidence) if step.published else None,
         )
         for stamp, step, truth in zip(stamps, steps, truths)
     ]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+from scipy.spatial.transform import Rotation
+
 from ..geometry import Rigid3, pose_error
 
 
@@ -17,6 +20,9 @@ class FrameRecord:
     ground_truth: Rigid3 | None = None  # world_from_camera at stamp; None = unevaluated
     state: str = ""  # the tracking state after the frame (vloc_ros.tracking); "" where unknown (live)
     guided: bool = False  # the pose came from guided matching around the prior
+    # (6, 6) covariance published with the estimate: ROS order (x y z rx ry rz), the camera position,
+    # then small rotations about the world axes applied on the left; None where unknown (live).
+    covariance: np.ndarray | None = None
 
     @property
     def localized(self) -> bool:
@@ -31,6 +37,19 @@ class FrameRecord:
         if self.estimate is None or self.ground_truth is None:
             return None
         return pose_error(self.estimate, self.ground_truth)
+
+    def nees(self) -> float | None:
+        """Normalised estimation error squared of the estimate under its covariance: the error
+        (position difference, rotation vector of estimate x truth^-1) weighted by the inverse
+        covariance; chi-square with 6 degrees of freedom when the covariance is consistent."""
+        if self.estimate is None or self.ground_truth is None or self.covariance is None:
+            return None
+        rotation = Rotation.from_matrix(self.estimate.rotation @ self.ground_truth.rotation.T).as_rotvec()
+        error = np.concatenate([self.estimate.translation - self.ground_truth.translation, rotation])
+        try:
+            return float(error @ np.linalg.solve(self.covariance, error))
+        except np.linalg.LinAlgError:
+            return None
 
     def to_dict(self) -> dict:
         errors = self.errors()
@@ -47,4 +66,5 @@ class FrameRecord:
             "rotation_error_deg": None if errors is None else errors[1],
             "state": self.state,
             "guided": self.guided,
+            "nees": self.nees(),
         }

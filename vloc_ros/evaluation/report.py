@@ -103,6 +103,15 @@ def _metric_rows(metrics: dict) -> list[tuple[str, str]]:
             ", ".join(f"{reason} {n}" for reason, n in sorted(counts["not_localized_by_reason"].items())) or "none",
         ),
     ]
+    nees = metrics.get("nees")
+    if nees:
+        rows.append(
+            (
+                "NEES mean / median (6 if the covariance is consistent)",
+                f"{nees['mean']:.1f} / {nees['median']:.1f}; {_percent(nees['inside_band'])} inside "
+                f"[{nees['band'][0]:.2f}, {nees['band'][1]:.2f}] (95 % expected)",
+            )
+        )
     tracking = metrics.get("tracking")
     if tracking:
         rows += [
