@@ -202,7 +202,8 @@ def test_relocalize_lets_a_jump_against_odometry_through(graph, query, localizer
 
 def test_initial_pose_guides_the_next_frame_and_another_frame_is_refused(graph, query, localizer):
     """rviz's "2D Pose Estimate": /initialpose in the map frame seeds the prior of a LOST node, so its
-    next pose is a guided one; an initial pose in another frame is counted and ignored."""
+    next pose is a guided one; an initial pose in another frame or with a non-finite quaternion is
+    counted and ignored."""
     namespace = f"{NAMESPACE}/main"
     poses = graph.collect(PoseStamped, topic(localizer, "pose"))
     states = graph.collect(DiagnosticStatus, topic(localizer, "state"), LATCHED)
@@ -211,10 +212,14 @@ def test_initial_pose_guides_the_next_frame_and_another_frame_is_refused(graph, 
     index = 3
     estimate = PoseWithCovariance(pose=rc.rigid_to_pose(map_from_base_truth(query, index)))
     graph.publish("/initialpose", PoseWithCovarianceStamped(header=Header(frame_id="odom"), pose=estimate))
+    poisoned = PoseWithCovariance(pose=rc.rigid_to_pose(map_from_base_truth(query, index)))
+    poisoned.pose.orientation.w = float("nan")
+    graph.publish("/initialpose", PoseWithCovarianceStamped(header=Header(frame_id="map"), pose=poisoned))
     graph.wait_for_diagnostic(
         localizer,
-        lambda d: (
-            int(d.get("rejected_initial_pose_wrong_frame", 0)) > int(before.get("rejected_initial_pose_wrong_frame", 0))
+        lambda d: all(
+            int(d.get(f"rejected_{reason}", 0)) > int(before.get(f"rejected_{reason}", 0))
+            for reason in ("initial_pose_wrong_frame", "invalid_pose")
         ),
     )
     graph.publish("/initialpose", PoseWithCovarianceStamped(header=Header(frame_id="map"), pose=estimate))

@@ -1,7 +1,7 @@
 """The localizer: one image + its camera -> a pose in the map frame, or a reason why not.
 
 Pipeline per frame: extract local features -> global descriptor -> parallel global/local
-candidate search (``vloc_ros.search``) -> undistort matched keypoints -> LO-RANSAC PnP with
+candidate search (``vloc_ros.search``) -> LO-RANSAC PnP on the undistorted keypoints with
 refinement and covariance (``vloc_ros.pose``) -> verification. Given a prior (the pose predicted
 from the last fix: ``vloc_ros.tracking``), guided matching near the predicted projections of the map
 points comes first, and the candidate search runs only when its pose is weak or rejected.
@@ -267,7 +267,9 @@ class Localizer:
                 f"too few keypoints ({len(features)} < {self.config.min_keypoints})", timings, len(features)
             )
 
-        tracked = None if prior is None else self._track(features, camera, prior, timings)
+        # Every keypoint undistorted once per frame: guided matching, PnP and verification all use them.
+        undistorted = camera.undistort_points(features.keypoints)
+        tracked = None if prior is None else self._track(features, undistorted, camera, prior, timings)
         if tracked is not None:
             result, correspondences = tracked
         else:
@@ -282,12 +284,18 @@ class Localizer:
                     f"too few matches ({num_matches} < {self.config.min_matches})", timings, len(features), num_matches
                 )
             result = self._solve(
-                features, correspondences, camera, self.config.pose, timings, correspondences.retrieved_keyframes
+                features,
+                undistorted,
+                correspondences,
+                camera,
+                self.config.pose,
+                timings,
+                correspondences.retrieved_keyframes,
             )
         keyframes = self._keyframes_to_rematch(result, correspondences, camera)
         if keyframes is None:
             return result
-        rematched = self._rematched(features, correspondences, camera, timings, keyframes)
+        rematched = self._rematched(features, undistorted, correspondences, camera, timings, keyframes)
         if rematched.ok and result.ok and not self._agree(rematched, result):
             return self._reject(
                 "re-matching moved the search's pose beyond the correction bound (the image fits two places)",
@@ -298,18 +306,23 @@ class Localizer:
         rematched.guided = result.guided
         return rematched
 
-    def _track(self, features, camera: Camera, prior: Rigid3, timings: dict):
+    def _track(self, features, undistorted: np.ndarray, camera: Camera, prior: Rigid3, timings: dict):
         """(result, correspondences) of guided matching around ``prior``, or None to run the candidate
         search instead: too few matches, or a pose that verification rejected or that is weak (as the
         fast profile's re-matching judges it). A wrong prior finds few consistent matches, so it
         falls back rather than misleads."""
-        undistorted = camera.undistort_points(features.keypoints)
         correspondences = self.guided_matcher.match(undistorted, features.descriptors, camera.pinhole(), prior)
         timings.update(correspondences.timings)
         if len(correspondences) < self.config.min_matches:
             return None
         result = self._solve(
-            features, correspondences, camera, self.config.pose, timings, correspondences.retrieved_keyframes
+            features,
+            undistorted,
+            correspondences,
+            camera,
+            self.config.pose,
+            timings,
+            correspondences.retrieved_keyframes,
         )
         if not result.ok or self._weak(result, camera):
             return None
@@ -355,17 +368,26 @@ class Localizer:
         turned = rotation_error_deg(rematched.world_from_camera.rotation, searched.world_from_camera.rotation)
         return moved <= rematch.max_correction * depth and turned <= rematch.max_correction_deg
 
-    def _rematched(self, features, correspondences: Correspondences, camera: Camera, timings: dict, keyframes):
+    def _rematched(
+        self,
+        features,
+        undistorted: np.ndarray,
+        correspondences: Correspondences,
+        camera: Camera,
+        timings: dict,
+        keyframes,
+    ):
         started = time.perf_counter()
         correspondences = self._add_keyframe_matches(features, correspondences, keyframes)
         timings["rematch"] = time.perf_counter() - started
         # The re-matched pose rests on the keyframes it was matched against as much as on the retrieved ones.
         sources = np.concatenate([correspondences.retrieved_keyframes, keyframes])
-        return self._solve(features, correspondences, camera, self.rematch_pose_config, timings, sources)
+        return self._solve(features, undistorted, correspondences, camera, self.rematch_pose_config, timings, sources)
 
     def _solve(
         self,
         features,
+        undistorted_keypoints: np.ndarray,
         correspondences,
         camera: Camera,
         pose_config: PoseConfig,
@@ -373,13 +395,14 @@ class Localizer:
         source_keyframes: np.ndarray,
     ):
         """PnP on ``correspondences`` and verification: the result, OK or rejected with the reason.
-        ``source_keyframes`` are those the correspondences came from: a right pose views the scene
-        from near one of them (verification's ``retrieval_agreement``)."""
+        ``undistorted_keypoints``: every keypoint of ``features``, undistorted. ``source_keyframes``
+        are those the correspondences came from: a right pose views the scene from near one of them
+        (verification's ``retrieval_agreement``)."""
         num_matches = len(correspondences.query_indices)
         started = time.perf_counter()
         keypoints = features.keypoints[correspondences.query_indices]
         points3d = self.map.arrays["points_xyz"][correspondences.point_ids]
-        undistorted = camera.undistort_points(keypoints)
+        undistorted = undistorted_keypoints[correspondences.query_indices]
         pinhole = camera.pinhole()  # the keypoints are undistorted from here on
         estimate = estimate_pose(undistorted, points3d, pinhole, pose_config)
         timings["pose"] = timings.get("pose", 0.0) + time.perf_counter() - started

@@ -86,7 +86,8 @@ from vloc_ros.config import nested_dict
 from vloc_ros.geometry import Camera, Rigid3
 from vloc_ros.localizer import Localizer, Profile
 from vloc_ros.mapping.map_format import MapError, load_map
-from vloc_ros.msgs import InvalidMessage, frame_id, pose_to_rigid
+from vloc_ros import msgs
+from vloc_ros.msgs import InvalidMessage
 from vloc_ros.publishing import PUBLISH_TF_MODES, TF_UNLINKED, Publication, publication
 from vloc_ros.search import SearchMode
 from vloc_ros.tracking import Tracker, TrackingState
@@ -347,14 +348,14 @@ class LocalizerNode(Node):
         return True
 
     def _on_initial_pose(self, msg: PoseWithCovarianceStamped) -> None:
-        loaded = self._map
         self._has_map(msg.header)
-        frame = frame_id(msg.header.frame_id)
-        if frame != loaded.frame_id:
+        map_frame = self._map.frame_id
+        frame = msgs.frame_id(msg.header.frame_id)
+        if frame != map_frame:
             raise InvalidMessage(
-                f"/initialpose in frame '{frame}', not the map frame '{loaded.frame_id}'", "initial_pose_wrong_frame"
+                f"/initialpose in frame '{frame}', not the map frame '{map_frame}'", "initial_pose_wrong_frame"
             )
-        self._initial_pose = pose_to_rigid(msg.pose.pose)
+        self._initial_pose = msgs.pose_to_rigid(msg.pose.pose)
         self.get_logger().info("initial pose received: the next frame is matched near it first")
 
     def _on_frame(self, header: Header, image: np.ndarray, camera: Camera, camera_frame: str) -> None:

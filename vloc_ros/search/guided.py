@@ -35,8 +35,8 @@ class GuidedConfig:
 
 class GuidedMatcher:
     def __init__(self, arrays: dict[str, np.ndarray], keyframe_poses: list[Rigid3], config: GuidedConfig):
-        """``arrays``: the map's arrays (points, point descriptors, the keyframe_points CSR);
-        ``keyframe_poses``: world_from_camera of each keyframe."""
+        """``arrays``: the map's arrays (points and the keyframe observations: their CSR offsets,
+        points and descriptors); ``keyframe_poses``: world_from_camera of each keyframe."""
         self.config = config
         self.points_xyz = arrays["points_xyz"]
         self.observation_offsets = arrays["keyframe_observations_offsets"]
