@@ -283,15 +283,7 @@ class Localizer:
                 return self._reject(
                     f"too few matches ({num_matches} < {self.config.min_matches})", timings, len(features), num_matches
                 )
-            result = self._solve(
-                features,
-                undistorted,
-                correspondences,
-                camera,
-                self.config.pose,
-                timings,
-                correspondences.retrieved_keyframes,
-            )
+            result = self._solve(features, undistorted, correspondences, camera, timings)
         keyframes = self._keyframes_to_rematch(result, correspondences, camera)
         if keyframes is None:
             return result
@@ -315,15 +307,7 @@ class Localizer:
         timings.update(correspondences.timings)
         if len(correspondences) < self.config.min_matches:
             return None
-        result = self._solve(
-            features,
-            undistorted,
-            correspondences,
-            camera,
-            self.config.pose,
-            timings,
-            correspondences.retrieved_keyframes,
-        )
+        result = self._solve(features, undistorted, correspondences, camera, timings)
         if not result.ok or self._weak(result, camera):
             return None
         result.guided = True
@@ -382,7 +366,7 @@ class Localizer:
         timings["rematch"] = time.perf_counter() - started
         # The re-matched pose rests on the keyframes it was matched against as much as on the retrieved ones.
         sources = np.concatenate([correspondences.retrieved_keyframes, keyframes])
-        return self._solve(features, undistorted, correspondences, camera, self.rematch_pose_config, timings, sources)
+        return self._solve(features, undistorted, correspondences, camera, timings, self.rematch_pose_config, sources)
 
     def _solve(
         self,
@@ -390,14 +374,18 @@ class Localizer:
         undistorted_keypoints: np.ndarray,
         correspondences,
         camera: Camera,
-        pose_config: PoseConfig,
         timings: dict,
-        source_keyframes: np.ndarray,
+        pose_config: PoseConfig | None = None,
+        source_keyframes: np.ndarray | None = None,
     ):
         """PnP on ``correspondences`` and verification: the result, OK or rejected with the reason.
-        ``undistorted_keypoints``: every keypoint of ``features``, undistorted. ``source_keyframes``
-        are those the correspondences came from: a right pose views the scene from near one of them
-        (verification's ``retrieval_agreement``)."""
+        ``undistorted_keypoints``: every keypoint of ``features``, undistorted. ``pose_config``: the
+        main PnP's unless given. ``source_keyframes`` (the correspondences' retrieved keyframes unless
+        given) are those the correspondences came from: a right pose views the scene from near one
+        of them (verification's ``retrieval_agreement``)."""
+        pose_config = pose_config or self.config.pose
+        if source_keyframes is None:
+            source_keyframes = correspondences.retrieved_keyframes
         num_matches = len(correspondences.query_indices)
         started = time.perf_counter()
         keypoints = features.keypoints[correspondences.query_indices]
