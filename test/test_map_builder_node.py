@@ -1,6 +1,6 @@
 """The vloc_map_builder node on a real rclpy graph: the sim map bag in, keyframes on disk, ~/build
-gives a map that a vloc_localizer node reloads and localizes with. Plus the keyframe buffer's
-crash safety on its own."""
+gives a map that a vloc_localizer node reloads and localizes with, and with ``update`` grows it. Plus
+the keyframe buffer's crash safety on its own."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from std_srvs.srv import Trigger
 from ros_harness import NAMESPACE, BagFrames, wait_until
 from vloc_ros.geometry import Camera, Rigid3, pose_error
 from vloc_ros.mapping.map_format import load_map
+from vloc_ros.mapping.sources import load_intrinsics, read_image_rgb
 from vloc_ros import msgs
 from vloc_ros.nodes.keyframe_buffer import KeyframeBuffer
 from vloc_ros.nodes.localizer_node import LocalizerNode
 from vloc_ros.nodes.map_builder_node import MapBuilderNode
+from vloc_ros.tum import read_tum
 
 BUILD_TIMEOUT = 420.0  # ~20 keyframes on two busy cores
 
@@ -147,3 +149,46 @@ def test_a_failed_build_is_an_error_on_diagnostics_and_the_node_stays_up(graph, 
         assert reset.success and "removed 3 keyframes" in reset.message, reset.message
     finally:
         graph.stop(builder)
+
+
+def test_build_with_update_grows_the_map_at_output_map_path(graph, sim_dataset, tmp_path):
+    camera = load_intrinsics(sim_dataset / "camera.yaml")
+    stamps, poses = read_tum(sim_dataset / "map_poses.tum")
+    paths = sorted((sim_dataset / "images" / "map").glob("*.png"))
+    buffer = KeyframeBuffer(tmp_path / "keyframes")
+
+    def record(frames):
+        for index in frames:
+            buffer.add(round(stamps[index] * 1e9), read_image_rgb(paths[index]), camera, poses[index])
+
+    output = tmp_path / "growing_map"
+    parameters = dict(buffer_dir=str(buffer.directory), output_map_path=str(output), update=True, max_keypoints=1024)
+
+    def build(expected_start: str, finished) -> dict:
+        """~/build on a node started on the buffer as it is now (a restarted node continues it)."""
+        builder = graph.start(MapBuilderNode, "growing_builder", **parameters)
+        try:
+            started = graph.call(Trigger, f"{builder.get_fully_qualified_name()}/build")
+            assert started.success and started.message.startswith(expected_start), started.message
+            return graph.wait_for_diagnostic(
+                builder, lambda d: d.get("build_stage") == "failed" or finished(d.get("_message", "")), BUILD_TIMEOUT
+            )
+        finally:
+            graph.stop(builder)
+
+    # No map there yet: update builds it.
+    record(range(0, 16, 2))
+    status = build("build started: 8 keyframes", lambda message: message.startswith("map written"))
+    assert status["build_stage"] == "done", status["_message"]
+    first = load_map(output)
+
+    # Recording on: the next ~/build adds what the map lacks.
+    record(range(16, 24, 2))
+    status = build("update started: 12 keyframes", lambda message: message.startswith("map updated"))
+    assert status["build_stage"] == "done", status["_message"]
+    assert "4 new keyframes registered (8 already in it)" in status["_message"], status["_message"]
+    grown = load_map(output)
+    assert grown.num_keyframes == first.num_keyframes + 4 and grown.num_points > first.num_points
+    for old, new in zip(first.keyframes, grown.keyframes):
+        assert old.name == new.name
+        np.testing.assert_allclose(old.world_from_camera.matrix, new.world_from_camera.matrix, atol=1e-9)

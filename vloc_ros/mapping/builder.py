@@ -2,6 +2,8 @@
 
 A library first (the map-builder node calls ``build_map`` too); ``vloc build-map`` wraps it.
 Features are cached per image on disk, so a build that was killed resumes where it stopped.
+``update.update_map`` grows a map through the same stages (``extract_all``, ``match_pairs``,
+``register_images``, ``assemble``, ``write_map``).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..atomic import atomic_path
-from ..features import Features, create_extractor
 from ..config import from_dict, to_dict
+from ..features import Features, create_extractor
 from ..features.matching import create_matcher
+from ..geometry import Camera
 from ..retrieval import VladDescriptor
 from ..search import LOCAL_INDEX_TYPES, Binarizer
 from . import pairs as pair_selection
@@ -39,7 +42,14 @@ from .map_format import (
     save_map,
 )
 from .points import collect_tracks, keyframe_observation_arrays, medoid_descriptors, visibility_arrays
-from .reconstruction import frame_index, reconstruct, world_from_camera, write_database
+from .reconstruction import (
+    ColmapImage,
+    assign_camera_ids,
+    reconstruct,
+    track_correspondences,
+    world_from_camera,
+    write_database,
+)
 from .sources import MapFrame
 
 
@@ -95,7 +105,7 @@ ProgressCallback = Callable[[str, int, Union[int, None]], None]
 PROGRESS_STAGES = ("extract features", "match pairs", "register images")
 
 
-class _Progress:
+class Progress:
     """tqdm bars (``progress=True``), nothing (False), or calls to a ``ProgressCallback``."""
 
     def __init__(self, progress: bool | ProgressCallback, stage: str, total: int | None, unit: str):
@@ -136,18 +146,50 @@ class BuildError(RuntimeError):
 class BuildSummary:
     output: Path
     images_given: int
-    images_registered: int
+    images_registered: int  # in an update: of the new images
     skipped_images: dict[str, str]  # name -> reason
     features_from_cache: int  # images whose features a killed earlier build had already extracted
     num_points: int
     mean_track_length: float
     mean_reprojection_error_px: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    previous: MapCounts | None = None  # an update: the counts of the map it grew
+    already_in_map: int = 0  # an update: images given that the map has (same name), skipped
+
+    @classmethod
+    def of(
+        cls, written: LocalizationMap, extraction: Extraction, images_registered: int, previous: MapCounts | None = None
+    ) -> BuildSummary:
+        """The summary of the map ``write_map`` wrote, built from ``extraction``'s images."""
+        counts = written.manifest.counts
+        return cls(
+            output=written.path,
+            images_given=extraction.images_given,
+            images_registered=images_registered,
+            skipped_images=extraction.skipped,
+            features_from_cache=extraction.reused,
+            num_points=counts.points,
+            mean_track_length=counts.mean_track_length,
+            mean_reprojection_error_px=counts.mean_reprojection_error_px,
+            stage_seconds=written.manifest.build.stage_seconds,
+            previous=previous,
+            already_in_map=extraction.known,
+        )
 
     def format(self) -> str:
-        lines = [
-            f"map written to {self.output}",
-            f"  images registered / given : {self.images_registered} / {self.images_given}",
+        lines = [f"map {'updated' if self.previous else 'written'}: {self.output}"]
+        if self.previous is None:
+            lines.append(f"  images registered / given : {self.images_registered} / {self.images_given}")
+        else:
+            lines += [
+                f"  new images registered     : {self.images_registered} / "
+                f"{self.images_given - self.already_in_map - len(self.skipped_images)}",
+                f"  already in the map        : {self.already_in_map} (skipped)",
+                f"  keyframes                 : {self.previous.keyframes} -> "
+                f"{self.previous.keyframes + self.images_registered}",
+                f"  3D points before          : {self.previous.points}",
+            ]
+        lines += [
             f"  features reused from cache: {self.features_from_cache}",
             f"  3D points                 : {self.num_points}",
             f"  mean track length         : {self.mean_track_length:.2f}",
@@ -199,25 +241,35 @@ class FeatureCache:
 
 
 @dataclass
-class _Extraction:
+class Extraction:
     frames: list[MapFrame]  # the usable frames, in input order
     features: list[Features]  # per usable frame
     skipped: dict[str, str]  # name -> reason
     reused: int  # images whose features came from the cache
+    known: int = 0  # frames named as an image of the map being updated: not extracted
 
     @property
     def images_given(self) -> int:
-        return len(self.frames) + len(self.skipped)
+        return len(self.frames) + len(self.skipped) + self.known
 
 
-def _extract_all(
-    frames: Iterable[MapFrame], extractor, cache: FeatureCache, progress: bool | ProgressCallback
-) -> _Extraction:
-    """Features for every readable frame; unreadable or featureless images are skipped and named."""
-    extraction = _Extraction([], [], {}, 0)
+def extract_all(
+    frames: Iterable[MapFrame],
+    extractor,
+    cache: FeatureCache,
+    progress: bool | ProgressCallback,
+    known_names: frozenset[str] = frozenset(),
+) -> Extraction:
+    """Features for every readable frame; unreadable or featureless images are skipped and named,
+    frames named in ``known_names`` (already in the map) counted and passed over."""
+    extraction = Extraction([], [], {}, 0)
     total = len(frames) if hasattr(frames, "__len__") else None
-    with _Progress(progress, "extract features", total, "img") as bar:
+    with Progress(progress, "extract features", total, "img") as bar:
         for frame in frames:
+            if frame.name in known_names:
+                extraction.known += 1
+                bar.update()
+                continue
             cached = cache.get(frame.name)
             extraction.reused += cached is not None
             if cached is None:
@@ -268,13 +320,13 @@ def build_map(
 
     started = time.perf_counter()
     extractor = create_extractor(config.extractor)
-    extraction = _extract_all(frames, extractor, FeatureCache(cache_dir / "features", extractor), progress)
+    extraction = extract_all(frames, extractor, FeatureCache(cache_dir / "features", extractor), progress)
     frames, features, skipped = extraction.frames, extraction.features, extraction.skipped
     images_given = extraction.images_given
     if len(frames) < config.min_registered_images:
         raise BuildError(
             f"only {len(frames)} usable images of {images_given}; a map needs at least "
-            f"{config.min_registered_images}" + _skipped_note(skipped)
+            f"{config.min_registered_images}" + skipped_note(skipped)
         )
     timings["features"] = time.perf_counter() - started
 
@@ -289,92 +341,150 @@ def build_map(
     timings["retrieval"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    matcher = create_matcher(config.matcher)
-    matches = {}
-    with _Progress(progress, "match pairs", len(image_pairs), "pair") as bar:
-        for i, j in image_pairs:
-            pair_matches = matcher.match(features[i], features[j])
-            if len(pair_matches):
-                matches[(i, j)] = pair_matches
-            bar.update()
+    # COLMAP image ids start at 1: frame index + 1.
+    matches = match_pairs(
+        create_matcher(config.matcher), [(i + 1, j + 1) for i, j in image_pairs], dict(enumerate(features, 1)), progress
+    )
     timings["matching"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    names = [f.name for f in frames]
+    cameras, camera_ids = assign_camera_ids([f.camera for f in frames], {})
+    images = [
+        ColmapImage(index, frame.name, camera_id, frame_features.keypoints, frame.world_from_camera)
+        for index, (frame, camera_id, frame_features) in enumerate(zip(frames, camera_ids, features), 1)
+    ]
     with tempfile.TemporaryDirectory(prefix="vloc_build_") as work:
         work = Path(work)
-        write_database(work / "database.db", names, [f.camera for f in frames], features, matches)
-        with _Progress(progress, "register images", len(frames), "img") as bar:
-            reconstruction = reconstruct(
-                work / "database.db",
-                work,
-                names,
-                [f.camera for f in frames],
-                [f.world_from_camera for f in frames],
-                to_dict(config.reconstruction),
-                on_image_registered=bar.update,
-            )
-            if reconstruction is not None:
-                bar.set(reconstruction.num_reg_images())
-        registered = sorted(reconstruction.reg_image_ids()) if reconstruction is not None else []
-        if len(registered) < config.min_registered_images:
+        reconstruction = register_images(work, cameras, images, images, matches, config, progress)
+        registered = reconstruction.num_reg_images() if reconstruction is not None else 0
+        if registered < config.min_registered_images:
             raise BuildError(
-                f"only {len(registered)} of {images_given} images registered; a map needs at least "
-                f"{config.min_registered_images} (too little overlap or texture?)" + _skipped_note(skipped)
+                f"only {registered} of {images_given} images registered; a map needs at least "
+                f"{config.min_registered_images} (too little overlap or texture?)" + skipped_note(skipped)
             )
         timings["reconstruction"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        localization_map = _assemble(
-            reconstruction=reconstruction,
-            extraction=extraction,
-            global_descriptors=global_descriptors,
-            global_descriptor=global_descriptor,
-            extractor=extractor,
-            config=config,
-            source_description=source_description,
+        metric = all(f.world_from_camera is not None for f in frames)
+        localization_map = assemble(
+            reconstruction,
+            {
+                image.image_id: MapImage(frame.name, frame.camera, frame_features, frame_descriptor)
+                for image, frame, frame_features, frame_descriptor in zip(images, frames, features, global_descriptors)
+            },
+            global_descriptor,
+            extractor,
+            config,
+            units="m" if metric else "arbitrary",
+            images_given=images_given,
+            build=BuildInfo(
+                config=to_dict(config),
+                source=source_description,
+                mode="triangulation from known poses" if metric else "incremental mapping",
+            ),
         )
         timings["indexes"] = time.perf_counter() - started
-        manifest = localization_map.manifest
-        localization_map.manifest = replace(manifest, build=replace(manifest.build, stage_seconds=timings))
-        sparse_dir = work / "sparse_export"
-        sparse_dir.mkdir()
-        reconstruction.write(str(sparse_dir))
-        save_map(localization_map, output, overwrite=overwrite, sparse_dir=sparse_dir)
+        write_map(localization_map, reconstruction, work, output, overwrite, timings, cache_dir)
+    return BuildSummary.of(localization_map, extraction, registered)
+
+
+def match_pairs(
+    matcher, pairs: list[tuple[int, int]], features: dict[int, Features], progress: bool | ProgressCallback
+) -> dict[tuple[int, int], np.ndarray]:
+    """The matches of each pair of image ids that has any, by pair: rows of keypoint indices into
+    ``features`` of the pair's two images."""
+    matches = {}
+    with Progress(progress, "match pairs", len(pairs), "pair") as bar:
+        for i, j in pairs:
+            pair_matches = matcher.match(features[i], features[j])
+            if len(pair_matches):
+                matches[(i, j)] = pair_matches
+            bar.update()
+    return matches
+
+
+def register_images(
+    work: Path,
+    cameras: dict[int, Camera],
+    images: list[ColmapImage],
+    new_images: list[ColmapImage],
+    matches: dict[tuple[int, int], np.ndarray],
+    config: BuildConfig,
+    progress: bool | ProgressCallback,
+    existing: Path | None = None,
+):
+    """The reconstruction of ``images`` (all that ``matches`` name) in which ``new_images`` are
+    registered: all of them in a build; in an update, those the map's model ``existing`` lacks.
+    None when pycolmap makes no model."""
+    # The map's tracks join an update's matches: pycolmap's correspondence graph must hold every image
+    # of the model it continues, and new points may extend them as a build's would.
+    verified = track_correspondences(existing) if existing else None
+    write_database(work / "database.db", cameras, images, matches, verified)
+    with Progress(progress, "register images", len(new_images), "img") as bar:
+        reconstruction = reconstruct(
+            work / "database.db",
+            work,
+            cameras,
+            new_images,
+            to_dict(config.reconstruction),
+            on_image_registered=bar.update,
+            existing=existing,
+        )
+        if reconstruction is not None:
+            bar.set(reconstruction.num_reg_images() - (len(images) - len(new_images)))
+    return reconstruction
+
+
+def write_map(
+    localization_map: LocalizationMap,
+    reconstruction,
+    work: Path,
+    output: Path,
+    overwrite: bool,
+    timings: dict[str, float],
+    cache_dir: Path,
+) -> None:
+    """Save the map with its reconstruction as ``sparse/`` and the stage times, atomically; then remove
+    the feature cache ``cache_dir``."""
+    manifest = localization_map.manifest
+    localization_map.manifest = replace(manifest, build=replace(manifest.build, stage_seconds=timings))
+    sparse_dir = work / "sparse_export"
+    sparse_dir.mkdir()
+    reconstruction.write(str(sparse_dir))
+    save_map(localization_map, output, overwrite=overwrite, sparse_dir=sparse_dir)
     shutil.rmtree(cache_dir, ignore_errors=True)  # the map is complete: the resume cache is spent
-    counts = localization_map.manifest.counts
-    return BuildSummary(
-        output=output,
-        images_given=images_given,
-        images_registered=len(registered),
-        skipped_images=skipped,
-        features_from_cache=extraction.reused,
-        num_points=counts.points,
-        mean_track_length=counts.mean_track_length,
-        mean_reprojection_error_px=counts.mean_reprojection_error_px,
-        stage_seconds=timings,
-    )
 
 
-def _skipped_note(skipped: dict) -> str:
+def skipped_note(skipped: dict) -> str:
     return f"; skipped: {', '.join(f'{n} ({r})' for n, r in skipped.items())}" if skipped else ""
 
 
-def _assemble(
-    *,
+@dataclass
+class MapImage:
+    """What the map keeps of one image of a reconstruction."""
+
+    name: str
+    camera: Camera
+    features: Features  # indexed as the image's points2D; the descriptors of every keypoint in a track
+    global_descriptor: np.ndarray  # (G,) float32
+
+
+def assemble(
     reconstruction,
-    extraction: _Extraction,
-    global_descriptors: np.ndarray,
+    images: dict[int, MapImage],
     global_descriptor: VladDescriptor,
     extractor,
     config: BuildConfig,
-    source_description: str,
+    *,
+    units: str,
+    images_given: int,
+    build: BuildInfo,
 ) -> LocalizationMap:
-    """The map of the images ``reconstruction`` registered (global descriptors per extracted frame)."""
-    frames, features = extraction.frames, extraction.features
+    """The map of the images ``reconstruction`` registered (``images`` by COLMAP image id): keyframes in
+    image id order, points, observations, and the binarizer and local index learned on them."""
     registered = sorted(reconstruction.reg_image_ids())
     keyframe_of_image_id = {image_id: k for k, image_id in enumerate(registered)}
-    tracks = collect_tracks(reconstruction, {i: features[frame_index(i)] for i in registered}, keyframe_of_image_id)
+    tracks = collect_tracks(reconstruction, {i: images[i].features for i in registered}, keyframe_of_image_id)
     if tracks.num_points == 0:
         raise BuildError("the reconstruction has no 3D points")
 
@@ -386,24 +496,22 @@ def _assemble(
         binarizer.encode(tracks.observation_descriptors), tracks.observation_point, **index_options
     )
 
-    keyframes = []
-    for image_id in registered:
-        frame = frames[frame_index(image_id)]
-        keyframes.append(Keyframe(frame.name, frame.camera, world_from_camera(reconstruction.images[image_id])))
+    keyframes = [
+        Keyframe(images[i].name, images[i].camera, world_from_camera(reconstruction.images[i])) for i in registered
+    ]
     arrays = {
         "points_xyz": tracks.points_xyz,
         "point_descriptors": representative.astype(np.float16),
         "point_codes": binarizer.encode(representative),
-        "keyframe_global_descriptors": global_descriptors[[frame_index(i) for i in registered]],
+        "keyframe_global_descriptors": np.stack([images[i].global_descriptor for i in registered]).astype(np.float32),
         **visibility_arrays(tracks, len(registered)),
         **keyframe_observation_arrays(tracks, len(registered)),
     }
-    metric = all(f.world_from_camera is not None for f in frames)
     manifest = MapManifest(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         vloc_ros_version=__version__,
         map_frame=config.map_frame,
-        units="m" if metric else "arbitrary",
+        units=units,
         extractor=ExtractorEntry(
             name=extractor.name,
             weights_sha256=extractor.weights_sha256,
@@ -411,7 +519,7 @@ def _assemble(
             config=extractor.config,
         ),
         global_descriptor=GlobalDescriptorEntry(
-            dim=int(global_descriptors.shape[1]), **to_dict(config.global_descriptor)
+            dim=int(arrays["keyframe_global_descriptors"].shape[1]), **to_dict(config.global_descriptor)
         ),
         binarizer=BinarizerEntry(**to_dict(config.binarizer), code_bytes=int(arrays["point_codes"].shape[1])),
         local_index=config.local_index,
@@ -421,13 +529,9 @@ def _assemble(
             observations=int(len(tracks.observation_point)),
             mean_track_length=float(len(tracks.observation_point) / tracks.num_points),
             mean_reprojection_error_px=float(reconstruction.compute_mean_reprojection_error()),
-            images_given=extraction.images_given,
+            images_given=images_given,
         ),
-        build=BuildInfo(
-            config=to_dict(config),
-            source=source_description,
-            mode="triangulation from known poses" if metric else "incremental mapping",
-        ),
+        build=build,
     )
     states = {
         "binarizer": binarizer.state(),

@@ -1,4 +1,4 @@
-"""``vloc build-map``: images or a rosbag -> a localization map directory."""
+"""``vloc build-map``: images or a rosbag -> a localization map directory, or more of an existing one (--update)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ..config import from_dict
 from .builder import BuildConfig, BuildError, build_map
 from .keyframes import DEFAULT_MIN_INTERVAL_S, DEFAULT_MIN_ROTATION_DEG, DEFAULT_MIN_TRANSLATION_M, KeyframeSelector
 from .sources import SourceError, bag_frames, image_folder_frames
+from .update import update_map
 
 
 def register(subparsers) -> None:
@@ -20,12 +21,21 @@ def register(subparsers) -> None:
         "build-map",
         help="build a localization map from images or a rosbag",
         description="Build a localization map. Known poses (TUM, COLMAP model or a bag pose topic) give a "
-        "metric map by triangulation; without them pycolmap runs incremental SfM (arbitrary scale).",
+        "metric map by triangulation; without them pycolmap runs incremental SfM (arbitrary scale). With "
+        "--update MAP the images are registered into MAP instead: new keyframes and points, its keyframes "
+        "keep their poses, no rebuild.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", type=Path, help="folder of images (searched recursively, sorted by path)")
     source.add_argument("--bag", type=Path, help="ROS 2 bag directory or file (mcap or sqlite3)")
-    parser.add_argument("--output", "-o", type=Path, required=True, help="map directory to write (e.g. maps/office)")
+    parser.add_argument("--output", "-o", type=Path, help="map directory to write (e.g. maps/office)")
+    parser.add_argument(
+        "--update",
+        type=Path,
+        metavar="MAP",
+        help="register the images into the existing map MAP (images already in it, by name, are skipped) "
+        "and write it back in place, atomically, or to --output; MAP's build config applies",
+    )
     parser.add_argument(
         "--intrinsics",
         type=Path,
@@ -85,6 +95,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output is None and args.update is None:
+        raise UsageError("give --output for a new map, or --update MAP to add the images to MAP")
+    if args.update and args.config:
+        raise UsageError("--update builds with the map's own build config; --config is for new maps")
     config = None
     if args.config:
         config = yaml.safe_load(args.config.read_text()) or {}
@@ -119,15 +133,26 @@ def run(args: argparse.Namespace) -> int:
                 args.bag, args.image_topic, args.camera_info_topic, ground_truth, args.every_nth, keyframes=selector
             )
             description = f"bag {args.bag} ({args.image_topic})"
-        summary = build_map(
-            frames,
-            args.output,
-            config,
-            cache_dir=args.cache,
-            progress=not args.quiet,
-            overwrite=args.overwrite,
-            source_description=description,
-        )
+        if args.update:
+            summary = update_map(
+                frames,
+                args.update,
+                args.output,
+                cache_dir=args.cache,
+                progress=not args.quiet,
+                overwrite=args.overwrite,
+                source_description=description,
+            )
+        else:
+            summary = build_map(
+                frames,
+                args.output,
+                config,
+                cache_dir=args.cache,
+                progress=not args.quiet,
+                overwrite=args.overwrite,
+                source_description=description,
+            )
     except (SourceError, BuildError, BagContentError, BagReadError) as error:
         raise UsageError(str(error)) from None
     print(summary.format())

@@ -1,27 +1,28 @@
 """Geometry with pycolmap: database import, geometric verification, then either incremental
-mapping (unknown poses; known intrinsics held fixed) or triangulation from known poses."""
+mapping (unknown poses; known intrinsics held fixed) or triangulation from known poses; either one
+continues a map's model, its frames held fixed, when a map is updated."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
 from ..geometry import Camera, Rigid3
 
-if TYPE_CHECKING:  # only annotations: reading poses (sources) needs no feature code
-    from ..features import Features
 
+@dataclass(frozen=True)
+class ColmapImage:
+    """An image as the database and the reconstruction know it. Rig ids are camera ids and frame ids
+    image ids (one trivial rig per camera, one frame per image), in a full build and an update alike."""
 
-# The COLMAP image id of the frame at ``index`` in the lists given to ``write_database`` and
-# ``reconstruct`` (COLMAP ids start at 1); the builder maps registered ids back with ``frame_index``.
-def image_id(index: int) -> int:
-    return index + 1
-
-
-def frame_index(colmap_image_id: int) -> int:
-    return colmap_image_id - 1
+    image_id: int
+    name: str
+    camera_id: int
+    keypoints: np.ndarray  # (N, 2) pixels, OpenCV centres; indexed as the image's points2D
+    world_from_camera: Rigid3 | None = None
 
 
 def world_from_camera(image) -> Rigid3:
@@ -38,56 +39,78 @@ def quiet_pycolmap() -> None:
     pycolmap.logging.minloglevel = pycolmap.logging.ERROR
 
 
-def _camera_ids(cameras: list[Camera]) -> tuple[list[Camera], list[int]]:
-    """Distinct cameras and, per frame, the 1-based id of its camera."""
-    distinct: list[Camera] = []
+def assign_camera_ids(cameras: list[Camera], known: dict[int, Camera]) -> tuple[dict[int, Camera], list[int]]:
+    """Per frame the id of its camera: a ``known`` camera's where it is one, else a new id after them.
+
+    Returns every camera by id (``known`` and the new ones) and the ids per frame."""
+    by_id = dict(known)
     ids = []
     for camera in cameras:
-        if camera not in distinct:
-            distinct.append(camera)
-        ids.append(distinct.index(camera) + 1)
-    return distinct, ids
+        camera_id = next((i for i, c in by_id.items() if c == camera), None)
+        if camera_id is None:
+            camera_id = max(by_id, default=0) + 1
+            by_id[camera_id] = camera
+        ids.append(camera_id)
+    return by_id, ids
 
 
 def write_database(
     path: Path,
-    names: list[str],
-    cameras: list[Camera],
-    features: list[Features],
+    cameras: dict[int, Camera],
+    images: list[ColmapImage],
     matches: dict[tuple[int, int], np.ndarray],
+    verified: dict[tuple[int, int], np.ndarray] | None = None,
 ) -> None:
-    """A COLMAP database with one trivial rig per camera and one frame per image.
+    """A COLMAP database of ``cameras`` (by id), ``images`` and ``matches`` keyed by image id pairs.
 
-    Image ids are ``image_id(frame index)``, camera ids as ``_camera_ids``.
+    ``verified``: correspondences that need no geometric verification (a map's tracks), written as
+    verified two-view geometries that ``geometric_verification`` leaves as they are.
     """
     import pycolmap
 
-    distinct, camera_ids = _camera_ids(cameras)
     with pycolmap.Database.open(str(path)) as database:
-        rig_ids = {}
-        for camera_id, camera in enumerate(distinct, start=1):
+        for camera_id, camera in cameras.items():
             colmap_camera = camera.to_pycolmap(camera_id)
             colmap_camera.has_prior_focal_length = True
             database.write_camera(colmap_camera, use_camera_id=True)
-            rig = pycolmap.Rig()
+            rig = pycolmap.Rig(rig_id=camera_id)
             rig.add_ref_sensor(pycolmap.sensor_t(type=pycolmap.SensorType.CAMERA, id=camera_id))
-            rig_ids[camera_id] = database.write_rig(rig)
-        for index, (name, camera_id, frame_features) in enumerate(zip(names, camera_ids, features)):
+            database.write_rig(rig, use_rig_id=True)
+        for image in images:
             database.write_image(
-                pycolmap.Image(name=name, camera_id=camera_id, image_id=image_id(index)), use_image_id=True
+                pycolmap.Image(name=image.name, camera_id=image.camera_id, image_id=image.image_id), use_image_id=True
             )
-            frame = pycolmap.Frame()
-            frame.rig_id = rig_ids[camera_id]
+            frame = pycolmap.Frame(frame_id=image.image_id, rig_id=image.camera_id)
             frame.add_data_id(
                 pycolmap.data_t(
-                    sensor_id=pycolmap.sensor_t(type=pycolmap.SensorType.CAMERA, id=camera_id), id=image_id(index)
+                    sensor_id=pycolmap.sensor_t(type=pycolmap.SensorType.CAMERA, id=image.camera_id), id=image.image_id
                 )
             )
-            database.write_frame(frame)
+            database.write_frame(frame, use_frame_id=True)
             # COLMAP puts the first pixel centre at 0.5.
-            database.write_keypoints(image_id(index), (frame_features.keypoints + 0.5).astype(np.float32))
+            database.write_keypoints(image.image_id, (image.keypoints + 0.5).astype(np.float32))
         for (i, j), pair_matches in matches.items():
-            database.write_matches(image_id(i), image_id(j), pair_matches.astype(np.uint32))
+            database.write_matches(i, j, pair_matches.astype(np.uint32))
+        for (i, j), correspondences in (verified or {}).items():
+            geometry = pycolmap.TwoViewGeometry()
+            geometry.config = pycolmap.TwoViewGeometryConfiguration.CALIBRATED
+            geometry.inlier_matches = correspondences.astype(np.uint32)
+            database.write_two_view_geometry(i, j, geometry)
+
+
+def track_correspondences(model_dir: Path) -> dict[tuple[int, int], np.ndarray]:
+    """Per pair of image ids (i < j) of the COLMAP model in ``model_dir``, its correspondences: rows
+    (keypoint of i, keypoint of j) that observe one 3D point."""
+    import pycolmap
+
+    pairs: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for point in pycolmap.Reconstruction(str(model_dir)).points3D.values():
+        elements = sorted((element.image_id, element.point2D_idx) for element in point.track.elements)
+        for a, (i, p) in enumerate(elements):
+            for j, q in elements[a + 1 :]:
+                if i != j:
+                    pairs.setdefault((i, j), []).append((p, q))
+    return {pair: np.array(rows, dtype=np.int64) for pair, rows in pairs.items()}
 
 
 def _pipeline_options(config: dict, default_threads: int):
@@ -109,14 +132,16 @@ def _pipeline_options(config: dict, default_threads: int):
 def reconstruct(
     database_path: Path,
     work_dir: Path,
-    names: list[str],
-    cameras: list[Camera],
-    poses: list[Rigid3 | None],
+    cameras: dict[int, Camera],
+    images: list[ColmapImage],
     config: dict,
     on_image_registered: Callable[[], None] | None = None,
+    existing: Path | None = None,
 ):
-    """Verify matches, then map (poses unknown) or triangulate (all poses known).
+    """Verify matches, then map (poses unknown) or triangulate (all poses of ``images`` known).
 
+    ``existing``: a COLMAP model (a map's ``sparse/``) that ``images`` join. Its frames keep their poses:
+    incremental mapping holds them fixed and triangulation adds points to it.
     Returns the pycolmap Reconstruction; with unknown poses the largest model is kept.
     """
     import pycolmap
@@ -127,7 +152,7 @@ def reconstruct(
     two_view = pycolmap.TwoViewGeometryOptions()
     two_view.ransac.random_seed = config.get("seed", 0)
     pycolmap.geometric_verification(str(database_path), two_view_geometry_options=two_view)
-    known_poses = all(pose is not None for pose in poses)
+    known_poses = all(image.world_from_camera is not None for image in images)
     # Triangulation from known poses gives the same points for the same input on all cores (-1);
     # COLMAP's incremental mapping only on one (llff_beer: 2257 and 2311 points from two runs on all
     # cores, 2195 twice on one; 57 -> 62 s).
@@ -138,23 +163,34 @@ def reconstruct(
         # 1 px of noise leave ~0.2 m of depth error; 3 deg halves it.
         options.triangulation.min_angle = config["min_triangulation_angle_deg"]
         options.mapper.filter_min_tri_angle = config["min_triangulation_angle_deg"]
-        reference = pycolmap.Reconstruction()
-        distinct, camera_ids = _camera_ids(cameras)
-        for camera_id, camera in enumerate(distinct, start=1):
-            reference.add_camera_with_trivial_rig(camera.to_pycolmap(camera_id))
-        for index, (name, camera_id, pose) in enumerate(zip(names, camera_ids, poses)):
-            camera_from_world = pose.inverse()
+        reference = pycolmap.Reconstruction(str(existing)) if existing else pycolmap.Reconstruction()
+        for camera_id, camera in cameras.items():
+            if camera_id not in reference.cameras:
+                reference.add_camera_with_trivial_rig(camera.to_pycolmap(camera_id))
+        for image in images:
+            camera_from_world = image.world_from_camera.inverse()
             reference.add_image_with_trivial_frame(
-                pycolmap.Image(name=name, camera_id=camera_id, image_id=image_id(index)),
+                pycolmap.Image(name=image.name, camera_id=image.camera_id, image_id=image.image_id),
                 pycolmap.Rigid3d(pycolmap.Rotation3d(camera_from_world.rotation), camera_from_world.translation),
             )
         output = work_dir / "triangulated"
         output.mkdir(parents=True, exist_ok=True)
-        return pycolmap.triangulate_points(reference, str(database_path), str(work_dir), str(output), options=options)
+        # An update keeps the map's points and adds to them (clear_points=False).
+        return pycolmap.triangulate_points(
+            reference, str(database_path), str(work_dir), str(output), clear_points=existing is None, options=options
+        )
+    if existing:
+        options.fix_existing_frames = True  # the map frame stays where the map put it
+        options.multiple_models = False  # new images that do not join the map make no model of their own
     output = work_dir / "incremental"
     output.mkdir(parents=True, exist_ok=True)
     models = pycolmap.incremental_mapping(
-        str(database_path), str(work_dir), str(output), options, next_image_callback=on_image_registered
+        str(database_path),
+        str(work_dir),
+        str(output),
+        options,
+        input_path=str(existing or ""),
+        next_image_callback=on_image_registered,
     )
     if not models:
         return None

@@ -18,7 +18,11 @@ Services (std_srvs/Trigger)
   ``~/build``: answers at once ("build started") and runs ``vloc_ros.mapping.builder.build_map`` on
       the buffered keyframes as a ``LongJob`` (``long_job.py``: the nodes' one pattern for long work);
       the map goes to ``output_map_path``. Stage and progress are on /diagnostics; the outcome is
-      logged and kept there.
+      logged and kept there. With ``update`` true and a map already at ``output_map_path``, it runs
+      ``vloc_ros.mapping.update.update_map`` instead: the buffered keyframes that map lacks (by stamp)
+      are registered into it (its keyframes keep their poses, its build config applies) and it is
+      replaced atomically; a failed update leaves it as it was. So a map grows by recording on and
+      calling ``~/build`` again, with or without ``~/reset`` in between.
   ``~/reset``: empties the buffer (refused while a build runs).
 """
 
@@ -28,6 +32,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
@@ -45,6 +50,7 @@ from vloc_ros.mapping.keyframes import (
     DEFAULT_MIN_TRANSLATION_M,
     KeyframeSelector,
 )
+from vloc_ros.mapping.update import update_map
 from vloc_ros.msgs import InvalidMessage, pose_to_rigid, stamp_to_ns, stamp_to_seconds
 
 from .camera_input import CAMERA_PARAMETERS, CameraInput
@@ -108,6 +114,12 @@ PARAMETERS = CAMERA_PARAMETERS + (
     ),
     ParameterSpec("output_map_path", "", "Directory ~/build writes the map to."),
     ParameterSpec("overwrite", False, "Let ~/build replace an existing map at output_map_path."),
+    ParameterSpec(
+        "update",
+        False,
+        "With a map at output_map_path: ~/build adds the buffered keyframes it lacks to it (new keyframes "
+        "and points; its keyframes keep their poses; its build config applies) instead of replacing it.",
+    ),
     ParameterSpec("map_frame", "map", "Frame name stored in the map (the localizer's default map_frame)."),
     ParameterSpec(
         "extractor", "xfeat", "Local features of the map (the localizer uses the map's).", choices=("xfeat", "aliked")
@@ -236,7 +248,9 @@ class MapBuilderNode(Node):
 
     def _on_build(self, request, response):
         output = self._param("output_map_path")
-        needed = BuildConfig().min_registered_images
+        update = bool(output) and self._param("update") and Path(output).exists()
+        # An update adds to a map that already has enough keyframes.
+        needed = 1 if update else BuildConfig().min_registered_images
         if self._build.running:
             response.success, response.message = False, f"a build is already running ({self._build.progress.stage})"
         elif not output:
@@ -247,32 +261,48 @@ class MapBuilderNode(Node):
         else:
             keyframes = list(self._buffer.keyframes)
             built = self._build.start(
-                self._build_map, keyframes, output, stage="extracting features", total=len(keyframes)
+                self._build_map, keyframes, output, update, stage="extracting features", total=len(keyframes)
             )
             built.add_done_callback(self._log_build_failure)
-            response.success, response.message = True, f"build started: {len(keyframes)} keyframes -> {output}"
+            response.success = True
+            response.message = f"{'update' if update else 'build'} started: {len(keyframes)} keyframes -> {output}"
         self.get_logger().info(response.message)
         return response
 
-    def _build_map(self, keyframes, output: str) -> str:
-        """The build job: the map at ``output``, and its one-line outcome for /diagnostics."""
-        config = nested_dict({path: self._param(name) for name, path in BUILD_CONFIG_PARAMETERS.items()})
+    def _build_map(self, keyframes, output: str, update: bool) -> str:
+        """The build (or update) job: the map at ``output``, and its one-line outcome for /diagnostics."""
         frames = [keyframe.to_map_frame() for keyframe in keyframes]
+        source = f"{NODE_NAME} keyframes in {self._buffer.directory}"
         started = time.monotonic()
-        summary = build_map(
-            frames,
-            output,
-            config,
-            cache_dir=self._buffer.build_cache,
-            progress=self._on_build_progress,
-            overwrite=self._param("overwrite"),
-            source_description=f"{NODE_NAME} keyframes in {self._buffer.directory}",
-        )
-        outcome = (
-            f"map written to {summary.output} in {time.monotonic() - started:.0f} s: "
-            f"{summary.images_registered}/{summary.images_given} keyframes registered, "
-            f"{summary.num_points} points"
-        )
+        if update:
+            summary = update_map(
+                frames,
+                output,
+                cache_dir=self._buffer.build_cache,
+                progress=self._on_build_progress,
+                source_description=source,
+            )
+            outcome = (
+                f"map updated at {summary.output} in {time.monotonic() - started:.0f} s: "
+                f"{summary.images_registered} new keyframes registered ({summary.already_in_map} already in it), "
+                f"{summary.previous.keyframes + summary.images_registered} keyframes, {summary.num_points} points"
+            )
+        else:
+            config = nested_dict({path: self._param(name) for name, path in BUILD_CONFIG_PARAMETERS.items()})
+            summary = build_map(
+                frames,
+                output,
+                config,
+                cache_dir=self._buffer.build_cache,
+                progress=self._on_build_progress,
+                overwrite=self._param("overwrite"),
+                source_description=source,
+            )
+            outcome = (
+                f"map written to {summary.output} in {time.monotonic() - started:.0f} s: "
+                f"{summary.images_registered}/{summary.images_given} keyframes registered, "
+                f"{summary.num_points} points"
+            )
         self.get_logger().info(f"{outcome}\n{summary.format()}")
         return outcome
 
