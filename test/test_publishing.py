@@ -16,8 +16,8 @@ COVARIANCE[0, 4] = COVARIANCE[4, 0] = 5e-6
 FRAMES = {"map_frame": "map", "camera_frame": "camera_optical", "base_frame": "base_link", "odom_frame": "odom"}
 
 
-def publish(publish_tf="map_to_odom", confidence=1.0, **kwargs):
-    return publication(MAP_FROM_CAMERA, COVARIANCE, confidence, publish_tf=publish_tf, **FRAMES, **kwargs)
+def publish(publish_tf="map_to_odom", **kwargs):
+    return publication(MAP_FROM_CAMERA, COVARIANCE, publish_tf=publish_tf, **FRAMES, **kwargs)
 
 
 def assert_same(a: Rigid3, b: Rigid3):
@@ -53,20 +53,18 @@ def test_covariance_of_attached_frame_matches_finite_differences():
 
 
 def test_without_base_tf_the_camera_pose_is_published():
-    out = publish(confidence=0.5)
+    out = publish()
     assert out.pose_frame == "camera_optical"
     assert_same(out.map_from_pose, MAP_FROM_CAMERA)
-    np.testing.assert_allclose(out.covariance, COVARIANCE / 0.5)  # inflated by 1 / confidence, no lever arm
+    np.testing.assert_allclose(out.covariance, COVARIANCE)  # no lever arm
 
 
 def test_with_base_tf_the_base_pose_and_its_lever_arm_covariance_are_published():
-    out = publish(confidence=0.25, base_from_camera=BASE_FROM_CAMERA)
+    out = publish(base_from_camera=BASE_FROM_CAMERA)
     assert out.pose_frame == "base_link"
     assert_same(out.map_from_pose, MAP_FROM_CAMERA @ BASE_FROM_CAMERA.inverse())
     jacobian = base_jacobian(MAP_FROM_CAMERA, BASE_FROM_CAMERA)
-    np.testing.assert_allclose(out.covariance, jacobian @ (COVARIANCE / 0.25) @ jacobian.T, atol=1e-9)
-    # Confidence is floored: a near-zero one inflates by at most 1 / 0.05.
-    assert np.allclose(publish(confidence=0.0).covariance, COVARIANCE / 0.05)
+    np.testing.assert_allclose(out.covariance, jacobian @ COVARIANCE @ jacobian.T, atol=1e-9)
 
 
 @pytest.mark.parametrize(

@@ -102,3 +102,26 @@ def test_odometry_carries_the_prior():
     assert pose_error(predicted, map_from_odom @ odom_now)[0] < 1e-9
     assert tracker.prior(3.0, None) is None, "without odometry now, a 2 s old fix is too old"
     assert tracker.prior(0.5, odom_now) is None, "a fix newer than the frame predicts nothing"
+
+
+def test_fixes_with_odometry_are_fused_into_map_to_odom_and_lost_starts_it_over(sim_localizer, sim_queries):
+    """Odometry puts the camera in an ``odom`` frame 1 m and 20 deg off the map: the fused map -> odom
+    is that offset; going LOST forgets it, and the next fix starts it again."""
+    from vloc_ros.fusion import FusionOutcome
+
+    camera, queries = sim_queries
+    map_from_odom = Rigid3(Rotation.from_euler("z", 20, degrees=True).as_matrix(), np.array([1.0, 0.0, 0.0]))
+    tracker = Tracker(sim_localizer)
+    steps = []
+    for index in range(3):
+        image, truth = queries[index]
+        steps.append(tracker.process(0.1 * index, image, camera, map_from_odom.inverse() @ truth))
+    assert [step.fusion.outcome for step in steps] == [FusionOutcome.STARTED] + [FusionOutcome.FUSED] * 2
+    assert pose_error(steps[-1].map_from_odom, map_from_odom)[0] < 0.02
+    without_odometry = tracker.process(0.3, queries[3][0], camera)
+    assert without_odometry.published and without_odometry.fusion is None
+    tracker.lose("relocalization requested")
+    assert tracker.map_odom.map_from_odom is None
+    image, truth = queries[4]
+    again = tracker.process(0.4, image, camera, map_from_odom.inverse() @ truth)
+    assert again.fusion.outcome is FusionOutcome.STARTED

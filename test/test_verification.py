@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from vloc_ros.covariance import published_covariance
 from vloc_ros.geometry import Camera, Rigid3, pose_error
 from vloc_ros.localizer import Localizer
 from vloc_ros.mapping.builder import build_map
@@ -21,7 +22,6 @@ from vloc_ros.verification import (
     VerificationConfig,
     decide,
     gather_evidence,
-    inflate_covariance,
     lacks_support_only,
 )
 from test_pose_torch import CAMERA_PARAMS, HEIGHT, WIDTH, _scene
@@ -188,10 +188,9 @@ def test_confidence_falls_towards_the_bounds_and_covariance_grows():
     confidences = [decide(evidence(inlier_ratio=r), config)[1] for r in (0.5, 0.08, 0.06)]
     assert confidences[0] == 1.0 and confidences[0] > confidences[1] > confidences[2] > 0
     covariance = np.diag([1e-4] * 3 + [1e-6] * 3)
-    published = [inflate_covariance(covariance, c) for c in confidences]
+    published = [published_covariance(covariance, c) for c in confidences]
     diagonals = [np.diag(matrix) for matrix in published[:3]]
     assert np.all(diagonals[2] > diagonals[1]) and np.all(diagonals[1] > diagonals[0])
-    assert np.allclose(inflate_covariance(covariance, 0.0), covariance / 0.05)
 
 
 def _pose(x, yaw_deg=0.0) -> Rigid3:

@@ -93,6 +93,18 @@ def pose_error(estimate: Rigid3, truth: Rigid3) -> tuple[float, float]:
     )
 
 
+def pose_difference(a: Rigid3, b: Rigid3) -> np.ndarray:
+    """The 6-vector taking ``b`` to ``a`` in the covariance convention (ROS order): position difference, then the
+    rotation vector of ``a.rotation @ b.rotation^T`` (map axes)."""
+    rotation = Rotation.from_matrix(a.rotation @ b.rotation.T).as_rotvec()
+    return np.concatenate([a.translation - b.translation, rotation])
+
+
+def apply_difference(delta: np.ndarray, pose: Rigid3) -> Rigid3:
+    """``pose`` moved by ``delta`` (the inverse of ``pose_difference``)."""
+    return Rigid3(Rotation.from_rotvec(delta[3:]).as_matrix() @ pose.rotation, pose.translation + delta[:3])
+
+
 @dataclass(frozen=True)
 class Camera:
     """A pinhole camera with optional OpenCV (plumb_bob) distortion ``(k1, k2, p1, p2, k3)``.

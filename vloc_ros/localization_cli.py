@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 from .cli import UsageError
+from .config import to_dict
+from .covariance import read_calibration
 from .geometry import Camera
 from .mapping.map_format import MapError, load_map
 from .mapping.sources import (
@@ -61,12 +63,23 @@ def add_localizer_arguments(parser) -> None:
         help="fast: the search alone, re-matching only weak poses (CPU); accurate: LightGlue re-matching on "
         "every frame; default auto: accurate where the feature network runs on a GPU",
     )
+    parser.add_argument(
+        "--covariance",
+        type=Path,
+        help="covariance calibration (a parameters file from `vloc eval --calibrate-covariance`); default: "
+        "the localizer's defaults",
+    )
 
 
 def localizer_config(args: argparse.Namespace) -> dict:
     config = {"profile": args.profile} if args.profile else {}
     if args.mode:
         config["search"] = {"mode": args.mode}
+    if args.covariance:
+        try:
+            config["covariance"] = to_dict(read_calibration(args.covariance))
+        except ValueError as error:
+            raise UsageError(str(error)) from None
     return config
 
 

@@ -19,6 +19,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from .config import from_dict
+from .covariance import CovarianceConfig, published_covariance
 from .features import create_extractor, create_matcher
 from .geometry import Camera, Rigid3, rotation_error_deg
 from .mapping.map_format import REBUILD, LocalizationMap, MapError, MapManifest
@@ -85,6 +86,7 @@ class LocalizerConfig:
     # Query keypoints of the accurate profile (the fast profile's are ``inference.max_keypoints``).
     accurate_max_keypoints: int = 2048
     verification: VerificationConfig = field(default_factory=VerificationConfig)
+    covariance: CovarianceConfig = field(default_factory=CovarianceConfig)
     # Threads of numpy's BLAS (None: leave them). The localizer's BLAS calls are small, and OpenBLAS's
     # idle threads spin after each call, taking the cores the search branches need
     # (docs/decisions.md). A process-wide setting (threadpoolctl).
@@ -116,7 +118,8 @@ class LocalizationResult:
     status: LocalizationStatus
     reason: str = ""
     world_from_camera: Rigid3 | None = None  # pose of the camera optical frame in the map frame
-    covariance: np.ndarray | None = None  # (6, 6): position (m), then rotation about map axes (rad)
+    # (6, 6) to publish (``vloc_ros.covariance``): position (m), then rotation about map axes (rad)
+    covariance: np.ndarray | None = None
     confidence: float = 0.0
     inlier_keypoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # image pixels
     inlier_points3d: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # map frame
@@ -430,7 +433,7 @@ class Localizer:
             LocalizationStatus.OK,
             "",
             estimate.world_from_camera,
-            estimate.covariance,
+            published_covariance(estimate.covariance, confidence, self.config.covariance),
             confidence,
             inlier_keypoints=keypoints[inliers],
             inlier_points3d=points3d[inliers],

@@ -4,8 +4,8 @@ ROS-free (the node converts the result to messages), so the rules are testable w
 
 - The published pose is that of ``base_frame`` when its transform to the camera is known
   (``map_from_base = map_from_camera @ inverse(base_from_camera)``), else the camera's own.
-- The covariance is the camera's inflated by 1 / the verification confidence
-  (``verification.inflate_covariance``), carried over to the base frame through the lever arm
+- The covariance is the localizer's (``vloc_ros.covariance``: calibrated, inflated by 1 / the
+  verification confidence), carried over to the base frame through the lever arm
   (``covariance_of_attached_frame``).
 - TF per ``publish_tf``: map -> odom (or base) when the child's transform to the camera is known;
   without it map -> camera instead, but only while the camera has no other parent in TF (a second
@@ -20,7 +20,6 @@ from typing import Callable
 import numpy as np
 
 from .geometry import Rigid3
-from .verification import inflate_covariance
 
 PUBLISH_TF_MODES = ("map_to_odom", "map_to_base", "map_to_camera", "none")
 # Why the transform is not the one ``publish_tf`` asks for (``Publication.tf_issue``).
@@ -64,7 +63,6 @@ def covariance_of_attached_frame(covariance, lever_arm) -> np.ndarray:
 def publication(
     map_from_camera: Rigid3,
     covariance: np.ndarray,
-    confidence: float,
     *,
     map_frame: str,
     camera_frame: str,
@@ -76,7 +74,7 @@ def publication(
     camera_parent: str | None | Callable[[], str | None] = None,
 ) -> Publication:
     """What to publish for a camera localized at ``map_from_camera`` with ``covariance`` (camera
-    frame's, ROS order) and verification ``confidence``.
+    frame's, ROS order, as ``LocalizationResult.covariance`` publishes it).
 
     ``base_from_camera`` / ``odom_from_camera``: TF at the image stamp, None where unknown.
     ``camera_parent``: the camera frame's parent in TF (None: a root or unknown), or a callable
@@ -84,7 +82,7 @@ def publication(
     """
     if publish_tf not in PUBLISH_TF_MODES:
         raise ValueError(f"unknown publish_tf {publish_tf!r}; expected one of {PUBLISH_TF_MODES}")
-    camera_covariance = inflate_covariance(covariance, confidence)
+    camera_covariance = np.asarray(covariance, dtype=np.float64).reshape(6, 6)
     if base_from_camera is None:
         pose_frame, map_from_pose, pose_covariance = camera_frame, map_from_camera, camera_covariance
     else:

@@ -12,8 +12,10 @@ keeps the state a robot's stack asks for:
 - ``LOST``: that many frames in a row without a pose, or a request (``lose``, the node's
   ``~/relocalize``): the prior and the odometry gate are dropped and every frame searches the whole map.
 
-``seed`` (the node's ``/initialpose``) gives a prior before the first fix. ROS-free: the localizer
-node and ``vloc eval`` run this same code.
+``seed`` (the node's ``/initialpose``) gives a prior before the first fix. With odometry, each
+published fix is fused into one smooth ``map -> odom`` (``vloc_ros.fusion.MapOdomFilter``), which
+``LOST``, ``seed`` and ``reset`` start over. ROS-free: the localizer node and ``vloc eval`` run this
+same code.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from .config import from_dict
 from .geometry import Camera, Rigid3
+from .fusion import FusionConfig, FusionUpdate, MapOdomFilter
 from .localizer import LocalizationResult, Localizer
 from .verification import MotionGate, MotionGateConfig
 
@@ -46,6 +49,7 @@ class TrackingConfig:
     max_prior_age_with_odometry_s: float = 5.0
     lost_after_failures: int = 10  # frames in a row without a published pose
     motion_gate: MotionGateConfig = field(default_factory=MotionGateConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
 
 
 @dataclass
@@ -55,6 +59,11 @@ class TrackingStep:
     reason: str  # why the state is what it is
     published: bool  # a pose to publish: localized and not held back by the odometry gate
     held_back: str = ""  # the odometry gate's reason, when it held the pose back
+    fusion: FusionUpdate | None = None  # the fused map -> odom after a published fix with odometry
+
+    @property
+    def map_from_odom(self) -> Rigid3 | None:
+        return None if self.fusion is None else self.fusion.map_from_odom
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,7 @@ class Tracker:
         self.localizer = localizer
         self.config = from_dict(TrackingConfig, config)
         self.motion_gate = MotionGate(self.config.motion_gate)
+        self.map_odom = MapOdomFilter(self.config.fusion)
         self._lock = threading.Lock()
         self._generation = 0  # bumped by lose / seed / reset: a frame localized meanwhile is stale
         self.reset(localizer)
@@ -104,6 +114,7 @@ class Tracker:
             self._generation += 1
             self._fix = _Fix(stamp, world_from_camera, odom_from_camera)
             self.motion_gate.reset()
+            self.map_odom.reset()
 
     def _forget(self, state: TrackingState, reason: str) -> None:
         self._generation += 1
@@ -111,6 +122,7 @@ class Tracker:
         self._fix: _Fix | None = None
         self._failures = 0
         self.motion_gate.reset()
+        self.map_odom.reset()
 
     def prior(self, stamp: float, odom_from_camera: Rigid3 | None) -> Rigid3 | None:
         """The camera pose predicted at ``stamp`` from the last fix, or None when there is none to trust."""
@@ -143,7 +155,10 @@ class Tracker:
                 held_back = self.motion_gate.check(result.world_from_camera, odom_from_camera)
             if result.ok and not held_back:
                 self._published(stamp, result, odom_from_camera)
-                return TrackingStep(result, self._state, self._reason, True)
+                fusion = None
+                if odom_from_camera is not None:
+                    fusion = self.map_odom.update(stamp, result.world_from_camera, result.covariance, odom_from_camera)
+                return TrackingStep(result, self._state, self._reason, True, fusion=fusion)
             self._failed(held_back or result.reason)
             return TrackingStep(result, self._state, self._reason, False, held_back)
 

@@ -400,11 +400,6 @@ def decide(evidence: Evidence, config: VerificationConfig | dict) -> tuple[str, 
     return "; ".join(details[name] for name in failed), 0.0
 
 
-def inflate_covariance(covariance: np.ndarray, confidence: float, floor: float = 0.05) -> np.ndarray:
-    """The covariance to publish: grows as confidence drops (x 1/confidence, at most x 1/floor)."""
-    return covariance / max(confidence, floor)
-
-
 @dataclass(frozen=True)
 class MotionGateConfig:
     # Odometry drifts with distance travelled since the last accepted pose: the allowed change of

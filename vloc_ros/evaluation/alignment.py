@@ -67,11 +67,12 @@ def align_records(records: list[FrameRecord], with_scale: bool) -> tuple[list[Fr
     aligned = [
         replace(
             r,
-            estimate=apply_alignment([r.estimate], rigid, scale)[0],
+            estimate=apply_alignment([r.estimate], rigid, scale)[0] if r.localized else None,
             covariance=None if r.covariance is None else jacobian @ r.covariance @ jacobian.T,
+            # map -> odom turns with the map; with a scale it is no longer rigid (metric odometry
+            # in a scaled map), so there is nothing to compare.
+            map_from_odom=None if r.map_from_odom is None or with_scale else rigid @ r.map_from_odom,
         )
-        if r.localized
-        else r
         for r in records
     ]
     return aligned, rigid, scale

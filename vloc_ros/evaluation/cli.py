@@ -9,6 +9,8 @@ from ..bag_source import BagContentError, BagReadError
 from ..cli import UsageError
 from ..mapping.map_format import MapError, load_map
 from ..localization_cli import add_localizer_arguments, localizer_config
+from ..covariance import CovarianceConfig, write_calibration
+from .calibration import calibrate_covariance
 from .offline import DEFAULT_EVAL_CONFIG, DEFAULT_LIVE_CONFIG, evaluate_bag
 from .report import format_table
 
@@ -68,6 +70,19 @@ def register(subparsers) -> None:
         action="store_false",
         help="localize each frame on its own, without the last pose guiding the next (the node's use_prior)",
     )
+    parser.add_argument(
+        "--force-loss-every",
+        type=float,
+        metavar="SECONDS",
+        help="make the tracker LOST that often (as ~/relocalize does) and report the time to relocalize",
+    )
+    parser.add_argument(
+        "--calibrate-covariance",
+        type=Path,
+        metavar="FILE",
+        help="fit the published covariance to this bag's ground truth (NEES 6) and write the localizer "
+        "node's covariance_* parameters to FILE (use it with --covariance, or as a second params file)",
+    )
     live = parser.add_argument_group("live evaluation over ROS 2")
     live.add_argument("--live", action="store_true", help="replay the bag with rclpy to a localizer node")
     live.add_argument(
@@ -88,6 +103,10 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.rate <= 0:
         raise UsageError("--rate must be positive")
+    if args.force_loss_every is not None and args.force_loss_every <= 0:
+        raise UsageError("--force-loss-every must be positive")
+    if args.live and (args.calibrate_covariance or args.force_loss_every):
+        raise UsageError("--calibrate-covariance and --force-loss-every work offline only (without --live)")
     if args.live:
         return run_live(args)
     if args.map is None:
@@ -100,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     localizer = Localizer(localization_map, localizer_config(args))
     try:
-        _, metrics, report_dir = evaluate_bag(
+        records, metrics, report_dir = evaluate_bag(
             localizer,
             args.bag,
             args.output,
@@ -116,7 +135,24 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     print(format_table(metrics))
     print(f"report: {report_dir / 'report.md'}")
+    if args.calibrate_covariance:
+        _calibrate(records, localizer.config.covariance, args)
     return 0
+
+
+def _calibrate(records, current: CovarianceConfig, args: argparse.Namespace) -> None:
+    try:
+        calibrated, before, after = calibrate_covariance(records, current)
+    except ValueError as error:
+        raise UsageError(f"cannot calibrate the covariance: {error}") from None
+    comment = (
+        f"Covariance calibration by `vloc eval --calibrate-covariance` on {args.bag} with map {args.map}:\n"
+        f"NEES mean {before['mean']:.1f} -> {after['mean']:.1f}, inside the 95 % band "
+        f"{before['inside_band']:.0%} -> {after['inside_band']:.0%} ({after['frames']} frames)."
+    )
+    write_calibration(args.calibrate_covariance, calibrated, comment)
+    print(comment.replace("\n", " "))
+    print(f"calibration: {args.calibrate_covariance}")
 
 
 def _config(args: argparse.Namespace) -> dict:
@@ -134,6 +170,7 @@ def _config(args: argparse.Namespace) -> dict:
         "alignment": args.align,
         "tracking": {"use_prior": args.use_prior},
         "odometry": {"odom_frame": args.odom_frame, "base_frame": args.gt_child_frame},
+        "force_loss_every_s": args.force_loss_every,
     }
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-from scipy.stats import chi2
-
+from ..covariance import NEES_BAND, nees_summary
+from ..geometry import Rigid3, pose_error
+from ..tracking import TrackingState
 from .records import FrameRecord
 
 DEFAULT_METRICS_CONFIG = {
@@ -22,8 +23,6 @@ DEFAULT_METRICS_CONFIG = {
 }
 
 LATENCY_PERCENTILES = (50, 95, 99)
-# A consistent 6-DoF covariance puts 95 % of the frames' NEES inside this chi-square band.
-NEES_BAND = (float(chi2.ppf(0.025, 6)), float(chi2.ppf(0.975, 6)))
 
 
 def compute_metrics(records: list[FrameRecord], config: dict | None = None) -> dict:
@@ -67,23 +66,74 @@ def compute_metrics(records: list[FrameRecord], config: dict | None = None) -> d
         "latency_ms": latency_percentiles(records),
         "tracking": tracking_metrics(records),
         "nees": nees_metrics(scored),
+        "map_to_odom": map_to_odom_metrics(records),
+        "relocalization": relocalization_metrics(records),
     }
 
 
 def nees_metrics(records: list[FrameRecord]) -> dict | None:
     """Mean and median NEES of the localized, evaluated frames with a covariance, and the share inside
     ``NEES_BAND`` (6 and 0.95 for a covariance an EKF can trust); None without covariances."""
-    values = np.array([value for value in (r.nees() for r in records) if value is not None])
-    if len(values) == 0:
+    values = [value for value in (r.nees() for r in records) if value is not None]
+    if not values:
         return None
-    inside = (values >= NEES_BAND[0]) & (values <= NEES_BAND[1])
+    return {**nees_summary(values), "band": list(NEES_BAND), "frames": len(values)}
+
+
+def map_to_odom_metrics(records: list[FrameRecord]) -> dict | None:
+    """How smooth and how right the published map -> odom is, fused (``vloc_ros.fusion``) and as each
+    fix alone would make it: jitter = its change from one published fix to the next (on a robot
+    whose odometry is right it should not change at all), error = against the ground truth's
+    ``ground_truth @ inverse(odom_from_camera)``; ``after_relocalization``: the fused error over the
+    first second after each relocalization. None without odometry."""
+    published = [r for r in records if r.localized and r.odom_from_camera is not None and r.map_from_odom is not None]
+    if len(published) < 2:
+        return None
+    fused = [r.map_from_odom for r in published]
+    per_fix = [r.estimate @ r.odom_from_camera.inverse() for r in published]
+    truth = [None if r.ground_truth is None else r.ground_truth @ r.odom_from_camera.inverse() for r in published]
+    relocalized = [r.stamp for r in published if r.state == TrackingState.RELOCALIZED.value]
+    settling = [i for i, r in enumerate(published) if any(0.0 <= r.stamp - stamp <= 1.0 for stamp in relocalized)]
     return {
-        "mean": float(np.mean(values)),
-        "median": float(np.median(values)),
-        "inside_band": float(np.mean(inside)),
-        "band": list(NEES_BAND),
-        "frames": len(values),
+        "fixes": len(published),
+        "jitter": {"fused": _changes(fused), "per_fix": _changes(per_fix)},
+        "error": {"fused": _differences(fused, truth), "per_fix": _differences(per_fix, truth)},
+        "after_relocalization": _differences([fused[i] for i in settling], [truth[i] for i in settling]),
     }
+
+
+def relocalization_metrics(records: list[FrameRecord]) -> dict | None:
+    """Time from each forced loss (``vloc eval --force-loss-every``) to the next published pose: the
+    stamps between, plus the processing of the frame that relocalized; None without forced losses."""
+    losses = [i for i, r in enumerate(records) if r.forced_loss]
+    if not losses:
+        return None
+    seconds, failed = [], 0
+    for start, end in zip(losses, losses[1:] + [len(records)]):
+        found = next((r for r in records[start:end] if r.localized), None)
+        if found is None:
+            failed += 1
+        else:
+            seconds.append(found.stamp - records[start].stamp + found.timings.get("total", 0.0))
+    return {
+        "forced_losses": len(losses),
+        "not_relocalized": failed,
+        "seconds": _median_p90(np.array(seconds)) | {"max": max(seconds) if seconds else None},
+    }
+
+
+def _changes(poses: list[Rigid3]) -> dict:
+    """Translation (map units) and rotation (degrees) from each pose to the next: median, p90."""
+    return _error_summary([pose_error(a, b) for a, b in zip(poses[1:], poses[:-1])])
+
+
+def _differences(estimates: list[Rigid3], truths: list[Rigid3 | None]) -> dict:
+    return _error_summary([pose_error(e, t) for e, t in zip(estimates, truths) if t is not None])
+
+
+def _error_summary(errors: list[tuple[float, float]]) -> dict:
+    errors = np.array(errors, dtype=np.float64).reshape(-1, 2)
+    return {"translation": _median_p90(errors[:, 0]), "rotation_deg": _median_p90(errors[:, 1])}
 
 
 def tracking_metrics(records: list[FrameRecord]) -> dict | None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..bag_source import BagContentError, BagSource
 from ..geometry import Rigid3, interpolate_poses
-from ..tracking import Tracker
-from ..verification import inflate_covariance
+from ..tracking import Tracker, TrackingStep
 from ..tum import read_tum
 from .alignment import align_records
 from .metrics import compute_metrics
@@ -32,6 +32,7 @@ DEFAULT_EVAL_CONFIG = {
     # ground truth's camera_frame from /tf_static. A bag without that chain is replayed without
     # odometry; odom_frame "" ignores it.
     "odometry": {"odom_frame": "odom", "base_frame": "base_link"},
+    "force_loss_every_s": None,  # seconds: make the tracker LOST that often to time relocalization
 }
 # The live evaluation's (vloc_ros.nodes.live_evaluation, `vloc eval --live`) defaults: here, without ROS,
 # so that the `vloc eval` command line shows them.
@@ -45,6 +46,15 @@ DEFAULT_LIVE_CONFIG = {
 }
 
 
+@dataclass(frozen=True)
+class ReplayedFrame:
+    stamp: float
+    step: TrackingStep
+    odom_from_camera: Rigid3 | None
+    map_from_odom: Rigid3 | None  # the fused map -> odom after the frame
+    forced_loss: bool
+
+
 def localize_bag(
     localizer,
     source: BagSource,
@@ -54,19 +64,28 @@ def localize_bag(
     odometry: tuple | None = None,
     max_gap: float = 0.25,
     progress: bool = False,
-):
-    """(stamps, tracking steps) of the localizer over every image on ``image_topic``, in order, through
-    the node's ``Tracker`` with ``tracking`` (``TrackingConfig``) settings; ``odometry``: (stamps,
-    odom_from_camera) to interpolate at each image (``odometry_track``), or None."""
+    force_loss_every_s: float | None = None,
+) -> list[ReplayedFrame]:
+    """Every image on ``image_topic``, in order, through the node's ``Tracker`` with ``tracking``
+    (``TrackingConfig``) settings; ``odometry``: (stamps, odom_from_camera) to interpolate at each image
+    (``odometry_track``), or None. ``force_loss_every_s``: make the tracker LOST that often (as
+    ``~/relocalize`` does), to measure how long relocalizing takes."""
     from tqdm import tqdm
 
     tracker = Tracker(localizer, tracking)
-    stamps, steps = [], []
+    frames, last_loss = [], None
     for stamp, image in tqdm(source.images(image_topic), desc="localize", unit="img", disable=not progress):
         odom_from_camera = None if odometry is None else interpolate_poses(*odometry, [stamp], max_gap)[0]
-        steps.append(tracker.process(stamp, image, camera, odom_from_camera))
-        stamps.append(stamp)
-    return stamps, steps
+        forced_loss = force_loss_every_s is not None and (last_loss is None or stamp - last_loss >= force_loss_every_s)
+        if forced_loss:
+            if last_loss is not None:  # the first frame has nothing to lose yet
+                tracker.lose("forced by the evaluation")
+            else:
+                forced_loss = False
+            last_loss = stamp
+        step = tracker.process(stamp, image, camera, odom_from_camera)
+        frames.append(ReplayedFrame(stamp, step, odom_from_camera, tracker.map_odom.map_from_odom, forced_loss))
+    return frames
 
 
 def odometry_track(config: dict, source: BagSource) -> tuple | None:
@@ -105,7 +124,7 @@ def evaluate_bag(
     with BagSource(bag) as source:
         camera = source.camera(config["camera_info_topic"])
         odometry = odometry_track(config, source)
-        stamps, steps = localize_bag(
+        frames = localize_bag(
             localizer,
             source,
             config["image_topic"],
@@ -114,8 +133,9 @@ def evaluate_bag(
             odometry,
             config["max_gap"],
             progress,
+            config["force_loss_every_s"],
         )
-        truths = ground_truth_at(stamps, config, source)
+        truths = ground_truth_at([frame.stamp for frame in frames], config, source)
         read_stops = [
             f"after {stop.messages_read} messages of {', '.join(stop.topics)} (last receive stamp "
             f"{stop.last_stamp}): {stop.error}"
@@ -123,17 +143,20 @@ def evaluate_bag(
         ]
     records = [
         FrameRecord(
-            stamp,
-            step.result.world_from_camera if step.published else None,
-            step.held_back or step.result.reason,
-            step.result.num_inliers,
-            dict(step.result.timings),
+            frame.stamp,
+            frame.step.result.world_from_camera if frame.step.published else None,
+            frame.step.held_back or frame.step.result.reason,
+            frame.step.result.num_inliers,
+            dict(frame.step.result.timings),
             truth,
-            step.state.value,
-            step.published and step.result.guided,
-            inflate_covariance(step.result.covariance, step.result.confidence) if step.published else None,
+            frame.step.state.value,
+            frame.step.published and frame.step.result.guided,
+            frame.step.result.covariance if frame.step.published else None,
+            frame.odom_from_camera,
+            frame.map_from_odom,
+            frame.forced_loss,
         )
-        for stamp, step, truth in zip(stamps, steps, truths)
+        for frame, truth in zip(frames, truths)
     ]
     if config["alignment"] != "none":
         records, _, _ = align_records(records, with_scale=config["alignment"] == "sim3")

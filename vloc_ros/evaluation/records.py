@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
-from ..geometry import Rigid3, pose_error
+from ..covariance import nees
+from ..geometry import Rigid3, pose_difference, pose_error
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,11 @@ class FrameRecord:
     # (6, 6) covariance published with the estimate: ROS order (x y z rx ry rz), the camera position,
     # then small rotations about the world axes applied on the left; None where unknown (live).
     covariance: np.ndarray | None = None
+    # With odometry: odom_from_camera at the stamp, and the fused map -> odom after the frame (None
+    # before the first fix); the truth's map -> odom is ground_truth @ inverse(odom_from_camera).
+    odom_from_camera: Rigid3 | None = None
+    map_from_odom: Rigid3 | None = None
+    forced_loss: bool = False  # the evaluation made the tracker LOST just before this frame
 
     @property
     def localized(self) -> bool:
@@ -44,12 +49,8 @@ class FrameRecord:
         covariance; chi-square with 6 degrees of freedom when the covariance is consistent."""
         if self.estimate is None or self.ground_truth is None or self.covariance is None:
             return None
-        rotation = Rotation.from_matrix(self.estimate.rotation @ self.ground_truth.rotation.T).as_rotvec()
-        error = np.concatenate([self.estimate.translation - self.ground_truth.translation, rotation])
-        try:
-            return float(error @ np.linalg.solve(self.covariance, error))
-        except np.linalg.LinAlgError:
-            return None
+        value = nees(pose_difference(self.estimate, self.ground_truth), self.covariance)
+        return value if np.isfinite(value) else None
 
     def to_dict(self) -> dict:
         errors = self.errors()
@@ -67,4 +68,6 @@ class FrameRecord:
             "state": self.state,
             "guided": self.guided,
             "nees": self.nees(),
+            "map_from_odom": None if self.map_from_odom is None else self.map_from_odom.to_dict(),
+            "forced_loss": self.forced_loss,
         }

@@ -124,6 +124,24 @@ def _metric_rows(metrics: dict) -> list[tuple[str, str]]:
                 ", ".join(f"{state} {n}" for state, n in sorted(tracking["frames_by_state"].items())),
             ),
         ]
+    map_to_odom = metrics.get("map_to_odom")
+    if map_to_odom:
+        rows += [
+            (f"map -> odom {what}, fused / each fix alone (median)", _fused_and_per_fix(map_to_odom[key]))
+            for what, key in (("jitter between fixes", "jitter"), ("error", "error"))
+        ]
+        settling = map_to_odom["after_relocalization"]
+        rows.append(("map -> odom error in the 1 s after relocalizing (median)", _error_pair(settling)))
+    relocalization = metrics.get("relocalization")
+    if relocalization:
+        seconds = relocalization["seconds"]
+        rows.append(
+            (
+                "time to relocalize after a forced loss, median / max",
+                f"{_number(seconds['median'], '.2f')} / {_number(seconds['max'], '.2f')} s "
+                f"({relocalization['forced_losses']} losses, {relocalization['not_relocalized']} not relocalized)",
+            )
+        )
     latency = metrics["latency_ms"]
     for stage in sorted(latency, key=lambda s: (s != "total", s)):
         values = latency[stage]
@@ -167,6 +185,14 @@ def _markdown(metrics: dict, description: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _error_pair(summary: dict) -> str:
+    return f"{_number(summary['translation']['median'], '.4f')} m, {_number(summary['rotation_deg']['median'], '.3f')}°"
+
+
+def _fused_and_per_fix(summaries: dict) -> str:
+    return f"{_error_pair(summaries['fused'])} / {_error_pair(summaries['per_fix'])}"
 
 
 def _percent(ratio: float | None) -> str:
