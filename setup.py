@@ -28,6 +28,7 @@ setup(
         "console_scripts": [
             "vloc = vloc_ros.cli:main",
             "vloc_localizer = vloc_ros.nodes.localizer_node:main",
+            "vloc_localizer_lifecycle = vloc_ros.nodes.localizer_lifecycle_node:main",
             "vloc_map_builder = vloc_ros.nodes.map_builder_node:main",
         ],
     },

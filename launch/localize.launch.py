@@ -1,10 +1,12 @@
 """Localize a camera against a map: the vloc_localizer node, optionally with rviz2.
 
-    ros2 launch vloc_ros localize.launch.py map:=/path/to/map [camera:=/front_camera] [rviz:=true]
+    ros2 launch vloc_ros localize.launch.py map:=/path/to/map [camera:=/front_camera] [rviz:=true] [lifecycle:=true]
 
 Parameters come from params_file (default: the installed config/localizer.yaml); ``map`` and
 ``camera`` override map_path and the camera topics (<camera>/image_raw, <camera>/camera_info)
-when given.
+when given. ``lifecycle:=true`` starts the managed node (vloc_localizer_lifecycle) under the same
+name and parameters instead: it waits, unconfigured, for a lifecycle manager (Nav2's, listing
+vloc_localizer in its node_names) or `ros2 lifecycle set` to configure and activate it.
 The processes it starts use the installed config/fastdds.xml unless the environment configures Fast
 DDS already.
 """
@@ -21,6 +23,9 @@ from launch_ros.actions import Node
 from vloc_ros.nodes.dds import profile_launch_actions
 
 PACKAGE = "vloc_ros"
+# The executable per `lifecycle`, both under the name vloc_localizer, so that params_file's section and a
+# lifecycle manager's node_names fit either.
+EXECUTABLES = {False: "vloc_localizer", True: "vloc_localizer_lifecycle"}
 
 
 def localizer(context):
@@ -32,10 +37,11 @@ def localizer(context):
     if camera:
         overrides["image_topic"] = f"{camera}/image_raw"
         overrides["camera_info_topic"] = f"{camera}/camera_info"
+    lifecycle = IfCondition(LaunchConfiguration("lifecycle")).evaluate(context)
     return [
         Node(
             package=PACKAGE,
-            executable="vloc_localizer",
+            executable=EXECUTABLES[lifecycle],
             name="vloc_localizer",
             output="screen",
             parameters=[LaunchConfiguration("params_file"), overrides],
@@ -61,6 +67,12 @@ def generate_launch_description():
                 description="vloc_localizer parameters",
             ),
             DeclareLaunchArgument("rviz", default_value="false", description="start rviz2 with config/vloc.rviz"),
+            DeclareLaunchArgument(
+                "lifecycle",
+                default_value="false",
+                description="start the managed (lifecycle) node, for Nav2's lifecycle manager, instead of the "
+                "plain one, which localizes as soon as it starts",
+            ),
             OpaqueFunction(function=localizer),
             Node(
                 package="rviz2",

@@ -21,14 +21,19 @@ import pytest
 import rclpy
 import yaml
 
+from vloc_ros.nodes.localizer_lifecycle_node import LifecycleLocalizerNode
 from vloc_ros.nodes.localizer_node import LocalizerNode
 from vloc_ros.nodes.map_builder_node import MapBuilderNode
 
 ROOT = Path(__file__).resolve().parents[1]
-# launch file -> (node class, executable, parameter file)
+# launch file -> ({executable: node class}, parameter file); the first executable is the default, and
+# every one runs under the first's name (the parameter file's section).
 LAUNCH_FILES = {
-    "localize.launch.py": (LocalizerNode, "vloc_localizer", "localizer.yaml"),
-    "build_map.launch.py": (MapBuilderNode, "vloc_map_builder", "map_builder.yaml"),
+    "localize.launch.py": (
+        {"vloc_localizer": LocalizerNode, "vloc_localizer_lifecycle": LifecycleLocalizerNode},
+        "localizer.yaml",
+    ),
+    "build_map.launch.py": ({"vloc_map_builder": MapBuilderNode}, "map_builder.yaml"),
 }
 ROS_OWN_PARAMETERS = {"use_sim_time", "start_type_description_service"}
 
@@ -47,22 +52,23 @@ def declared(context, tmp_path_factory):
     loaded the way `ros2 launch` loads it (--params-file), so every key and value must be accepted."""
     declared = {}
     buffer_dir = tmp_path_factory.mktemp("keyframes")  # not the YAML's ~/.ros default during tests
-    for node_class, executable, params_file in LAUNCH_FILES.values():
-        node = node_class(
-            context=context,
-            cli_args=["--ros-args", "--params-file", str(ROOT / "config" / params_file)],
-            parameter_overrides=[rclpy.parameter.Parameter("buffer_dir", value=str(buffer_dir))]
-            if node_class is MapBuilderNode
-            else [],
-        )
-        try:
-            declared[executable] = {
-                name: node.get_parameter(name).value
-                for name in set(node.list_parameters([], 0).names) - ROS_OWN_PARAMETERS
-            }
-            declared[executable + ":publishers"] = {p.topic_name for p in node.publishers}
-        finally:
-            node.destroy_node()
+    for executables, params_file in LAUNCH_FILES.values():
+        for executable, node_class in executables.items():
+            node = node_class(
+                context=context,
+                cli_args=["--ros-args", "--params-file", str(ROOT / "config" / params_file)],
+                parameter_overrides=[rclpy.parameter.Parameter("buffer_dir", value=str(buffer_dir))]
+                if node_class is MapBuilderNode
+                else [],
+            )
+            try:
+                declared[executable] = {
+                    name: node.get_parameter(name).value
+                    for name in set(node.list_parameters([], 0).names) - ROS_OWN_PARAMETERS
+                }
+                declared[executable + ":publishers"] = {p.topic_name for p in node.publishers}
+            finally:
+                node.destroy_node()
     return declared
 
 
@@ -71,24 +77,30 @@ def calls(tree, name: str):
 
 
 def constant_keywords(call, names: dict) -> dict:
-    """The call's keyword arguments that are constants, or module-level names of constants."""
+    """The call's keyword arguments that are constants, or module-level names of constants; one given as
+    an item of a module-level dict (``EXECUTABLES[lifecycle]``) is the tuple of the values it may take."""
     values = {}
     for keyword in call.keywords:
         if isinstance(keyword.value, ast.Constant):
             values[keyword.arg] = keyword.value.value
         elif isinstance(keyword.value, ast.Name) and keyword.value.id in names:
             values[keyword.arg] = names[keyword.value.id]
+        elif isinstance(keyword.value, ast.Subscript) and getattr(keyword.value.value, "id", None) in names:
+            values[keyword.arg] = tuple(names[keyword.value.value.id].values())
     return values
 
 
 def module_constants(tree) -> dict:
-    return {
-        target.id: node.value.value
-        for node in tree.body
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
-        for target in node.targets
-        if isinstance(target, ast.Name)
-    }
+    """Module-level names bound to literals (strings, dicts of them, ...)."""
+    constants = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            constants.update({target.id: value for target in node.targets if isinstance(target, ast.Name)})
+    return constants
 
 
 def string_constants(tree) -> set[str]:
@@ -97,7 +109,8 @@ def string_constants(tree) -> set[str]:
 
 @pytest.mark.parametrize("launch_file", LAUNCH_FILES)
 def test_launch_file_matches_the_node(launch_file, declared):
-    _, executable, params_file = LAUNCH_FILES[launch_file]
+    executables, params_file = LAUNCH_FILES[launch_file]
+    name = next(iter(executables))
     tree = ast.parse((ROOT / "launch" / launch_file).read_text())
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
 
@@ -106,11 +119,12 @@ def test_launch_file_matches_the_node(launch_file, declared):
     }
     nodes = [constant_keywords(c, module_constants(tree)) for c in calls(tree, "Node")]
     ours = [n for n in nodes if n.get("package") == "vloc_ros"]
-    assert [n["executable"] for n in ours] == [executable]
-    assert executable in scripts
-    # The node name selects the parameter file's section.
+    [launched] = [n["executable"] for n in ours]
+    assert (launched if isinstance(launched, tuple) else (launched,)) == tuple(executables)
+    assert set(executables) <= scripts
+    # The node name selects the parameter file's section, whichever executable runs.
     params_yaml = yaml.safe_load((ROOT / "config" / params_file).read_text())
-    assert list(params_yaml) == [ours[0]["name"]] == [executable]
+    assert list(params_yaml) == [ours[0]["name"]] == [name]
     assert {n["executable"] for n in nodes if n.get("package") != "vloc_ros"} <= {"rviz2"}
 
     # Parameters the launch file sets: overrides["name"] = ...
@@ -121,7 +135,8 @@ def test_launch_file_matches_the_node(launch_file, declared):
         and getattr(n.value, "id", None) == "overrides"
         and isinstance(n.slice, ast.Constant)
     }
-    assert overridden and overridden <= set(declared[executable]), overridden - set(declared[executable])
+    for executable in executables:
+        assert overridden and overridden <= set(declared[executable]), overridden - set(declared[executable])
 
     # Launch arguments: every LaunchConfiguration is declared.
     arguments = {c.args[0].value for c in calls(tree, "DeclareLaunchArgument")}
@@ -139,12 +154,13 @@ def test_launch_file_matches_the_node(launch_file, declared):
 
 @pytest.mark.parametrize("launch_file", LAUNCH_FILES)
 def test_parameter_file_is_complete_and_accepted(launch_file, declared):
-    _, executable, params_file = LAUNCH_FILES[launch_file]
-    values = yaml.safe_load((ROOT / "config" / params_file).read_text())[executable]["ros__parameters"]
-    assert set(values) == set(declared[executable]), "YAML keys and declared parameters differ"
-    for name, value in values.items():
-        if name != "buffer_dir":  # overridden in the test
-            assert declared[executable][name] == value, name
+    executables, params_file = LAUNCH_FILES[launch_file]
+    values = yaml.safe_load((ROOT / "config" / params_file).read_text())[next(iter(executables))]["ros__parameters"]
+    for executable in executables:
+        assert set(values) == set(declared[executable]), f"YAML keys and {executable}'s parameters differ"
+        for name, value in values.items():
+            if name != "buffer_dir":  # overridden in the test
+                assert declared[executable][name] == value, name
 
 
 def test_rviz_config_shows_what_the_localizer_publishes(declared):
@@ -184,7 +200,7 @@ def test_launch_for_real(launch_file, context, sim_map, tmp_path):
         get_package_share_directory("vloc_ros")
     except PackageNotFoundError:
         pytest.skip("vloc_ros is not installed in an ament prefix (colcon build in ros2_ws, then source it)")
-    _, executable, _ = LAUNCH_FILES[launch_file]
+    executable = next(iter(LAUNCH_FILES[launch_file][0]))  # the default, under its own name
     map_argument = sim_map if launch_file == "localize.launch.py" else tmp_path / "new_map"
     process = subprocess.Popen(
         ["ros2", "launch", "vloc_ros", launch_file, f"map:={map_argument}"],

@@ -54,6 +54,10 @@ A map that does not load (at start-up or on ``~/reload_map``) never stops the no
 it runs without a map, rejects frames as ``no_map`` and reports ERROR until ``map_path`` is fixed
 (``ros2 param set``) and ``~/reload_map`` is called; a failed reload keeps serving the old map.
 
+``LocalizerNode`` is configured and activated as it starts; ``vloc_localizer_lifecycle``
+(``localizer_lifecycle_node.py``) is the same node managed through lifecycle transitions (Nav2). Both
+are ``LocalizerNodeMixin``; /diagnostics reports the lifecycle state as ``node_state``.
+
 Spin it with a SingleThreadedExecutor (``main`` does). rclpy's MultiThreadedExecutor busy-waits
 whenever a message is ready for a callback group that is busy, and that loop holds the GIL the
 localizer needs: images are lost before the node sees them and the rest are localized late
@@ -147,8 +151,8 @@ PARAMETERS = CAMERA_PARAMETERS + (
     ParameterSpec(
         "map_path",
         "",
-        "Map directory (from `vloc build-map` or vloc_map_builder). Read at start-up and "
-        "by ~/reload_map, so it can be changed with `ros2 param set` and then reloaded.",
+        "Map directory (from `vloc build-map` or vloc_map_builder). Read at start-up (by configure in "
+        "vloc_localizer_lifecycle) and by ~/reload_map, so it can be changed with `ros2 param set` and then reloaded.",
     ),
     ParameterSpec(
         "profile",
@@ -268,11 +272,23 @@ class LoadedMap:
     num_points: int
 
 
-class LocalizerNode(Node):
-    def __init__(self, **kwargs):
-        super().__init__(NODE_NAME, **kwargs)
+class LocalizerNodeMixin:
+    """Everything of vloc_localizer but when it starts and stops: ``LocalizerNode`` (configured and
+    activated at start-up) and ``LifecycleLocalizerNode`` (``localizer_lifecycle_node.py``, by its
+    lifecycle transitions) run these methods on themselves.
+
+    Subscriptions, services, TF and /diagnostics live as long as the node (``_setup``); the map is
+    loaded by ``_configure`` and released by ``_cleanup``; the worker localizes and the outputs are
+    published between ``_activate`` and ``_deactivate``. Images that arrive while inactive are counted
+    ``rejected_inactive`` before they are decoded.
+    """
+
+    def _setup(self, create_publisher) -> None:
+        """Declares the parameters and makes the node's entities; ``create_publisher`` makes those of
+        the outputs (a lifecycle node's publish only while it is active)."""
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
+        self._active = False
         declare_parameters(self, PARAMETERS)
         param = self._param
         self._odom_frame, self._base_frame = param("odom_frame"), param("base_frame")
@@ -286,8 +302,8 @@ class LocalizerNode(Node):
         # can be a fluke (a right pose's second optimum), most of them is the CameraInfo.
         self._calibration_mismatches: deque[bool] = deque(maxlen=CALIBRATION_WINDOW)
         self._map: LoadedMap | None = None
-        # Localizers of maps replaced by ~/reload_map, for the worker to close: it may still be
-        # localizing with one when the new map comes in.
+        # Localizers of maps replaced by ~/reload_map or released by cleanup, for the worker to close: it
+        # may still be localizing with one when the new map comes in.
         self._retired: list[Localizer] = []
         self._retired_lock = threading.Lock()
         self._status = (WARN, "waiting for images")
@@ -298,23 +314,21 @@ class LocalizerNode(Node):
         self._guard = InputGuard(self, self._counters)
         self._tf_buffer = make_tf_buffer(self, subscribe=self._guard.subscribe)
         self._tf_broadcaster = make_tf_broadcaster(self)
-        self._pose_publisher = self.create_publisher(PoseStamped, "~/pose", 10)
-        self._pose_covariance_publisher = self.create_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", 10)
-        self._inliers_publisher = self.create_publisher(PointCloud2, "~/inliers", 10)
+        self._pose_publisher = create_publisher(PoseStamped, "~/pose", 10)
+        self._pose_covariance_publisher = create_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", 10)
+        self._inliers_publisher = create_publisher(PointCloud2, "~/inliers", 10)
         latched = QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
         )
-        self._map_cloud_publisher = self.create_publisher(PointCloud2, "~/map_cloud", latched)
-        self._state_publisher = self.create_publisher(DiagnosticStatus, "~/state", latched)
+        self._map_cloud_publisher = create_publisher(PointCloud2, "~/map_cloud", latched)
+        self._state_publisher = create_publisher(DiagnosticStatus, "~/state", latched)
         self._state: TrackingState | None = None
         self._state_reason = "no map"
         self._debug_image_publisher = (
-            self.create_publisher(Image, "~/debug_image", qos_profile_sensor_data)
-            if param("publish_debug_image")
-            else None
+            create_publisher(Image, "~/debug_image", qos_profile_sensor_data) if param("publish_debug_image") else None
         )
 
-        self._input = CameraInput(self, self._guard, self._on_frame, admit=self._has_map)
+        self._input = CameraInput(self, self._guard, self._on_frame, admit=self._admit)
         self._initial_pose: Rigid3 | None = None  # map_from_pose from /initialpose, for the next frame
         self._guard.subscribe(PoseWithCovarianceStamped, "/initialpose", self._on_initial_pose, 10)
         self._map_loader = LongJob(self, "load_map")
@@ -325,22 +339,86 @@ class LocalizerNode(Node):
         self.create_service(Trigger, "~/reload_map", self._on_reload_map, callback_group=ReentrantCallbackGroup())
         self._diagnostics = DiagnosticsPublisher(self, self._diagnostic_statuses)
 
-        try:
-            self._use_map(self._load_map(param("map_path")))
-        except Exception as error:  # noqa: BLE001 - whatever fails, the node stays up and says why
-            self._log_load_failure(error)
-            self._status = (ERROR, f"no map: {error}")
-            self.get_logger().error(
-                f"running without a map ({error}); fix map_path or backend with `ros2 param "
-                f"set`, then call {self.get_fully_qualified_name()}/reload_map"
-            )
-        self._worker = threading.Thread(target=self._process_frames, name="vloc_localize", daemon=True)
-        self._worker.start()
-
     def _param(self, name: str):
         return self.get_parameter(name).value
 
+    # ------------------------------------------------------------------ life cycle
+
+    def _node_state(self) -> str:
+        """The node's lifecycle state as /diagnostics reports it."""
+        return "active" if self._active else "inactive"
+
+    def _configured(self) -> bool:
+        """Whether the node serves a map at all, so that ~/reload_map may load one."""
+        return True
+
+    def _configure(self) -> str | None:
+        """Loads ``map_path``; returns why it did not load, or None. The node stays up either way."""
+        try:
+            self._use_map(self._load_map(self._param("map_path")))
+        except Exception as error:  # noqa: BLE001 - whatever fails, the node stays up and says why
+            self._log_load_failure(error)
+            self._status = (ERROR, f"no map: {error}")
+            return str(error)
+        return None
+
+    def _activate(self) -> None:
+        """Starts the worker (with a fresh gate: a closed one stays closed) and announces the map and state."""
+        self._gate = LatestFrameGate()
+        self._stopping.clear()
+        self._worker = threading.Thread(target=self._process_frames, name="vloc_localize", daemon=True)
+        self._worker.start()
+        self._active = True
+        if self._map is not None:
+            self._publish_map_cloud(self._map)
+        if self._state is not None:
+            self._publish_state()
+
+    def _deactivate(self) -> None:
+        """Stops the worker: nothing is published once this returns (unless a frame outlives the wait)."""
+        self._active = False
+        if self._worker is None:
+            return
+        self._stopping.set()
+        if self._gate.clear():
+            self._counters.add("frames_dropped")
+        self._gate.close()
+        self._worker.join(timeout=10.0)
+        if self._worker.is_alive():
+            self.get_logger().error("the worker is still localizing a frame after 10 s; it stops after that frame")
+            return
+        self._worker = None
+
+    def _worker_running(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    def _cleanup(self) -> None:
+        """Releases the map and those ~/reload_map replaced: their search threads, their memory."""
+        loaded, self._map = self._map, None
+        self._initial_pose = None
+        self._state, self._state_reason = None, "no map"
+        self._status = (WARN, "no map")
+        if loaded is not None:
+            self._retire(loaded.localizer)
+
+    def _shut_down(self) -> None:
+        """Whatever the state: stop localizing, release the map."""
+        self._deactivate()
+        self._cleanup()
+
+    def destroy_node(self):
+        self._shut_down()
+        super().destroy_node()
+
     # ------------------------------------------------------------------ input
+
+    def _admit(self, header: Header) -> bool:
+        """Whether the worker wants an image: not while inactive (counted, not logged: the node is
+        inactive on purpose), nor without a map."""
+        if not self._active:
+            self._counters.add("rejected_inactive")
+            return False
+        return self._has_map(header)
 
     def _has_map(self, header: Header) -> bool:
         if self._map is None:
@@ -379,6 +457,7 @@ class LocalizerNode(Node):
             max_rate = self._param("max_rate_hz")
             if max_rate > 0:  # newer frames replace each other in the gate meanwhile
                 self._stopping.wait(started + 1.0 / max_rate - time.monotonic())
+        self._close_retired()  # what was retired while it localized its last frame
 
     def _localize(self, frame: Frame) -> None:
         loaded = self._map
@@ -426,19 +505,22 @@ class LocalizerNode(Node):
         self._status = (OK, f"localized with {result.num_inliers} inliers")
 
     def _report_state(self, state: TrackingState, reason: str) -> None:
-        """Keep the state for /diagnostics; publish it on ~/state when it changes."""
+        """Keep the state for /diagnostics; publish it on ~/state when it changes while active."""
         changed = state is not self._state
         self._state, self._state_reason = state, reason
-        if changed:
-            self._state_publisher.publish(
-                diagnostic_status(
-                    f"{self.get_name()}: tracking",
-                    self.get_fully_qualified_name(),
-                    STATE_LEVELS[state],
-                    state.value,
-                    {"reason": reason},
-                )
+        if changed and self._active:  # else _activate publishes it
+            self._publish_state()
+
+    def _publish_state(self) -> None:
+        self._state_publisher.publish(
+            diagnostic_status(
+                f"{self.get_name()}: tracking",
+                self.get_fully_qualified_name(),
+                STATE_LEVELS[self._state],
+                self._state.value,
+                {"reason": self._state_reason},
             )
+        )
 
     # ------------------------------------------------------------------ output
 
@@ -447,7 +529,6 @@ class LocalizerNode(Node):
         out = publication(
             result.world_from_camera,
             result.covariance,
-            result.confidence,
             map_frame=loaded.frame_id,
             camera_frame=frame.camera_frame,
             base_frame=self._base_frame,
@@ -500,10 +581,14 @@ class LocalizerNode(Node):
 
     def _diagnostic_statuses(self):
         level, message = self._status
+        node_state = self._node_state()
+        if not self._active:
+            level, message = max(level, WARN), f"{node_state}: images are not localized; {message}"
         loaded = self._map
         latency = self._latency.percentiles_ms(50, 95)
         processing = self._processing.percentiles_ms(50, 95)
         values = {
+            "node_state": node_state,
             "map": loaded.path if loaded else "none",
             "map_points": loaded.num_points if loaded else 0,
             "pose_frame": self._pose_frame or "n/a",
@@ -538,18 +623,24 @@ class LocalizerNode(Node):
     def _use_map(self, loaded: LoadedMap) -> None:
         old, self._map = self._map, loaded  # the worker takes it with its next frame
         if old is not None:
-            with self._retired_lock:
-                self._retired.append(old.localizer)
+            self._retire(old.localizer)
         # Poses in a new map owe nothing to the old one's: its tracker starts INITIALIZING.
         self._report_state(loaded.tracker.state, f"map loaded: {loaded.tracker.reason}")
-        self._map_cloud_publisher.publish(
-            points_to_cloud(loaded.localizer.map.arrays["points_xyz"], loaded.frame_id, self.get_clock().now())
-        )
+        if self._active:  # else _activate publishes it
+            self._publish_map_cloud(loaded)
         self._status = (OK, f"map loaded: {loaded.path}")
         self.get_logger().info(f"serving map {loaded.path} ({loaded.num_points} points) in frame '{loaded.frame_id}'")
 
+    def _publish_map_cloud(self, loaded: LoadedMap) -> None:
+        self._map_cloud_publisher.publish(
+            points_to_cloud(loaded.localizer.map.arrays["points_xyz"], loaded.frame_id, self.get_clock().now())
+        )
+
     async def _on_reload_map(self, request, response):
         path = self._param("map_path")
+        if not self._configured():
+            response.success, response.message = False, "not configured: the configure transition loads map_path"
+            return response
         try:
             loading = self._map_loader.start(self._load_map, path)
         except JobRunning:
@@ -563,9 +654,21 @@ class LocalizerNode(Node):
             response.success, response.message = False, f"map {path!r} not loaded ({error}); still serving {serving}"
             self.get_logger().error(response.message)
             return response
+        if not self._configured():  # cleaned up or shut down while it loaded
+            loaded.localizer.close()
+            response.success, response.message = False, f"map {path!r} loaded after the map was released; not used"
+            return response
         self._use_map(loaded)
         response.success, response.message = True, f"serving map {path} ({loaded.num_points} points)"
         return response
+
+    def _retire(self, localizer: Localizer) -> None:
+        """Closes ``localizer`` now, or, while a worker runs (it may be localizing with it), through the
+        worker between frames or as it ends."""
+        with self._retired_lock:
+            self._retired.append(localizer)
+        if not self._worker_running():
+            self._close_retired()
 
     def _close_retired(self) -> None:
         with self._retired_lock:
@@ -600,16 +703,21 @@ class LocalizerNode(Node):
         )
         return response
 
-    def destroy_node(self):
-        self._stopping.set()
-        if self._worker is not None:
-            self._gate.close()
-            self._worker.join(timeout=10.0)
-            if not self._worker.is_alive():  # else it may still be localizing
-                self._close_retired()
-                if self._map is not None:
-                    self._map.localizer.close()
-        super().destroy_node()
+
+class LocalizerNode(LocalizerNodeMixin, Node):
+    """The plain node: configured and activated as it starts. A map that does not load leaves it up
+    and active, rejecting frames as ``no_map``, until ``map_path`` is fixed and ~/reload_map called."""
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self._setup(self.create_publisher)
+        error = self._configure()
+        if error:
+            self.get_logger().error(
+                f"running without a map ({error}); fix map_path or backend with `ros2 param "
+                f"set`, then call {self.get_fully_qualified_name()}/reload_map"
+            )
+        self._activate()
 
 
 def main(args=None) -> int:
