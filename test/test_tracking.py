@@ -125,3 +125,16 @@ def test_fixes_with_odometry_are_fused_into_map_to_odom_and_lost_starts_it_over(
     image, truth = queries[4]
     again = tracker.process(0.4, image, camera, map_from_odom.inverse() @ truth)
     assert again.fusion.outcome is FusionOutcome.STARTED
+
+
+def test_without_odometry_the_prior_keeps_the_velocity_of_the_last_two_fixes(sim_localizer, sim_queries):
+    """Consecutive query frames of the sim move the camera: the prior extrapolates the last two fixes,
+    which lands nearer the next frame's pose than the last fix itself."""
+    camera, queries = sim_queries
+    tracker = Tracker(sim_localizer)
+    for index in range(2):
+        assert tracker.process(0.1 * index, queries[index][0], camera).published
+    last_fix = tracker.process(0.2, queries[2][0], camera).result.world_from_camera
+    predicted, truth = tracker.prior(0.3, None), queries[3][1]
+    assert pose_error(predicted, truth)[0] < 0.5 * pose_error(last_fix, truth)[0]
+    assert tracker.prior(0.2 + 0.6, None) is None, "older than max_prior_age_s predicts nothing"

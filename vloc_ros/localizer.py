@@ -245,19 +245,25 @@ class Localizer:
         """Stop the search's threads. Call it once no ``localize`` runs or will run on this localizer."""
         self.search.close()
 
-    def localize(self, image: np.ndarray, camera: Camera, prior: Rigid3 | None = None) -> LocalizationResult:
+    def localize(
+        self, image: np.ndarray, camera: Camera, prior: Rigid3 | None = None, prior_predicts_motion: bool = False
+    ) -> LocalizationResult:
         """Localize one image (RGB uint8 HxWx3 or gray HxW) taken by ``camera``; ``prior``: where the
-        camera (world_from_camera) is expected to be, to try guided matching first.
+        camera (world_from_camera) is expected to be, to try guided matching first;
+        ``prior_predicts_motion``: it follows the camera's motion since the last fix (odometry, velocity),
+        so guided matching takes the tighter radius.
 
         Raises ValueError when the image does not fit the camera (a caller bug); anything about
         the image content gives NOT_LOCALIZED with a reason. ``timings["total"]`` is the whole call.
         """
         started = time.perf_counter()
-        result = self._localize(image, camera, prior)
+        result = self._localize(image, camera, prior, prior_predicts_motion)
         result.timings["total"] = time.perf_counter() - started
         return result
 
-    def _localize(self, image: np.ndarray, camera: Camera, prior: Rigid3 | None) -> LocalizationResult:
+    def _localize(
+        self, image: np.ndarray, camera: Camera, prior: Rigid3 | None, prior_predicts_motion: bool
+    ) -> LocalizationResult:
         image = np.asarray(image)
         if image.ndim < 2 or (image.shape[1], image.shape[0]) != (camera.width, camera.height):
             raise ValueError(f"image shape {image.shape} does not match camera {camera.width}x{camera.height}")
@@ -272,7 +278,9 @@ class Localizer:
 
         # Every keypoint undistorted once per frame: guided matching, PnP and verification all use them.
         undistorted = camera.undistort_points(features.keypoints)
-        tracked = None if prior is None else self._track(features, undistorted, camera, prior, timings)
+        tracked = None
+        if prior is not None:
+            tracked = self._track(features, undistorted, camera, prior, prior_predicts_motion, timings)
         if tracked is not None:
             result, correspondences = tracked
         else:
@@ -301,12 +309,16 @@ class Localizer:
         rematched.guided = result.guided
         return rematched
 
-    def _track(self, features, undistorted: np.ndarray, camera: Camera, prior: Rigid3, timings: dict):
+    def _track(
+        self, features, undistorted: np.ndarray, camera: Camera, prior: Rigid3, predicts_motion: bool, timings: dict
+    ):
         """(result, correspondences) of guided matching around ``prior``, or None to run the candidate
         search instead: too few matches, or a pose that verification rejected or that is weak (as the
         fast profile's re-matching judges it). A wrong prior finds few consistent matches, so it
         falls back rather than misleads."""
-        correspondences = self.guided_matcher.match(undistorted, features.descriptors, camera.pinhole(), prior)
+        correspondences = self.guided_matcher.match(
+            undistorted, features.descriptors, camera.pinhole(), prior, predicts_motion
+        )
         timings.update(correspondences.timings)
         if len(correspondences) < self.config.min_matches:
             return None

@@ -27,7 +27,7 @@ from enum import Enum
 import numpy as np
 
 from .config import from_dict
-from .geometry import Camera, Rigid3
+from .geometry import Camera, Rigid3, interpolate_pose
 from .fusion import FusionConfig, FusionUpdate, MapOdomFilter
 from .localizer import LocalizationResult, Localizer
 from .verification import MotionGate, MotionGateConfig
@@ -112,7 +112,7 @@ class Tracker:
         map -> odom no longer holds."""
         with self._lock:
             self._generation += 1
-            self._fix = _Fix(stamp, world_from_camera, odom_from_camera)
+            self._fix, self._previous_fix = _Fix(stamp, world_from_camera, odom_from_camera), None
             self.motion_gate.reset()
             self.map_odom.reset()
 
@@ -120,23 +120,34 @@ class Tracker:
         self._generation += 1
         self._state, self._reason = state, reason
         self._fix: _Fix | None = None
+        self._previous_fix: _Fix | None = None  # the fix before, for the camera's velocity
         self._failures = 0
         self.motion_gate.reset()
         self.map_odom.reset()
 
     def prior(self, stamp: float, odom_from_camera: Rigid3 | None) -> Rigid3 | None:
         """The camera pose predicted at ``stamp`` from the last fix, or None when there is none to trust."""
-        fix = self._fix
+        return self._predict(stamp, odom_from_camera)[0]
+
+    def _predict(self, stamp: float, odom_from_camera: Rigid3 | None) -> tuple[Rigid3 | None, bool]:
+        """(``prior``, whether it predicts the motion since the last fix): odometry carries the last fix;
+        without odometry the camera keeps the velocity of the last two fixes (ORB-SLAM's motion model)
+        when they are recent, else it is assumed where it was."""
+        fix, previous = self._fix, self._previous_fix
         if not self.config.use_prior or fix is None:
-            return None
+            return None, False
         with_odometry = odom_from_camera is not None and fix.odom_from_camera is not None
         age = stamp - fix.stamp
         max_age = self.config.max_prior_age_with_odometry_s if with_odometry else self.config.max_prior_age_s
         if not 0.0 <= age <= max_age:
-            return None
+            return None, False
         if with_odometry:
-            return fix.world_from_camera @ fix.odom_from_camera.inverse() @ odom_from_camera
-        return fix.world_from_camera
+            return fix.world_from_camera @ fix.odom_from_camera.inverse() @ odom_from_camera, True
+        if previous is not None and 0.0 < fix.stamp - previous.stamp <= self.config.max_prior_age_s:
+            motion = previous.world_from_camera.inverse() @ fix.world_from_camera
+            steps = age / (fix.stamp - previous.stamp)
+            return fix.world_from_camera @ interpolate_pose(Rigid3(), motion, steps), True
+        return fix.world_from_camera, False
 
     def process(
         self, stamp: float, image: np.ndarray, camera: Camera, odom_from_camera: Rigid3 | None = None
@@ -144,8 +155,8 @@ class Tracker:
         """Localize the frame taken at ``stamp`` (seconds) and update the state."""
         with self._lock:
             generation, localizer = self._generation, self.localizer
-            prior = self.prior(stamp, odom_from_camera)
-        result = localizer.localize(image, camera, prior)
+            prior, predicts_motion = self._predict(stamp, odom_from_camera)
+        result = localizer.localize(image, camera, prior, predicts_motion)
         with self._lock:
             if generation != self._generation and result.guided:
                 # Guided by a prior that lose / seed / reset has since withdrawn.
@@ -163,7 +174,7 @@ class Tracker:
             return TrackingStep(result, self._state, self._reason, False, held_back)
 
     def _published(self, stamp: float, result: LocalizationResult, odom_from_camera: Rigid3 | None) -> None:
-        self._fix = _Fix(stamp, result.world_from_camera, odom_from_camera)
+        self._previous_fix, self._fix = self._fix, _Fix(stamp, result.world_from_camera, odom_from_camera)
         self._failures = 0
         how = "guided by the prior" if result.guided else "found by the global search"
         if self._state in (TrackingState.INITIALIZING, TrackingState.LOST):
