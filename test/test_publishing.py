@@ -87,6 +87,16 @@ def test_each_publish_tf_mode_with_tf_known(mode, child, child_from_camera):
     assert_same(out.transform.parent_from_child @ child_from_camera, MAP_FROM_CAMERA)
 
 
+def test_a_fused_map_to_odom_replaces_the_fix_own_and_only_for_odom():
+    fused = Rigid3.from_quaternion((0.0, 0.0, 0.1, 0.99), (0.5, 0.2, 0.0))
+    out = publish(odom_from_camera=ODOM_FROM_CAMERA, map_from_odom=fused)
+    assert (out.transform.parent, out.transform.child) == ("map", "odom")
+    assert_same(out.transform.parent_from_child, fused)
+    assert_same(out.map_from_pose, MAP_FROM_CAMERA)  # the pose stays the fix's
+    base = publish("map_to_base", base_from_camera=BASE_FROM_CAMERA, map_from_odom=fused)
+    assert_same(base.transform.parent_from_child, MAP_FROM_CAMERA @ BASE_FROM_CAMERA.inverse())
+
+
 def test_publish_tf_none_publishes_no_transform():
     out = publish("none", base_from_camera=BASE_FROM_CAMERA, odom_from_camera=ODOM_FROM_CAMERA)
     assert out.transform is None and out.tf_issue == "" and out.pose_frame == "base_link"

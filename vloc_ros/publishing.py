@@ -71,12 +71,14 @@ def publication(
     publish_tf: str,
     base_from_camera: Rigid3 | None = None,
     odom_from_camera: Rigid3 | None = None,
+    map_from_odom: Rigid3 | None = None,
     camera_parent: str | None | Callable[[], str | None] = None,
 ) -> Publication:
     """What to publish for a camera localized at ``map_from_camera`` with ``covariance`` (camera
     frame's, ROS order, as ``LocalizationResult.covariance`` publishes it).
 
     ``base_from_camera`` / ``odom_from_camera``: TF at the image stamp, None where unknown.
+    ``map_from_odom``: the fused map -> odom (``vloc_ros.fusion``) to broadcast instead of this fix's own.
     ``camera_parent``: the camera frame's parent in TF (None: a root or unknown), or a callable
     giving it, called only when the rule needs it.
     """
@@ -113,5 +115,8 @@ def publication(
                 )
             issue = TF_FALLBACK
             message = f"no TF {wanted} -> {camera_frame}; publishing {map_frame} -> {camera_frame} instead"
-    transform = Transform(map_frame, child, map_from_camera @ child_from_camera.inverse())
+    parent_from_child = map_from_camera @ child_from_camera.inverse()
+    if child == odom_frame and map_from_odom is not None:
+        parent_from_child = map_from_odom
+    transform = Transform(map_frame, child, parent_from_child)
     return Publication(pose_frame, map_from_pose, pose_covariance, transform, issue, message)

@@ -22,9 +22,13 @@ Publishes
       when TF knows ``base_frame`` -> camera frame, else the pose of the camera optical frame
       (/diagnostics key ``pose_frame`` says which)
   ``~/pose_with_covariance`` (PoseWithCovarianceStamped): the same pose, covariance in ROS order
-      (x y z rx ry rz, world axes), inflated by 1 / the verification confidence, carried over to
+      (x y z rx ry rz, world axes) as robot_localization reads it: calibrated (``covariance_*``,
+      ``vloc_ros.covariance``), inflated by 1 / the verification confidence, carried over to
       ``base_frame`` through the lever arm
-  /tf per ``publish_tf`` (see ``vloc_ros.publishing``), ``~/inliers`` (PointCloud2 of the matched map points),
+  /tf per ``publish_tf`` (see ``vloc_ros.publishing``): map -> odom is the fixes fused by a Kalman filter
+      (``vloc_ros.fusion``, ``fuse_map_to_odom``), broadcast at ``map_to_odom_rate_hz`` stamped now +
+      ``transform_tolerance_s``; map -> base or map -> camera at each image stamp
+  ``~/inliers`` (PointCloud2 of the matched map points),
   ``~/map_cloud`` (PointCloud2 of the map, transient local, once per map load),
   ``~/debug_image`` (with ``publish_debug_image``), /diagnostics (~1 Hz)
   ``~/state`` (diagnostic_msgs/DiagnosticStatus, transient local, on every change): the tracking
@@ -76,6 +80,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, PoseWithCovariance, PoseWithCovarianceStamped
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -87,12 +92,13 @@ from std_srvs.srv import Trigger
 
 from vloc_ros.backends import BACKENDS, BackendUnavailableError
 from vloc_ros.config import nested_dict
+from vloc_ros.covariance import COVARIANCE_PARAMETERS, CovarianceConfig
 from vloc_ros.geometry import Camera, Rigid3
 from vloc_ros.localizer import Localizer, Profile
 from vloc_ros.mapping.map_format import MapError, load_map
 from vloc_ros import msgs
 from vloc_ros.msgs import InvalidMessage
-from vloc_ros.publishing import PUBLISH_TF_MODES, TF_UNLINKED, Publication, publication
+from vloc_ros.publishing import PUBLISH_TF_MODES, TF_UNLINKED, Publication, Transform, publication
 from vloc_ros.search import SearchMode
 from vloc_ros.tracking import Tracker, TrackingState
 from vloc_ros.verification import CALIBRATION_MISMATCH
@@ -133,9 +139,15 @@ LOCALIZER_CONFIG_PARAMETERS = {
     "search_mode": "search.mode",
     "min_inliers": "min_inliers",
     "ransac_max_error_px": "pose.ransac_max_error_px",
+    **{name: f"covariance.{field}" for field, name in COVARIANCE_PARAMETERS.items()},
 }
 # Parameters that set TrackingConfig fields, applied at every map load.
-TRACKING_CONFIG_PARAMETERS = {"use_prior": "use_prior", "lost_after_failures": "lost_after_failures"}
+TRACKING_CONFIG_PARAMETERS = {
+    "use_prior": "use_prior",
+    "lost_after_failures": "lost_after_failures",
+    "fuse_map_to_odom": "fusion.enabled",
+}
+DEFAULT_COVARIANCE = CovarianceConfig()
 # The level of ~/state and of /diagnostics per tracking state.
 STATE_LEVELS = {
     TrackingState.INITIALIZING: WARN,
@@ -209,6 +221,49 @@ PARAMETERS = CAMERA_PARAMETERS + (
         value_range=(1, 100000),
     ),
     ParameterSpec(
+        "covariance_scale",
+        DEFAULT_COVARIANCE.scale,
+        "The published covariance is this x the pose's reprojection covariance / its verification confidence, "
+        "plus the floors; calibrate all three for a rig and map with `vloc eval --calibrate-covariance`. "
+        "Applied at the next map load.",
+        value_range=(1e-6, 1e9),
+    ),
+    ParameterSpec(
+        "covariance_floor_position",
+        DEFAULT_COVARIANCE.floor_position,
+        "Least standard deviation of the published position per axis (map units): what the map, the "
+        "calibration and the ground truth leave that no frame sees. Applied at the next map load.",
+        value_range=(0.0, 1000.0),
+    ),
+    ParameterSpec(
+        "covariance_floor_rotation_deg",
+        DEFAULT_COVARIANCE.floor_rotation_deg,
+        "Least standard deviation of the published rotation per axis (degrees). Applied at the next map load.",
+        value_range=(0.0, 180.0),
+    ),
+    ParameterSpec(
+        "fuse_map_to_odom",
+        True,
+        "Fuse the fixes into a smooth map -> odom (vloc_ros.fusion: Kalman filter with Mahalanobis gating); "
+        "false: each fix's own map -> odom. Applied at the next map load.",
+    ),
+    ParameterSpec(
+        "map_to_odom_rate_hz",
+        20.0,
+        "With publish_tf map_to_odom: how often the latest fused map -> odom is broadcast, stamped now + "
+        "transform_tolerance_s (as AMCL and slam_toolbox do), so TF lookups at the current time succeed "
+        "between fixes.",
+        value_range=(1.0, 1000.0),
+        read_only=True,
+    ),
+    ParameterSpec(
+        "transform_tolerance_s",
+        0.1,
+        "How far ahead of now the map -> odom broadcast is stamped (seconds).",
+        value_range=(0.0, 10.0),
+        read_only=True,
+    ),
+    ParameterSpec(
         "map_frame",
         "",
         "Frame of the published poses; empty: the map's own (manifest map_frame, usually 'map').",
@@ -229,8 +284,8 @@ PARAMETERS = CAMERA_PARAMETERS + (
     ParameterSpec(
         "publish_tf",
         "map_to_odom",
-        "Transform to broadcast per localized frame: map->odom (from TF "
-        "odom->camera at the image stamp), map->base, map->camera, or none.",
+        "Transform to broadcast: map->odom (the fixes fused with TF odom->camera, at map_to_odom_rate_hz), "
+        "or per localized frame at its stamp map->base or map->camera, or none.",
         choices=PUBLISH_TF_MODES,
         read_only=True,
     ),
@@ -293,6 +348,10 @@ class LocalizerNodeMixin:
         param = self._param
         self._odom_frame, self._base_frame = param("odom_frame"), param("base_frame")
         self._publish_tf, self._tf_timeout = param("publish_tf"), param("tf_timeout_s")
+        self._transform_tolerance = param("transform_tolerance_s")
+        # The latest map -> odom (publishing.Transform), broadcast at map_to_odom_rate_hz while active.
+        self._map_to_odom: Transform | None = None
+        self._map_to_odom_stamp_ns = 0
 
         self._counters = Counters()
         self._latency = LatencyWindow()  # image received -> pose published
@@ -338,6 +397,7 @@ class LocalizerNodeMixin:
         # is answered that a map is already loading.
         self.create_service(Trigger, "~/reload_map", self._on_reload_map, callback_group=ReentrantCallbackGroup())
         self._diagnostics = DiagnosticsPublisher(self, self._diagnostic_statuses)
+        self.create_timer(1.0 / param("map_to_odom_rate_hz"), self._broadcast_map_to_odom)
 
     def _param(self, name: str):
         return self.get_parameter(name).value
@@ -396,6 +456,7 @@ class LocalizerNodeMixin:
         """Releases the map and those ~/reload_map replaced: their search threads, their memory."""
         loaded, self._map = self._map, None
         self._initial_pose = None
+        self._map_to_odom = None
         self._state, self._state_reason = None, "no map"
         self._status = (WARN, "no map")
         if loaded is not None:
@@ -497,7 +558,7 @@ class LocalizerNodeMixin:
             return
         if not step.published or self._stopping.is_set():
             return
-        self._publish(frame, loaded, result, odom_from_camera)
+        self._publish(frame, loaded, result, odom_from_camera, step.map_from_odom)
         self._latency.add(time.monotonic() - frame.received)
         self._counters.add("localized")
         if result.guided:
@@ -524,7 +585,14 @@ class LocalizerNodeMixin:
 
     # ------------------------------------------------------------------ output
 
-    def _publish(self, frame: Frame, loaded: LoadedMap, result, odom_from_camera: Rigid3 | None) -> None:
+    def _publish(
+        self,
+        frame: Frame,
+        loaded: LoadedMap,
+        result,
+        odom_from_camera: Rigid3 | None,
+        map_from_odom: Rigid3 | None,
+    ) -> None:
         stamp = frame.header.stamp
         out = publication(
             result.world_from_camera,
@@ -536,6 +604,7 @@ class LocalizerNodeMixin:
             publish_tf=self._publish_tf,
             base_from_camera=self._lookup(self._base_frame, frame.camera_frame, stamp),
             odom_from_camera=odom_from_camera,
+            map_from_odom=map_from_odom,
             camera_parent=lambda: self._tf_buffer.parent_of(frame.camera_frame),
         )
         self._pose_frame = out.pose_frame
@@ -555,17 +624,38 @@ class LocalizerNodeMixin:
             )
 
     def _broadcast(self, out: Publication, stamp) -> None:
-        """``out``'s transform (map -> ``publish_tf``'s child, see ``vloc_ros.publishing``) at the image stamp."""
+        """``out``'s transform (map -> ``publish_tf``'s child, see ``vloc_ros.publishing``): map -> odom
+        from now on at the steady rate (``_broadcast_map_to_odom``), any other at the image stamp."""
         if out.tf_issue == TF_UNLINKED:
             self._counters.add("tf_not_published")
         if out.tf_issue:
             self._log.warning(out.tf_issue, out.tf_message)
-        if out.transform is not None:
+        if out.transform is None:
+            return
+        if out.transform.child == self._odom_frame:
+            self._map_to_odom = out.transform
+            self._broadcast_map_to_odom()
+        else:
             self._tf_broadcaster.sendTransform(
                 rigid_to_transform_stamped(
                     out.transform.parent_from_child, out.transform.parent, out.transform.child, stamp
                 )
             )
+
+    def _broadcast_map_to_odom(self) -> None:
+        """The latest map -> odom, stamped ``transform_tolerance_s`` ahead of now: map -> odom holds until
+        the next fix, and odometry moves the robot meanwhile, so a lookup at any time up to the next
+        broadcast finds it. Stamps only grow: tf2 drops a transform whose stamp it already has."""
+        transform = self._map_to_odom
+        if transform is None or not self._active:
+            return
+        now = self.get_clock().now().nanoseconds + int(self._transform_tolerance * 1e9)
+        stamp_ns = max(now, self._map_to_odom_stamp_ns + 1)
+        self._map_to_odom_stamp_ns = stamp_ns
+        stamp = Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+        self._tf_broadcaster.sendTransform(
+            rigid_to_transform_stamped(transform.parent_from_child, transform.parent, transform.child, stamp)
+        )
 
     def _lookup(self, parent: str, child: str, stamp) -> Rigid3 | None:
         """``parent_from_child`` at ``stamp``; waits up to tf_timeout_s when TF links the frames but not
@@ -616,12 +706,15 @@ class LocalizerNodeMixin:
         localization_map = load_map(path)
         config = nested_dict({path: self._param(name) for name, path in LOCALIZER_CONFIG_PARAMETERS.items()})
         localizer = Localizer(localization_map, config)
-        tracker = Tracker(localizer, {name: self._param(name) for name in TRACKING_CONFIG_PARAMETERS})
+        tracker = Tracker(
+            localizer, nested_dict({path: self._param(name) for name, path in TRACKING_CONFIG_PARAMETERS.items()})
+        )
         frame_id = self._param("map_frame") or localization_map.manifest.map_frame
         return LoadedMap(localizer, tracker, str(path), frame_id, localization_map.num_points)
 
     def _use_map(self, loaded: LoadedMap) -> None:
         old, self._map = self._map, loaded  # the worker takes it with its next frame
+        self._map_to_odom = None  # a transform into the old map's frame
         if old is not None:
             self._retire(old.localizer)
         # Poses in a new map owe nothing to the old one's: its tracker starts INITIALIZING.
