@@ -246,23 +246,23 @@ class Localizer:
         self.search.close()
 
     def localize(
-        self, image: np.ndarray, camera: Camera, prior: Rigid3 | None = None, prior_predicts_motion: bool = False
+        self, image: np.ndarray, camera: Camera, prior: Rigid3 | None = None, prior_by_odometry: bool = False
     ) -> LocalizationResult:
         """Localize one image (RGB uint8 HxWx3 or gray HxW) taken by ``camera``; ``prior``: where the
         camera (world_from_camera) is expected to be, to try guided matching first;
-        ``prior_predicts_motion``: it follows the camera's motion since the last fix (odometry, velocity),
-        so guided matching takes the tighter radius.
+        ``prior_by_odometry``: odometry carried it from the last fix, so guided matching takes the
+        tighter radius.
 
         Raises ValueError when the image does not fit the camera (a caller bug); anything about
         the image content gives NOT_LOCALIZED with a reason. ``timings["total"]`` is the whole call.
         """
         started = time.perf_counter()
-        result = self._localize(image, camera, prior, prior_predicts_motion)
+        result = self._localize(image, camera, prior, prior_by_odometry)
         result.timings["total"] = time.perf_counter() - started
         return result
 
     def _localize(
-        self, image: np.ndarray, camera: Camera, prior: Rigid3 | None, prior_predicts_motion: bool
+        self, image: np.ndarray, camera: Camera, prior: Rigid3 | None, prior_by_odometry: bool
     ) -> LocalizationResult:
         image = np.asarray(image)
         if image.ndim < 2 or (image.shape[1], image.shape[0]) != (camera.width, camera.height):
@@ -280,7 +280,7 @@ class Localizer:
         undistorted = camera.undistort_points(features.keypoints)
         tracked = None
         if prior is not None:
-            tracked = self._track(features, undistorted, camera, prior, prior_predicts_motion, timings)
+            tracked = self._track(features, undistorted, camera, prior, prior_by_odometry, timings)
         if tracked is not None:
             result, correspondences = tracked
         else:
@@ -310,14 +310,14 @@ class Localizer:
         return rematched
 
     def _track(
-        self, features, undistorted: np.ndarray, camera: Camera, prior: Rigid3, predicts_motion: bool, timings: dict
+        self, features, undistorted: np.ndarray, camera: Camera, prior: Rigid3, by_odometry: bool, timings: dict
     ):
         """(result, correspondences) of guided matching around ``prior``, or None to run the candidate
         search instead: too few matches, or a pose that verification rejected or that is weak (as the
         fast profile's re-matching judges it). A wrong prior finds few consistent matches, so it
         falls back rather than misleads."""
         correspondences = self.guided_matcher.match(
-            undistorted, features.descriptors, camera.pinhole(), prior, predicts_motion
+            undistorted, features.descriptors, camera.pinhole(), prior, by_odometry
         )
         timings.update(correspondences.timings)
         if len(correspondences) < self.config.min_matches:

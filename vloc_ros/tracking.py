@@ -2,7 +2,8 @@
 
 ``Tracker.process`` takes one camera's frames in order. It predicts each frame's camera pose from
 the last published fix, carried by odometry where there is some (the last fix's map -> odom times
-the new odom -> camera) and else the last pose itself, and hands it to ``Localizer.localize`` as the
+the new odom -> camera), else moved on at the velocity of the last two fixes (else the last pose
+itself), and hands it to ``Localizer.localize`` as the
 prior for guided matching; it holds back a pose that jumps against odometry (``MotionGate``); and it
 keeps the state a robot's stack asks for:
 
@@ -43,8 +44,8 @@ class TrackingState(str, Enum):
 @dataclass(frozen=True)
 class TrackingConfig:
     use_prior: bool = True  # False: every frame searches the whole map (the odometry gate still runs)
-    # How long a fix predicts the next frames: without odometry the camera is assumed to stay where
-    # it was, which holds for a fraction of a second; odometry carries the prediction much longer.
+    # How long a fix predicts the next frames: without odometry the camera is assumed to keep its
+    # velocity, which holds for a fraction of a second; odometry carries the prediction much longer.
     max_prior_age_s: float = 0.5
     max_prior_age_with_odometry_s: float = 5.0
     lost_after_failures: int = 10  # frames in a row without a published pose
@@ -130,7 +131,7 @@ class Tracker:
         return self._predict(stamp, odom_from_camera)[0]
 
     def _predict(self, stamp: float, odom_from_camera: Rigid3 | None) -> tuple[Rigid3 | None, bool]:
-        """(``prior``, whether it predicts the motion since the last fix): odometry carries the last fix;
+        """(``prior``, whether odometry carried it): odometry carries the last fix;
         without odometry the camera keeps the velocity of the last two fixes (ORB-SLAM's motion model)
         when they are recent, else it is assumed where it was."""
         fix, previous = self._fix, self._previous_fix
@@ -146,7 +147,7 @@ class Tracker:
         if previous is not None and 0.0 < fix.stamp - previous.stamp <= self.config.max_prior_age_s:
             motion = previous.world_from_camera.inverse() @ fix.world_from_camera
             steps = age / (fix.stamp - previous.stamp)
-            return fix.world_from_camera @ interpolate_pose(Rigid3(), motion, steps), True
+            return fix.world_from_camera @ interpolate_pose(Rigid3(), motion, steps), False
         return fix.world_from_camera, False
 
     def process(
@@ -155,8 +156,8 @@ class Tracker:
         """Localize the frame taken at ``stamp`` (seconds) and update the state."""
         with self._lock:
             generation, localizer = self._generation, self.localizer
-            prior, predicts_motion = self._predict(stamp, odom_from_camera)
-        result = localizer.localize(image, camera, prior, predicts_motion)
+            prior, by_odometry = self._predict(stamp, odom_from_camera)
+        result = localizer.localize(image, camera, prior, by_odometry)
         with self._lock:
             if generation != self._generation and result.guided:
                 # Guided by a prior that lose / seed / reset has since withdrawn.

@@ -28,13 +28,13 @@ class GuidedConfig:
     max_view_angle_deg: float = 60.0  # a keyframe looking further away sees other points
     # How far a point may land from its keypoint: the prediction's error in pixels (1 degree is ~9 px
     # at 525 px focal length). No ratio test within it: neighbouring points of one texture would fail
-    # it, and the radius already rules out the look-alikes elsewhere that a ratio test is for. A prior
-    # that is the last pose is off by the camera's motion since (a hand-held camera turns degrees in a
-    # tenth of a second); one that predicts the motion (odometry, or the last fixes' velocity) is off
-    # by the error of that prediction: its tighter gate keeps fewer wrong candidates, for a faster PnP
-    # and verification.
+    # it, and the radius already rules out the look-alikes elsewhere that a ratio test is for. Without
+    # odometry the prior is off by how much the camera's motion differs from the last fixes' velocity
+    # (a hand-held camera turns degrees in a tenth of a second); odometry measures that motion, so its
+    # prior is about as good as the last fix, and the tighter gate keeps fewer wrong candidates, for a
+    # faster PnP and verification (docs/decisions.md).
     radius_px: float = 40.0
-    radius_predicted_px: float = 16.0
+    radius_with_odometry_px: float = 16.0
     margin_px: float = 20.0  # points projected this far outside the image may still match keypoints at its edge
 
 
@@ -64,11 +64,11 @@ class GuidedMatcher:
         descriptors: np.ndarray,
         camera: Camera,
         world_from_camera: Rigid3,
-        predicts_motion: bool = False,
+        by_odometry: bool = False,
     ) -> Correspondences:
         """Correspondences of undistorted ``keypoints`` (pinhole ``camera``) with the points the pose
         would see, sorted best first; ``retrieved_keyframes`` are the keyframes whose points were used.
-        ``predicts_motion``: the pose follows the motion since the last fix (``radius_predicted_px``)."""
+        ``by_odometry``: odometry carried the pose from the last fix (``radius_with_odometry_px``)."""
         started = time.perf_counter()
         config = self.config
         keyframes = self.nearest_keyframes(world_from_camera)
@@ -86,7 +86,7 @@ class GuidedMatcher:
             & (pixels[:, 1] < camera.height + margin)
         )
         observations, point_ids, pixels = observations[visible], point_ids[visible], pixels[visible]
-        radius = config.radius_predicted_px if predicts_motion else config.radius_px
+        radius = config.radius_with_odometry_px if by_odometry else config.radius_px
         query_indices, matched, distances = self._nearest_in_radius(
             keypoints, descriptors, observations, point_ids, pixels, radius
         )
