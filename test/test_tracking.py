@@ -127,14 +127,31 @@ def test_fixes_with_odometry_are_fused_into_map_to_odom_and_lost_starts_it_over(
     assert again.fusion.outcome is FusionOutcome.STARTED
 
 
-def test_without_odometry_the_prior_keeps_the_velocity_of_the_last_two_fixes(sim_localizer, sim_queries):
-    """Consecutive query frames of the sim move the camera: the prior extrapolates the last two fixes,
-    which lands nearer the next frame's pose than the last fix itself."""
-    camera, queries = sim_queries
-    tracker = Tracker(sim_localizer)
-    for index in range(2):
-        assert tracker.process(0.1 * index, queries[index][0], camera).published
-    last_fix = tracker.process(0.2, queries[2][0], camera).result.world_from_camera
-    predicted, truth = tracker.prior(0.3, None), queries[3][1]
-    assert pose_error(predicted, truth)[0] < 0.5 * pose_error(last_fix, truth)[0]
-    assert tracker.prior(0.2 + 0.6, None) is None, "older than max_prior_age_s predicts nothing"
+class PosesInOrder:
+    """Stands in for the Localizer where only the tracker's arithmetic is under test: each call
+    returns the next of the given poses as a verified fix."""
+
+    def __init__(self, poses: list[Rigid3]):
+        self.poses = iter(poses)
+
+    def localize(self, image, camera, prior=None, prior_by_odometry=False):
+        from vloc_ros.localizer import LocalizationResult, LocalizationStatus
+
+        return LocalizationResult(LocalizationStatus.OK, world_from_camera=next(self.poses), covariance=np.eye(6))
+
+
+def test_without_odometry_the_prior_keeps_the_velocity_of_the_last_two_fixes():
+    """A camera on a constant screw motion (0.1 m and 2 deg per 0.1 s): the prior extrapolates the last
+    two fixes onto the next pose exactly, where the last fix alone is a step behind."""
+    step = moved(Rigid3(), 0.1, 2.0)
+    poses = [Rigid3()]
+    for _ in range(3):
+        poses.append(poses[-1] @ step)
+    tracker = Tracker(PosesInOrder(poses))
+    tracker.process(0.0, None, None)
+    assert pose_error(tracker.prior(0.1, None), poses[0])[0] < 1e-12, "one fix: no velocity yet"
+    tracker.process(0.1, None, None)
+    assert pose_error(tracker.prior(0.2, None), poses[2])[0] < 1e-9
+    # Frames may be dropped: half a step later is half a step on.
+    assert pose_error(tracker.prior(0.15, None), poses[1] @ moved(Rigid3(), 0.05, 1.0))[0] < 1e-9
+    assert tracker.prior(0.1 + 0.6, None) is None, "older than max_prior_age_s predicts nothing"

@@ -278,23 +278,19 @@ class Localizer:
 
         # Every keypoint undistorted once per frame: guided matching, PnP and verification all use them.
         undistorted = camera.undistort_points(features.keypoints)
-        tracked = None
+        guided = None
         if prior is not None:
-            tracked = self._track(features, undistorted, camera, prior, prior_by_odometry, timings)
-        if tracked is not None:
-            result, correspondences = tracked
+            guided = self._track(features, undistorted, camera, prior, prior_by_odometry, timings)
+        if guided is not None and not self._weak(guided[0], camera):
+            result, correspondences = guided
         else:
-            started = time.perf_counter()
-            query_global = self.global_descriptor.describe(features.descriptors)
-            timings["global_descriptor"] = time.perf_counter() - started
-            correspondences = self.search.search(features.descriptors, query_global)
-            timings.update(correspondences.timings)
-            num_matches = len(correspondences.query_indices)
-            if num_matches < self.config.min_matches:
-                return self._reject(
-                    f"too few matches ({num_matches} < {self.config.min_matches})", timings, len(features), num_matches
-                )
-            result = self._solve(features, undistorted, correspondences, camera, timings)
+            result, correspondences = self._search(features, undistorted, camera, timings)
+            if guided is not None and not result.ok:
+                # The whole map gave no pose: the verified guided one goes on, weak as it is, to what
+                # a weak pose of the search gets (re-matching in the fast profile).
+                result, correspondences = guided
+            elif correspondences is None:
+                return result
         keyframes = self._keyframes_to_rematch(result, correspondences, camera)
         if keyframes is None:
             return result
@@ -309,13 +305,27 @@ class Localizer:
         rematched.guided = result.guided
         return rematched
 
+    def _search(self, features, undistorted: np.ndarray, camera: Camera, timings: dict):
+        """(result, correspondences) of the candidate search over the whole map; correspondences None
+        when there were too few to solve."""
+        started = time.perf_counter()
+        query_global = self.global_descriptor.describe(features.descriptors)
+        timings["global_descriptor"] = time.perf_counter() - started
+        correspondences = self.search.search(features.descriptors, query_global)
+        timings.update(correspondences.timings)
+        num_matches = len(correspondences.query_indices)
+        if num_matches < self.config.min_matches:
+            reason = f"too few matches ({num_matches} < {self.config.min_matches})"
+            return self._reject(reason, timings, len(features), num_matches), None
+        return self._solve(features, undistorted, correspondences, camera, timings), correspondences
+
     def _track(
         self, features, undistorted: np.ndarray, camera: Camera, prior: Rigid3, by_odometry: bool, timings: dict
     ):
-        """(result, correspondences) of guided matching around ``prior``, or None to run the candidate
-        search instead: too few matches, or a pose that verification rejected or that is weak (as the
-        fast profile's re-matching judges it). A wrong prior finds few consistent matches, so it
-        falls back rather than misleads."""
+        """(result, correspondences) of guided matching around ``prior`` when verification accepts its
+        pose, else None. A weak one (as the fast profile's re-matching judges it) gives way to the search
+        where that finds a strong pose. A wrong prior finds few consistent matches, so it falls back
+        rather than misleads."""
         correspondences = self.guided_matcher.match(
             undistorted, features.descriptors, camera.pinhole(), prior, by_odometry
         )
@@ -323,7 +333,7 @@ class Localizer:
         if len(correspondences) < self.config.min_matches:
             return None
         result = self._solve(features, undistorted, correspondences, camera, timings)
-        if not result.ok or self._weak(result, camera):
+        if not result.ok:
             return None
         result.guided = True
         return result, correspondences
