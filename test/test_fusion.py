@@ -75,6 +75,24 @@ def test_odometry_motion_lets_a_fix_move_the_estimate_further():
     assert 0.0 < moved[0.0] < moved[10.0] < 0.05
 
 
+def test_fixes_more_precise_than_their_covariance_says_are_weighed_by_their_scatter():
+    """A covariance 10x too large in sigma (the shared error an EKF is told about) would make the filter
+    trail odometry drift; it scales the fixes' covariance down to their scatter and follows the truth."""
+    rng = np.random.default_rng(2)
+    truths, fused = [], []
+    fusion = MapOdomFilter()
+    for index in range(80):
+        # map -> odom drifts 0.5 deg and 5 mm per step, as drifting odometry makes it
+        truth = Rigid3(yaw_rotation(0.5 * index), np.array([0.005 * index, 0.0, 0.0]))
+        odom = Rigid3(np.eye(3), np.array([0.3 * index, 0.0, 1.0]))
+        fix = apply_difference(rng.normal(0.0, FIX_SIGMA / 10), truth @ odom)
+        fused.append(fusion.update(index * 0.1, fix, FIX_COVARIANCE, odom).map_from_odom)
+        truths.append(truth)
+    assert fusion.noise_scale < 0.1
+    errors = [pose_error(f, t)[1] for f, t in zip(fused[40:], truths[40:])]
+    assert np.median(errors) < 0.1, "degrees behind the drifting truth (0.24 without the scaling)"
+
+
 def test_a_disabled_filter_passes_each_fix_through():
     fusion = MapOdomFilter({"enabled": False})
     fixes = [Rigid3(np.eye(3), np.array([x, 0.0, 0.0])) for x in (0.0, 0.1, -0.2)]

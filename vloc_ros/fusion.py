@@ -43,6 +43,12 @@ class FusionConfig:
     rotation_drift_per_second_deg: float = 0.05
     gate_nees: float = 22.46  # chi-square(6) at 0.999: what a consistent covariance almost never exceeds
     reset_after_rejections: int = 3
+    # The fixes' covariance is made for an EKF that takes one fix at a time, so it carries their
+    # shared error (map, calibration) as well; from one fix to the next only their scatter changes.
+    # The filter scales it down to that scatter: towards a normalised innovation of 6 (covariance
+    # matching), by (innovation / 6) ** noise_adaptation per fix, never below min_noise_scale nor above 1.
+    noise_adaptation: float = 0.25
+    min_noise_scale: float = 1e-3
 
 
 class FusionOutcome(str, Enum):
@@ -73,6 +79,7 @@ class MapOdomFilter:
         self._odom_from_camera: Rigid3 | None = None  # odometry at the last fix
         self._stamp = 0.0
         self._rejections = 0
+        self.noise_scale = 1.0  # of the fixes' covariance (``noise_adaptation``)
 
     def update(
         self, stamp: float, map_from_camera: Rigid3, camera_covariance: np.ndarray, odom_from_camera: Rigid3
@@ -81,7 +88,7 @@ class MapOdomFilter:
         when odometry put the camera at ``odom_from_camera``."""
         measured = map_from_camera @ odom_from_camera.inverse()
         lever_arm = measured.translation - map_from_camera.translation
-        noise = covariance_of_attached_frame(camera_covariance, lever_arm)
+        noise = self.noise_scale * covariance_of_attached_frame(camera_covariance, lever_arm)
         if self.map_from_odom is None or not self.config.enabled:
             return self._start(stamp, measured, noise, odom_from_camera)
         predicted = self.covariance + self._drift(stamp, odom_from_camera)
@@ -96,6 +103,11 @@ class MapOdomFilter:
             if self._rejections >= self.config.reset_after_rejections:
                 return self._start(stamp, measured, noise, odom_from_camera)
             return FusionUpdate(FusionOutcome.REJECTED, self.map_from_odom, self.covariance, nees)
+        config = self.config
+        ratio = max(nees, 1e-6) / 6.0
+        self.noise_scale = float(
+            np.clip(self.noise_scale * ratio**config.noise_adaptation, config.min_noise_scale, 1.0)
+        )
         gain = predicted @ np.linalg.inv(innovation_covariance)
         keep = np.eye(6) - gain
         self.map_from_odom = apply_difference(gain @ innovation, self.map_from_odom)
