@@ -5,7 +5,9 @@ texture, plus "movers": objects given in their own frame and placed per rendered
 moving occluder of the queries). Two layouts:
 
 - ``courtyard``: a square courtyard, ``size`` metres across, with walls, a floor, crates and
-  pillars; every surface has a unique texture.
+  pillars; every surface has its own texture, but its tiles are crops of the same few photographs
+  (``textures.py``), so parts of different walls look alike to a feature matcher: a map of only part
+  of the courtyard can give a confident wrong pose for a view of the unmapped part.
 - ``repeated``: the same layout made exactly four-fold symmetric about the vertical axis through
   the centre: identical facades on all four walls, identical crates and pillars at rotated
   places, a floor texture unchanged by a 90 degree turn. A view and the view turned by 90 degrees
