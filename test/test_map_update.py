@@ -103,7 +103,8 @@ def test_cli_update_with_known_poses_grows_the_map_as_a_full_build(
     for keyframe in grown.keyframes[before.num_keyframes :]:
         np.testing.assert_allclose(keyframe.world_from_camera.matrix, truth[int(keyframe.name[:6])].matrix, atol=1e-6)
     assert grown.num_keyframes >= 0.95 * full.num_keyframes
-    # Measured 93 % of the full build's points (keyframe keypoints outside the map's tracks cannot start one).
+    # Fewer points than a full build: keyframe keypoints outside the map's tracks cannot start one
+    # (docs/benchmarks.md).
     assert grown.num_points >= 0.9 * full.num_points, (grown.num_points, full.num_points)
     assert grown.num_points > 1.5 * before.num_points
     assert _localized(grown, sim_queries) >= _localized(full, sim_queries) - 1
@@ -123,8 +124,8 @@ def test_new_images_without_poses_register_in_the_map_frame(half_map_copy, half_
     _, truth = read_tum(sim_dataset / "map_poses.tum")
     errors = np.array([pose_error(k.world_from_camera, truth[int(k.name[:6])]) for k in grown.keyframes[HALF:]])
     print(f"new keyframes vs ground truth: median {np.median(errors, axis=0)}, max {errors.max(axis=0)} (m, deg)")
-    # Measured: median 1.4 cm / 0.26 deg, worst 3.3 cm / 0.67 deg at the last image, the furthest from the
-    # map's points: each registers on the points of the ones before, as incremental mapping drifts.
+    # The worst is the last image, the furthest from the map's points: each registers on the points of
+    # the ones before, as incremental mapping drifts (docs/benchmarks.md).
     assert np.all(np.median(errors, axis=0) < (0.02, 0.4)) and np.all(errors.max(axis=0) < (0.05, 1.0)), errors
 
 

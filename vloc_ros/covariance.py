@@ -4,9 +4,9 @@ The pose's own covariance (``vloc_ros.pose``: ``sigma^2 (J^T J)^-1`` of the inli
 residuals) treats every inlier as an independent measurement. On real data it is not: the map's
 points carry the errors of the poses they were triangulated from, a calibration that is slightly
 off moves every keypoint the same way, and the ground truth has errors of its own. The errors of
-consecutive frames are correlated (on the 7-Scenes replay, 0.7-0.97 from one frame to the next) and
-biased, so the Jacobian's covariance is orders of magnitude too small there (NEES in the
-thousands), while on the synthetic world it is about right. What is published is
+consecutive frames are correlated and biased, so the Jacobian's covariance is orders of magnitude
+too small on real data, while on the synthetic world it is about right (docs/decisions.md). What
+is published is
 
     scale * covariance / max(confidence, min_confidence) + diag(floor_position^2 x3, floor_rotation^2 x3)
 
@@ -48,11 +48,16 @@ class CovarianceConfig:
     min_confidence: float = 0.05  # a pose that barely passed verification: x 1 / this at most
 
 
+def floor_covariance(config: CovarianceConfig) -> np.ndarray:
+    """The 6x6 diagonal of the floors, added to every published covariance."""
+    return np.diag([config.floor_position**2] * 3 + [np.radians(config.floor_rotation_deg) ** 2] * 3)
+
+
 def published_covariance(covariance, confidence: float, config: CovarianceConfig | dict | None = None) -> np.ndarray:
     """The 6x6 covariance to publish for a pose estimate's ``covariance`` and verification ``confidence``."""
     config = from_dict(CovarianceConfig, config)
-    floor = np.diag([config.floor_position**2] * 3 + [np.radians(config.floor_rotation_deg) ** 2] * 3)
-    return config.scale * np.asarray(covariance, dtype=np.float64) / max(confidence, config.min_confidence) + floor
+    scaled = config.scale * np.asarray(covariance, dtype=np.float64) / max(confidence, config.min_confidence)
+    return scaled + floor_covariance(config)
 
 
 def nees(error: np.ndarray, covariance: np.ndarray) -> float:
@@ -97,8 +102,7 @@ def fit_covariance(errors, covariances, confidences, base: CovarianceConfig | No
 
     def loss(log_values) -> float:
         config = candidate(log_values)
-        floor = published_covariance(np.zeros((6, 6)), 1.0, config)
-        summary = nees_summary(batch_nees(errors, config.scale * unit + floor))
+        summary = nees_summary(batch_nees(errors, config.scale * unit + floor_covariance(config)))
         if not np.isfinite(summary["mean"]) or summary["mean"] <= 0:
             return np.inf
         return np.log(summary["mean"] / NEES_EXPECTED) ** 2 - 0.5 * summary["inside_band"]

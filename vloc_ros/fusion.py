@@ -28,6 +28,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from .config import from_dict
+from .covariance import NEES_EXPECTED, nees
 from .geometry import Rigid3, apply_difference, pose_difference
 from .publishing import covariance_of_attached_frame
 
@@ -94,17 +95,14 @@ class MapOdomFilter:
         predicted = self.covariance + self._drift(stamp, odom_from_camera)
         innovation = pose_difference(measured, self.map_from_odom)
         innovation_covariance = predicted + noise
-        try:
-            nees = float(innovation @ np.linalg.solve(innovation_covariance, innovation))
-        except np.linalg.LinAlgError:
-            nees = np.inf
-        if not nees <= self.config.gate_nees:
+        distance = nees(innovation, innovation_covariance)
+        if not distance <= self.config.gate_nees:
             self._rejections += 1
             if self._rejections >= self.config.reset_after_rejections:
                 return self._start(stamp, measured, noise, odom_from_camera)
-            return FusionUpdate(FusionOutcome.REJECTED, self.map_from_odom, self.covariance, nees)
+            return FusionUpdate(FusionOutcome.REJECTED, self.map_from_odom, self.covariance, distance)
         config = self.config
-        ratio = max(nees, 1e-6) / 6.0
+        ratio = max(distance, 1e-6) / NEES_EXPECTED
         self.noise_scale = float(
             np.clip(self.noise_scale * ratio**config.noise_adaptation, config.min_noise_scale, 1.0)
         )
@@ -113,7 +111,7 @@ class MapOdomFilter:
         self.map_from_odom = apply_difference(gain @ innovation, self.map_from_odom)
         self.covariance = keep @ predicted @ keep.T + gain @ noise @ gain.T
         self._odom_from_camera, self._stamp, self._rejections = odom_from_camera, stamp, 0
-        return FusionUpdate(FusionOutcome.FUSED, self.map_from_odom, self.covariance, nees)
+        return FusionUpdate(FusionOutcome.FUSED, self.map_from_odom, self.covariance, distance)
 
     def _start(self, stamp: float, measured: Rigid3, noise: np.ndarray, odom_from_camera: Rigid3) -> FusionUpdate:
         self.map_from_odom, self.covariance = measured, noise

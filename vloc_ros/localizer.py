@@ -324,8 +324,8 @@ class Localizer:
     ):
         """(result, correspondences) of guided matching around ``prior`` when verification accepts its
         pose, else None. A weak one (as the fast profile's re-matching judges it) gives way to the search
-        where that finds a strong pose. A wrong prior finds few consistent matches, so it falls back
-        rather than misleads."""
+        where that finds a pose (``_localize``). A wrong prior finds few consistent matches, so it falls
+        back rather than misleads."""
         correspondences = self.guided_matcher.match(
             undistorted, features.descriptors, camera.pinhole(), prior, by_odometry
         )

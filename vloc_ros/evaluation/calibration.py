@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from ..covariance import CovarianceConfig, fit_covariance, nees, nees_summary, published_covariance
+from ..covariance import CovarianceConfig, fit_covariance, floor_covariance, nees, nees_summary, published_covariance
 from ..geometry import pose_difference
 from .records import FrameRecord
 
@@ -18,7 +16,7 @@ def calibrate_covariance(records: list[FrameRecord], current: CovarianceConfig) 
     """
     scored = [r for r in records if r.localized and r.evaluated and r.covariance is not None]
     errors = [pose_difference(r.estimate, r.ground_truth) for r in scored]
-    floors = published_covariance(np.zeros((6, 6)), 1.0, current)
+    floors = floor_covariance(current)
     own = [(r.covariance - floors) / current.scale for r in scored]
     calibrated = fit_covariance(errors, own, [1.0] * len(own), current)
 

@@ -352,6 +352,8 @@ class LocalizerNodeMixin:
         # The latest map -> odom (publishing.Transform), broadcast at map_to_odom_rate_hz while active.
         self._map_to_odom: Transform | None = None
         self._map_to_odom_stamp_ns = 0
+        # The worker (a new fix) and the timer both broadcast: one at a time, so that stamps only grow.
+        self._map_to_odom_lock = threading.Lock()
 
         self._counters = Counters()
         self._latency = LatencyWindow()  # image received -> pose published
@@ -649,13 +651,14 @@ class LocalizerNodeMixin:
         transform = self._map_to_odom
         if transform is None or not self._active:
             return
-        now = self.get_clock().now().nanoseconds + int(self._transform_tolerance * 1e9)
-        stamp_ns = max(now, self._map_to_odom_stamp_ns + 1)
-        self._map_to_odom_stamp_ns = stamp_ns
-        stamp = Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
-        self._tf_broadcaster.sendTransform(
-            rigid_to_transform_stamped(transform.parent_from_child, transform.parent, transform.child, stamp)
-        )
+        with self._map_to_odom_lock:
+            now = self.get_clock().now().nanoseconds + int(self._transform_tolerance * 1e9)
+            stamp_ns = max(now, self._map_to_odom_stamp_ns + 1)
+            self._map_to_odom_stamp_ns = stamp_ns
+            stamp = Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+            self._tf_broadcaster.sendTransform(
+                rigid_to_transform_stamped(transform.parent_from_child, transform.parent, transform.child, stamp)
+            )
 
     def _lookup(self, parent: str, child: str, stamp) -> Rigid3 | None:
         """``parent_from_child`` at ``stamp``; waits up to tf_timeout_s when TF links the frames but not
