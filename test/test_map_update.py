@@ -163,7 +163,7 @@ def test_an_older_map_format_is_refused_with_the_rebuild_line(half_map_copy, sim
     )
     assert completed.returncode == 2 and "Traceback" not in completed.stderr
     assert (
-        "has map format version 1 (older); this vloc_ros reads version 2. Rebuild the map with `vloc build-map`."
+        "has map format version 1 (older); this vloc_ros reads versions 2, 3. Rebuild the map with `vloc build-map`."
         in (completed.stderr)
     )
     assert _fingerprint(half_map_copy) == before
@@ -184,6 +184,7 @@ def test_an_sfm_map_refuses_known_poses(sim_dataset, tmp_path):
     [
         ((), "give --output for a new map, or --update MAP"),
         (("--update", "nowhere", "--config", "build.yaml"), "--update builds with the map's own build config"),
+        (("--update", "nowhere", "--binarizer", "learned"), "--update builds with the map's own build config"),
         (("--update", "nowhere"), "no map at nowhere"),
     ],
 )

@@ -13,7 +13,15 @@ import pytest
 from vloc_ros.geometry import pose_error
 from vloc_ros.hashing import file_sha256
 from vloc_ros.localizer import Localizer
-from vloc_ros.mapping.map_format import LOCAL_INDEX_STATES, STATE_SPECS, MapError, load_map
+from vloc_ros.components import BINARIZER_TYPES, GLOBAL_DESCRIPTOR_TYPES
+from vloc_ros.mapping.map_format import (
+    BINARIZER_STATES,
+    GLOBAL_DESCRIPTOR_STATES,
+    LOCAL_INDEX_STATES,
+    MapError,
+    load_map,
+    state_specs,
+)
 from vloc_ros.mapping.sources import load_intrinsics, read_image_rgb
 from vloc_ros.retrieval import VladDescriptor
 from vloc_ros.search import LOCAL_INDEX_TYPES, Binarizer, FaissBinaryIndex
@@ -268,7 +276,7 @@ def test_damaged_component_is_refused_by_the_localizer(map_copy, damage, message
 
 def test_valid_map_loads_and_localizes(sim_map, sim_dataset, map_copy):
     localization_map = load_map(sim_map)
-    for component, spec in {**STATE_SPECS, "local_index": LOCAL_INDEX_STATES["random_trees"]}.items():
+    for component, spec in state_specs(localization_map.manifest).items():
         assert set(localization_map.states[component]) == set(spec)
     localizer = Localizer(localization_map)
     camera = load_intrinsics(sim_dataset / "camera.yaml")
@@ -292,12 +300,16 @@ def assert_state_matches(state: dict, spec: dict) -> None:
 
 
 def test_declared_states_are_what_the_components_store():
-    """map_format declares the local index names and every component's state without importing them."""
+    """map_format declares the component kinds and every kind's state without importing them (the learned
+    kinds' states: test_learned_map.py)."""
     assert set(LOCAL_INDEX_TYPES) == set(LOCAL_INDEX_STATES)
+    assert set(BINARIZER_TYPES) == set(BINARIZER_STATES)
+    assert set(GLOBAL_DESCRIPTOR_TYPES) == set(GLOBAL_DESCRIPTOR_STATES)
     rng = np.random.default_rng(0)
     codes, labels = rng.integers(0, 256, (400, 8), dtype=np.uint8), np.arange(400) % 100
     for name, index_type in LOCAL_INDEX_TYPES.items():
         assert_state_matches(index_type.build(codes, labels).state(), LOCAL_INDEX_STATES[name])
     descriptors = rng.standard_normal((500, 64)).astype(np.float32)
-    assert_state_matches(Binarizer.fit(descriptors, 64).state(), STATE_SPECS["binarizer"])
-    assert_state_matches(VladDescriptor(descriptors[:8]).state(), STATE_SPECS["global_descriptor"])
+    for method in ("pca", "itq"):
+        assert_state_matches(Binarizer.fit(descriptors, 64, method).state(), BINARIZER_STATES[method])
+    assert_state_matches(VladDescriptor(descriptors[:8]).state(), GLOBAL_DESCRIPTOR_STATES["vlad"])

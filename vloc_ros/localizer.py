@@ -18,16 +18,17 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from .components import BINARIZER_TYPES, GLOBAL_DESCRIPTOR_TYPES
 from .config import from_dict
 from .covariance import CovarianceConfig, published_covariance
 from .features import create_extractor, create_matcher
 from .geometry import Camera, Rigid3, rotation_error_deg
 from .mapping.map_format import REBUILD, LocalizationMap, MapError, MapManifest
 from .pose import PoseConfig, estimate_pose
-from .retrieval import VladDescriptor
-from .search import LOCAL_INDEX_TYPES, Binarizer, CandidateSearch, Correspondences, GlobalIndex, SearchConfig
+from .search import LOCAL_INDEX_TYPES, CandidateSearch, Correspondences, GlobalIndex, SearchConfig
 from .search.guided import GuidedConfig, GuidedMatcher
 from .search.keyframe_matching import KeyframeMatcher
+from .search.rerank import KeyframeReranker
 from .verification import (
     Evidence,
     VerificationConfig,
@@ -212,22 +213,30 @@ class Localizer:
             self.config.pose, ransac_max_error_px=rematch.ransac_max_error_px[self.extractor.name]
         )
         states = localization_map.states
-        self.global_descriptor = _restore(states, "global_descriptor", VladDescriptor.from_state)
+        self.global_descriptor = _restore(
+            states, "global_descriptor", GLOBAL_DESCRIPTOR_TYPES[manifest.global_descriptor.name].from_state
+        )
         point_index = _restore(states, "local_index", LOCAL_INDEX_TYPES[manifest.local_index["type"]].from_state)
-        binarizer = _restore(states, "binarizer", Binarizer.from_state)
+        binarizer = _restore(states, "binarizer", BINARIZER_TYPES[manifest.binarizer.method].from_state)
         if point_index.num_bits != binarizer.num_bits:
             raise MapError(
                 f"map state/local_index indexes {point_index.num_bits}-bit codes but state/binarizer "
                 f"makes {binarizer.num_bits}-bit codes; {REBUILD}"
             )
         arrays = localization_map.arrays
+        keyframe_points = (arrays["keyframe_points_offsets"], arrays["keyframe_points"])
         self.search = CandidateSearch(
             self.config.search,
             point_descriptors=arrays["point_descriptors"],
             point_index=point_index,
             binarizer=binarizer,
             global_index=GlobalIndex(arrays["keyframe_global_descriptors"]),
-            keyframe_points=(arrays["keyframe_points_offsets"], arrays["keyframe_points"]),
+            keyframe_points=keyframe_points,
+            reranker=(
+                KeyframeReranker(arrays["point_descriptors"], keyframe_points)
+                if self.config.search.rerank_shortlist > self.config.search.global_top_k
+                else None
+            ),
         )
         self.guided_matcher = GuidedMatcher(
             arrays, [keyframe.world_from_camera for keyframe in localization_map.keyframes], self.config.guided

@@ -32,15 +32,11 @@ class GlobalDescriptor(Protocol):
         """The descriptor that ``state()`` was taken from."""
 
 
-class VladDescriptor:
-    name = "vlad"
+class VocabularyDescriptor:
+    """A global descriptor aggregating local descriptors over a vocabulary of ``centroids`` (V, D):
+    one residual block of D per visual word."""
 
-    def __init__(self, centroids: np.ndarray):
-        centroids = np.asarray(centroids, dtype=np.float32)
-        if centroids.ndim != 2 or len(centroids) == 0:
-            raise ValueError(f"centroids must be (K, D) with K > 0, got shape {centroids.shape}")
-        self.centroids = np.ascontiguousarray(centroids)
-        self._centroid_sq_norms = torch.from_numpy(np.square(self.centroids).sum(axis=1))
+    centroids: np.ndarray
 
     @property
     def num_clusters(self) -> int:
@@ -49,6 +45,33 @@ class VladDescriptor:
     @property
     def dim(self) -> int:
         return self.centroids.size
+
+    @torch.inference_mode()
+    def describe(self, descriptors: np.ndarray) -> np.ndarray:
+        """Local descriptors (N, D) of one image -> (dim,) float32, L2-normalised (all zeros for N = 0)."""
+        descriptors = np.asarray(descriptors, dtype=np.float32)
+        if descriptors.ndim != 2 or descriptors.shape[1] != self.centroids.shape[1]:
+            raise ValueError(f"descriptors must be (N, {self.centroids.shape[1]}), got shape {descriptors.shape}")
+        if len(descriptors) == 0:
+            return np.zeros(self.dim, np.float32)
+        # torch rather than numpy: its thread count is the one the pipeline sets; numpy's OpenBLAS pool
+        # runs 10-100x slower when the cores are shared.
+        return self._aggregate(torch.from_numpy(np.ascontiguousarray(descriptors))).numpy()
+
+    def _aggregate(self, local: torch.Tensor) -> torch.Tensor:
+        """(N, D) local descriptors, N > 0 -> the (dim,) descriptor."""
+        raise NotImplementedError
+
+
+class VladDescriptor(VocabularyDescriptor):
+    name = "vlad"
+
+    def __init__(self, centroids: np.ndarray):
+        centroids = np.asarray(centroids, dtype=np.float32)
+        if centroids.ndim != 2 or len(centroids) == 0:
+            raise ValueError(f"centroids must be (K, D) with K > 0, got shape {centroids.shape}")
+        self.centroids = np.ascontiguousarray(centroids)
+        self._centroid_sq_norms = torch.from_numpy(np.square(self.centroids).sum(axis=1))
 
     @classmethod
     def fit(
@@ -82,15 +105,7 @@ class VladDescriptor:
         kmeans.train(np.ascontiguousarray(descriptors))
         return cls(kmeans.centroids)
 
-    def describe(self, descriptors: np.ndarray) -> np.ndarray:
-        descriptors = np.asarray(descriptors, dtype=np.float32)
-        if descriptors.ndim != 2 or descriptors.shape[1] != self.centroids.shape[1]:
-            raise ValueError(f"descriptors must be (N, {self.centroids.shape[1]}), got shape {descriptors.shape}")
-        if len(descriptors) == 0:
-            return np.zeros(self.dim, np.float32)
-        # torch rather than numpy: its thread count is the one the pipeline sets; numpy's OpenBLAS pool
-        # runs 10-100x slower when the cores are shared.
-        local = torch.from_numpy(np.ascontiguousarray(descriptors))
+    def _aggregate(self, local: torch.Tensor) -> torch.Tensor:
         centroids = torch.from_numpy(self.centroids)
         clusters = torch.argmin(self._centroid_sq_norms[None, :] - 2.0 * local @ centroids.T, dim=1)
         # Sum of residuals per cluster: sum(x) - count * centroid.
@@ -99,7 +114,7 @@ class VladDescriptor:
         # Intra-normalisation: each visual word votes equally, so bursty repeated textures cannot dominate.
         vlad = F.normalize(vlad, dim=1).flatten()  # empty clusters stay zero
         vlad = torch.sign(vlad) * torch.sqrt(torch.abs(vlad))
-        return F.normalize(vlad, dim=0).numpy()
+        return F.normalize(vlad, dim=0)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"centroids": self.centroids.copy()}

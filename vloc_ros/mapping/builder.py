@@ -13,6 +13,7 @@ import json
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +28,10 @@ from ..config import from_dict, to_dict
 from ..features import Features, create_extractor
 from ..features.matching import create_matcher
 from ..geometry import Camera
-from ..retrieval import VladDescriptor
+from ..learning import TrainingProgress
+from ..learning.global_head import GlobalHeadConfig, covisibility, train_global_descriptor
+from ..learning.local_head import LearnedBinarizer, LocalHeadConfig, train_local_head
+from ..retrieval import GlobalDescriptor, VladDescriptor
 from ..search import LOCAL_INDEX_TYPES, Binarizer
 from . import pairs as pair_selection
 from .map_format import (
@@ -61,6 +65,9 @@ class PairsConfig:
 
 @dataclass(frozen=True)
 class GlobalDescriptorConfig:
+    # "vlad": VLAD over a k-means vocabulary of the map's descriptors, training-free; "netvlad": that
+    # vocabulary as the start of a NetVLAD layer trained with SARE on the map's co-visibility
+    # (``learning.global_head``).
     name: str = "vlad"
     num_clusters: int = 32
     seed: int = 0
@@ -68,7 +75,9 @@ class GlobalDescriptorConfig:
 
 @dataclass(frozen=True)
 class BinarizerConfig:
-    method: str = "pca"  # best random-tree recall (bench_search)
+    # "pca", "itq", "sign" (``search.binary``) or "learned": codes trained on the map's tracks
+    # (``learning.local_head``).
+    method: str = "pca"
     num_bits: int = 64
     seed: int = 0
 
@@ -102,7 +111,8 @@ class BuildConfig:
 # ``build_map``'s progress callback: (stage, done, total) with stage one of PROGRESS_STAGES; total is
 # None while unknown (frames from a generator, e.g. a bag, during feature extraction).
 ProgressCallback = Callable[[str, int, Union[int, None]], None]
-PROGRESS_STAGES = ("extract features", "match pairs", "register images")
+PROGRESS_STAGES = ("extract features", "match pairs", "register images", "learn descriptors")
+LEARNING_STAGE = PROGRESS_STAGES[3]
 
 
 class Progress:
@@ -364,7 +374,13 @@ def build_map(
             )
         timings["reconstruction"] = time.perf_counter() - started
 
-        started = time.perf_counter()
+        if config.global_descriptor.name == "netvlad":
+            started = time.perf_counter()
+            global_descriptor = learn_global_descriptor(reconstruction, features, global_descriptor, config, progress)
+            global_descriptors = np.stack([global_descriptor.describe(f.descriptors) for f in features])
+            timings["learning"] = time.perf_counter() - started
+
+        started, learned_before = time.perf_counter(), timings.get("learning", 0.0)
         metric = all(f.world_from_camera is not None for f in frames)
         localization_map = assemble(
             reconstruction,
@@ -377,13 +393,16 @@ def build_map(
             config,
             units="m" if metric else "arbitrary",
             images_given=images_given,
+            timings=timings,
+            progress=progress,
             build=BuildInfo(
                 config=to_dict(config),
                 source=source_description,
                 mode="triangulation from known poses" if metric else "incremental mapping",
             ),
         )
-        timings["indexes"] = time.perf_counter() - started
+        # Stages are disjoint: the learned codes' training (within assemble) counts as learning.
+        timings["indexes"] = time.perf_counter() - started - (timings.get("learning", 0.0) - learned_before)
         write_map(localization_map, reconstruction, work, output, overwrite, timings, cache_dir)
     return BuildSummary.of(localization_map, extraction, registered)
 
@@ -401,6 +420,44 @@ def match_pairs(
                 matches[(i, j)] = pair_matches
             bar.update()
     return matches
+
+
+def learn_global_descriptor(
+    reconstruction, features: list[Features], vlad: VladDescriptor, config: BuildConfig, progress
+) -> GlobalDescriptor:
+    """A NetVLAD layer started from ``vlad``'s vocabulary and trained on the co-visibility of the images
+    ``reconstruction`` registered (image id = index in ``features`` + 1), on all their keypoints."""
+    registered = sorted(reconstruction.reg_image_ids())
+    points_seen = [
+        sorted({p.point3D_id for p in reconstruction.images[i].points2D if p.has_point3D()}) for i in registered
+    ]
+    offsets = np.cumsum([0] + [len(seen) for seen in points_seen])
+    seen = np.concatenate([np.asarray(s, np.int64) for s in points_seen])
+    with learning_errors():
+        return train_global_descriptor(
+            [features[i - 1].descriptors for i in registered],
+            covisibility(offsets, seen, len(registered)),
+            vlad,
+            GlobalHeadConfig(seed=config.global_descriptor.seed),
+            progress=training_progress(progress),
+        )
+
+
+def training_progress(progress: bool | ProgressCallback) -> TrainingProgress:
+    """A trainer's progress reporting to ``build_map``'s: a bar, nothing, or the callback's learning stage."""
+    if callable(progress):
+        return lambda done, total: progress(LEARNING_STAGE, done, total)
+    return progress
+
+
+@contextmanager
+def learning_errors():
+    """A map whose tracks cannot train a learned component (too few points seen twice, say) is the
+    build's error, not a crash."""
+    try:
+        yield
+    except ValueError as error:
+        raise BuildError(f"cannot train the learned descriptors on this map: {error}") from None
 
 
 def register_images(
@@ -459,6 +516,23 @@ def skipped_note(skipped: dict) -> str:
     return f"; skipped: {', '.join(f'{n} ({r})' for n, r in skipped.items())}" if skipped else ""
 
 
+def fit_binarizer(tracks, config: BinarizerConfig, timings: dict[str, float], progress) -> Binarizer | LearnedBinarizer:
+    """The binarizer ``config`` names, fitted (or trained) on every observation of the map's points."""
+    if config.method != "learned":
+        return Binarizer.fit(tracks.observation_descriptors, config.num_bits, config.method, config.seed)
+    started = time.perf_counter()
+    with learning_errors():
+        binarizer = train_local_head(
+            tracks.observation_descriptors,
+            tracks.observation_point,
+            tracks.observation_keyframe,
+            LocalHeadConfig(num_bits=config.num_bits, seed=config.seed),
+            progress=training_progress(progress),
+        )
+    timings["learning"] = timings.get("learning", 0.0) + time.perf_counter() - started
+    return binarizer
+
+
 @dataclass
 class MapImage:
     """What the map keeps of one image of a reconstruction."""
@@ -472,23 +546,26 @@ class MapImage:
 def assemble(
     reconstruction,
     images: dict[int, MapImage],
-    global_descriptor: VladDescriptor,
+    global_descriptor: GlobalDescriptor,
     extractor,
     config: BuildConfig,
     *,
     units: str,
     images_given: int,
     build: BuildInfo,
+    timings: dict[str, float],
+    progress: bool | ProgressCallback = False,
 ) -> LocalizationMap:
     """The map of the images ``reconstruction`` registered (``images`` by COLMAP image id): keyframes in
-    image id order, points, observations, and the binarizer and local index learned on them."""
+    image id order, points, observations, and the binarizer and local index learned on them. Training
+    learned codes adds its seconds to ``timings["learning"]``."""
     registered = sorted(reconstruction.reg_image_ids())
     keyframe_of_image_id = {image_id: k for k, image_id in enumerate(registered)}
     tracks = collect_tracks(reconstruction, {i: images[i].features for i in registered}, keyframe_of_image_id)
     if tracks.num_points == 0:
         raise BuildError("the reconstruction has no 3D points")
 
-    binarizer = Binarizer.fit(tracks.observation_descriptors, **to_dict(config.binarizer))
+    binarizer = fit_binarizer(tracks, config.binarizer, timings, progress)
     representative = medoid_descriptors(tracks)
     index_options = dict(config.local_index)
     index_type = LOCAL_INDEX_TYPES[index_options.pop("type")]
@@ -519,9 +596,17 @@ def assemble(
             config=extractor.config,
         ),
         global_descriptor=GlobalDescriptorEntry(
-            dim=int(arrays["keyframe_global_descriptors"].shape[1]), **to_dict(config.global_descriptor)
+            name=global_descriptor.name,
+            dim=int(arrays["keyframe_global_descriptors"].shape[1]),
+            num_clusters=config.global_descriptor.num_clusters,
+            seed=config.global_descriptor.seed,
         ),
-        binarizer=BinarizerEntry(**to_dict(config.binarizer), code_bytes=int(arrays["point_codes"].shape[1])),
+        binarizer=BinarizerEntry(
+            method=binarizer.method,
+            num_bits=binarizer.num_bits,
+            seed=config.binarizer.seed,
+            code_bytes=int(arrays["point_codes"].shape[1]),
+        ),
         local_index=config.local_index,
         counts=MapCounts(
             keyframes=len(keyframes),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -86,6 +87,20 @@ def register(subparsers) -> None:
         help="with poses: or least rotation since the last keyframe, degrees (default: %(default)s)",
     )
     parser.add_argument("--config", type=Path, help="YAML overriding the build config (extractor, matcher, pairs, ...)")
+    learned = parser.add_argument_group(
+        "learned descriptors", "trained on the map's own structure from motion during the build (docs/decisions.md)"
+    )
+    learned.add_argument(
+        "--binarizer",
+        choices=("pca", "itq", "sign", "learned"),
+        help="binary codes of the local branch: learned = co-trained real + binary head (default: the build config's)",
+    )
+    learned.add_argument(
+        "--global-descriptor",
+        choices=("vlad", "netvlad"),
+        help="keyframe retrieval: netvlad = VLAD's vocabulary trained with SARE on the map's co-visibility "
+        "(default: the build config's)",
+    )
     parser.add_argument(
         "--cache", type=Path, help="feature cache directory (default: OUTPUT.cache; lets a killed build resume)"
     )
@@ -97,8 +112,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.output is None and args.update is None:
         raise UsageError("give --output for a new map, or --update MAP to add the images to MAP")
-    if args.update and args.config:
-        raise UsageError("--update builds with the map's own build config; --config is for new maps")
+    if args.update and (args.config or args.binarizer or args.global_descriptor):
+        raise UsageError(
+            "--update builds with the map's own build config; --config, --binarizer and --global-descriptor "
+            "are for new maps"
+        )
     config = None
     if args.config:
         config = yaml.safe_load(args.config.read_text()) or {}
@@ -108,6 +126,12 @@ def run(args: argparse.Namespace) -> int:
             config = from_dict(BuildConfig, config)  # a misspelt key is the user's to fix, before any work
         except ValueError as error:
             raise UsageError(f"{args.config}: {error}") from None
+    if args.binarizer or args.global_descriptor:
+        config = from_dict(BuildConfig, config)
+        if args.binarizer:
+            config = replace(config, binarizer=replace(config.binarizer, method=args.binarizer))
+        if args.global_descriptor:
+            config = replace(config, global_descriptor=replace(config.global_descriptor, name=args.global_descriptor))
     if args.every_nth < 1:
         raise UsageError("--every-nth must be at least 1")
     for flag in ("min_interval_s", "min_translation_m", "min_rotation_deg"):

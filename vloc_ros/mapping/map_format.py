@@ -1,22 +1,24 @@
 """The localization map artifact: a directory of ``.npy`` arrays, a COLMAP model and a manifest.
 
-Layout (format version 2, documented in docs/map_format.md)::
+Layout (format version 3, documented in docs/map_format.md)::
 
     MAP/
       manifest.json        format, version, extractor, descriptor dims, counts, units, build info,
                            sha256 of every other file
       keyframes.json       per keyframe: image name, camera, world_from_camera
       arrays/NAME.npy      per-point and per-keyframe arrays (ARRAY_SPECS)
-      state/COMPONENT/KEY.npy   learned components (binarizer, local index, global descriptor)
+      state/COMPONENT/KEY.npy   learned components (binarizer, local index, global descriptor), each
+                           of the kind the manifest names (binarizer.method, global_descriptor.name,
+                           local_index.type)
       sparse/              the COLMAP model the map was built from
 
 Writing goes to a sibling temp directory that is renamed into place, so a map directory is
 either complete or absent. Loading checks the format version, reads the manifest into a
 ``MapManifest`` (its dataclasses are the manifest's schema) and checks every checksum before numpy
 reads anything, reads only the files the manifest lists, then checks the arrays (ARRAY_SPECS), the
-learned components' states (STATE_SPECS, LOCAL_INDEX_STATES) and that the manifest describes those
-arrays: a damaged map is a ``MapError`` with a message a user can act on, never an error inside the
-localizer.
+learned components' states (BINARIZER_STATES, GLOBAL_DESCRIPTOR_STATES, LOCAL_INDEX_STATES) and that
+the manifest describes those arrays: a damaged map is a ``MapError`` with a message a user can act
+on, never an error inside the localizer.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ from ..geometry import Camera, Rigid3
 from ..hashing import file_sha256
 
 FORMAT_NAME = "vloc_ros-map"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# Version 3 adds learned codes and a learned global descriptor (binarizer.method "learned",
+# global_descriptor.name "netvlad"). A version 2 map is a version 3 map with neither, so it still loads.
+READABLE_FORMAT_VERSIONS = (2, 3)
 
 # name -> (dtype, shape with symbolic sizes). P points, K keyframes, D descriptor dim,
 # C code bytes, G global descriptor dim, PK/KP lengths of the CSR value arrays, M observations.
@@ -57,12 +62,33 @@ ARRAY_SPECS = {
     "observation_points": ("int32", ("M",)),
 }
 
-# component -> key -> (dtype kind, shape): the state arrays that the component's from_state reads.
-# Shape symbols as in ARRAY_SPECS, plus B code bits (8 C); other symbols are the component's own
-# (V visual words, N nodes, T trees, L leaves, S leaf size, F serialized bytes).
-STATE_SPECS = {
-    "binarizer": {"mean": ("f", ("D",)), "rotation": ("f", ("D", "B")), "method": ("U", ())},
-    "global_descriptor": {"centroids": ("f", ("V", "D"))},
+# kind -> key -> (dtype kind, shape): the state arrays that the component's from_state reads, by the
+# kind the manifest names. Shape symbols as in ARRAY_SPECS, plus B code bits (8 C); other symbols are
+# the component's own (V visual words, N nodes, T trees, L leaves, S leaf size, F serialized bytes,
+# R real descriptor dim, E flip-model bins).
+_LINEAR_BINARIZER = {"mean": ("f", ("D",)), "rotation": ("f", ("D", "B")), "method": ("U", ())}
+BINARIZER_STATES = {
+    "pca": _LINEAR_BINARIZER,
+    "itq": _LINEAR_BINARIZER,
+    "sign": _LINEAR_BINARIZER,
+    "learned": {
+        "method": ("U", ()),
+        "mean": ("f", ("D",)),
+        "binary_weights": ("f", ("D", "B")),
+        "binary_bias": ("f", ("B",)),
+        "real_weights": ("f", ("D", "R")),
+        "real_bias": ("f", ("R",)),
+        "flip_bin_width": ("f", ("B",)),
+        "flip_probability": ("f", ("B", "E")),
+    },
+}
+GLOBAL_DESCRIPTOR_STATES = {
+    "vlad": {"centroids": ("f", ("V", "D"))},
+    "netvlad": {
+        "centroids": ("f", ("V", "D")),
+        "assignment_weight": ("f", ("V", "D")),
+        "assignment_bias": ("f", ("V",)),
+    },
 }
 # The local index types a map may name (manifest local_index.type) and the state of each.
 # search.LOCAL_INDEX_TYPES maps the same names to classes; the names live here so that loading a
@@ -291,6 +317,15 @@ def manifest_from_json(data, source: str) -> MapManifest:
     if "type" not in manifest.local_index:
         raise MapError(f"{source} lacks local_index.type; {REBUILD}")
     _check_value(manifest.local_index["type"], tuple(LOCAL_INDEX_STATES), source, "local_index.type")
+    _check_value(manifest.binarizer.method, tuple(BINARIZER_STATES), source, "binarizer.method")
+    _check_value(manifest.global_descriptor.name, tuple(GLOBAL_DESCRIPTOR_STATES), source, "global_descriptor.name")
+    if manifest.format_version < 3 and (
+        manifest.binarizer.method == "learned" or manifest.global_descriptor.name != "vlad"
+    ):
+        raise MapError(
+            f"{source} names learned components, which map format version {manifest.format_version} "
+            f"does not have; {REBUILD}"
+        )
     return manifest
 
 
@@ -338,11 +373,11 @@ def validate_arrays(arrays: dict[str, np.ndarray], num_keyframes: int) -> dict[s
     return sizes
 
 
-def validate_states(states: dict[str, dict[str, np.ndarray]], local_index_type: str, sizes: dict[str, int]) -> None:
+def validate_states(states: dict[str, dict[str, np.ndarray]], manifest: MapManifest, sizes: dict[str, int]) -> None:
     """Check that the components the localizer restores hold the arrays their from_state reads, with
-    STATE_SPECS' (LOCAL_INDEX_STATES') dtype kinds and shapes; ``sizes`` as validate_arrays returns.
-    Raise MapError naming the first problem."""
-    for component, spec in _state_specs(local_index_type).items():
+    the dtype kinds and shapes of the kinds the manifest names (``state_specs``); ``sizes`` as
+    validate_arrays returns. Raise MapError naming the first problem."""
+    for component, spec in state_specs(manifest).items():
         component_sizes = {**sizes, "B": 8 * sizes["C"]}
         for key, (kind, shape) in spec.items():
             label = f"state/{component}/{key}.npy"
@@ -383,7 +418,7 @@ def _validate_contents(
     sizes = validate_arrays(arrays, num_keyframes)
     if sizes["P"] == 0:
         raise MapError("it has no 3D points")
-    validate_states(states, manifest.local_index["type"], sizes)
+    validate_states(states, manifest, sizes)
     _check_manifest_describes_arrays(manifest, sizes)
 
 
@@ -419,7 +454,7 @@ def save_map(localization_map: LocalizationMap, out_dir, overwrite: bool = False
 
 
 def read_manifest(map_dir) -> MapManifest:
-    """The manifest of the map at ``map_dir``; MapError unless it is one of this format version."""
+    """The manifest of the map at ``map_dir``; MapError unless it is of a format version this reads."""
     map_dir = Path(map_dir)
     manifest_path = map_dir / "manifest.json"
     if not map_dir.is_dir():
@@ -437,17 +472,23 @@ def read_manifest(map_dir) -> MapManifest:
             else f"{manifest_path} is not a JSON object"
         )
     version = manifest.get("format_version")
-    if type(version) is not int or version != FORMAT_VERSION:
-        age = "older" if type(version) is int and version < FORMAT_VERSION else "newer or unknown"
+    if type(version) is not int or version not in READABLE_FORMAT_VERSIONS:
+        age = "older" if type(version) is int and version < min(READABLE_FORMAT_VERSIONS) else "newer or unknown"
+        readable = ", ".join(map(str, READABLE_FORMAT_VERSIONS))
         raise MapError(
-            f"{map_dir} has map format version {version} ({age}); this vloc_ros reads version "
-            f"{FORMAT_VERSION}. Rebuild the map with `vloc build-map`."
+            f"{map_dir} has map format version {version} ({age}); this vloc_ros reads versions "
+            f"{readable}. Rebuild the map with `vloc build-map`."
         )
     return manifest_from_json(manifest, str(manifest_path))
 
 
-def _state_specs(local_index_type: str) -> dict[str, dict[str, tuple]]:
-    return {**STATE_SPECS, "local_index": LOCAL_INDEX_STATES[local_index_type]}
+def state_specs(manifest: MapManifest) -> dict[str, dict[str, tuple]]:
+    """component -> the state spec of the kind ``manifest`` names for it."""
+    return {
+        "binarizer": BINARIZER_STATES[manifest.binarizer.method],
+        "global_descriptor": GLOBAL_DESCRIPTOR_STATES[manifest.global_descriptor.name],
+        "local_index": LOCAL_INDEX_STATES[manifest.local_index["type"]],
+    }
 
 
 def _read_keyframes(map_dir: Path) -> list[Keyframe]:
@@ -488,11 +529,7 @@ def load_map(map_dir, verify_checksums: bool = True) -> LocalizationMap:
     required = [
         "keyframes.json",
         *(f"arrays/{name}.npy" for name in ARRAY_SPECS),
-        *(
-            f"state/{component}/{key}.npy"
-            for component, spec in _state_specs(manifest.local_index["type"]).items()
-            for key in spec
-        ),
+        *(f"state/{component}/{key}.npy" for component, spec in state_specs(manifest).items() for key in spec),
     ]
     unlisted = [relative for relative in required if relative not in files]
     if unlisted:

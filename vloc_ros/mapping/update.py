@@ -25,7 +25,7 @@ from scipy.spatial import cKDTree
 from ..config import from_dict, to_dict
 from ..features import Features, create_extractor
 from ..features.matching import create_matcher
-from ..retrieval import VladDescriptor
+from ..components import GLOBAL_DESCRIPTOR_TYPES
 from . import pairs as pair_selection
 from .builder import (
     BuildConfig,
@@ -120,7 +120,11 @@ def update_map(
 
     started = time.perf_counter()
     keyframes = _map_keyframes(old)
-    global_descriptor = VladDescriptor.from_state(old.states["global_descriptor"])
+    # The global descriptor stays the map's (a learned one is not retrained: the map keeps only its
+    # keyframes' observed keypoints, not all the keypoints it was trained on).
+    global_descriptor = GLOBAL_DESCRIPTOR_TYPES[old.manifest.global_descriptor.name].from_state(
+        old.states["global_descriptor"]
+    )
     new_descriptors = np.stack([global_descriptor.describe(f.descriptors) for f in features]).astype(np.float32)
     cameras, camera_ids = assign_camera_ids(
         [frame.camera for frame in frames], {k.colmap.camera_id: k.kept.camera for k in keyframes}
@@ -202,8 +206,11 @@ def update_map(
                 source=f"{old.manifest.build.source}; updated with {source_description}",
                 mode=f"{old.manifest.build.mode}; updated by {mode}",
             ),
+            timings=timings,
+            progress=progress,
         )
-        timings["indexes"] = time.perf_counter() - started
+        # Stages are disjoint: retraining learned codes (within assemble) counts as learning.
+        timings["indexes"] = time.perf_counter() - started - timings.get("learning", 0.0)
         write_map(localization_map, reconstruction, work, output, in_place or overwrite, timings, cache_dir)
     return BuildSummary.of(localization_map, extraction, len(added), previous=old.manifest.counts)
 

@@ -99,7 +99,7 @@ from vloc_ros.mapping.map_format import MapError, load_map
 from vloc_ros import msgs
 from vloc_ros.msgs import InvalidMessage
 from vloc_ros.publishing import PUBLISH_TF_MODES, TF_UNLINKED, Publication, Transform, publication
-from vloc_ros.search import SearchMode
+from vloc_ros.search import SearchConfig, SearchMode
 from vloc_ros.tracking import Tracker, TrackingState
 from vloc_ros.verification import CALIBRATION_MISMATCH
 
@@ -137,6 +137,7 @@ LOCALIZER_CONFIG_PARAMETERS = {
     "backend": "inference.backend",
     "max_keypoints": "inference.max_keypoints",
     "search_mode": "search.mode",
+    "rerank_shortlist": "search.rerank_shortlist",
     "min_inliers": "min_inliers",
     "ransac_max_error_px": "pose.ransac_max_error_px",
     **{name: f"covariance.{field}" for field, name in COVARIANCE_PARAMETERS.items()},
@@ -194,6 +195,13 @@ PARAMETERS = CAMERA_PARAMETERS + (
         "Correspondence search: local and global descriptors in parallel, "
         "or one of them alone. Applied at the next map load.",
         choices=SEARCH_MODES,
+    ),
+    ParameterSpec(
+        "rerank_shortlist",
+        SearchConfig().rerank_shortlist,
+        "Keyframes the global descriptor shortlists for re-ranking by rare local matches, of which the search "
+        "keeps its 5 (0: no re-ranking). Applied at the next map load.",
+        value_range=(0, 100),
     ),
     ParameterSpec(
         "min_inliers",

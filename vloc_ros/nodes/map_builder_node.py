@@ -125,12 +125,26 @@ PARAMETERS = CAMERA_PARAMETERS + (
         "extractor", "xfeat", "Local features of the map (the localizer uses the map's).", choices=("xfeat", "aliked")
     ),
     ParameterSpec("max_keypoints", 2048, "Keypoints per keyframe.", value_range=(64, 16384)),
+    ParameterSpec(
+        "binarizer",
+        BuildConfig().binarizer.method,
+        "Binary codes of the localizer's local branch: pca, or learned (trained on the map's tracks).",
+        choices=("pca", "itq", "sign", "learned"),
+    ),
+    ParameterSpec(
+        "global_descriptor",
+        BuildConfig().global_descriptor.name,
+        "Keyframe retrieval: vlad, or netvlad (trained with SARE on the map's co-visibility).",
+        choices=("vlad", "netvlad"),
+    ),
 )
 
 # Parameters that set BuildConfig fields (dotted paths), read when ~/build starts.
 BUILD_CONFIG_PARAMETERS = {
     "extractor": "extractor.name",
     "max_keypoints": "extractor.max_keypoints",
+    "binarizer": "binarizer.method",
+    "global_descriptor": "global_descriptor.name",
     "map_frame": "map_frame",
 }
 

@@ -14,6 +14,7 @@ Codes are packed with ``np.packbits(bits, axis=1)`` (big-endian bit order): bit 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 METHODS = ("sign", "pca", "itq")
 ITQ_ITERATIONS = 50
@@ -25,6 +26,7 @@ class Binarizer:
         self.mean = np.asarray(mean, dtype=np.float32)  # (D,)
         self.rotation = np.asarray(rotation, dtype=np.float32)  # (D, num_bits)
         self.method = method
+        self._tensors: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def descriptor_dim(self) -> int:
@@ -71,6 +73,14 @@ class Binarizer:
         if descriptors.ndim != 2 or descriptors.shape[1] != self.descriptor_dim:
             raise ValueError(f"expected descriptors of shape (N, {self.descriptor_dim}), got {descriptors.shape}")
         return (descriptors - self.mean) @ self.rotation
+
+    def project_torch(self, descriptors: torch.Tensor) -> torch.Tensor:
+        """``project`` in torch, on the tensor's device (float32): the GPU search's projection."""
+        device = descriptors.device
+        if device not in self._tensors:  # uploaded once per device
+            self._tensors[device] = (torch.from_numpy(self.mean).to(device), torch.from_numpy(self.rotation).to(device))
+        mean, rotation = self._tensors[device]
+        return (descriptors.float() - mean) @ rotation
 
     def encode(self, descriptors: np.ndarray) -> np.ndarray:
         """(N, num_bits / 8) uint8 packed codes, big-endian bit order."""

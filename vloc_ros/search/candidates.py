@@ -44,6 +44,7 @@ from .faiss_binary import FaissBinaryIndex
 from .global_index import GlobalIndex
 from .kernels import ratio_test_matches, top_k_scores
 from .random_trees import RandomTreesIndex
+from .rerank import KeyframeReranker
 from .torch_search import TorchLocalSearch, projections_to_words, torch_ratio_test_matches
 
 
@@ -64,6 +65,9 @@ class SearchConfig:
     threads: int = 2  # threads sharing the keypoints (each runs both branches and the merge on its share)
     device: str = "auto"  # where the search runs: "cpu", "cuda", or "auto" (cuda if there is a GPU)
     global_top_k: int = 5  # keyframes retrieved by the global descriptor
+    # Keyframes the global descriptor shortlists for the reranker to keep ``global_top_k`` of (0: no
+    # re-ranking; more than ``global_top_k`` needs a ``reranker``).
+    rerank_shortlist: int = 0
     global_candidates_per_keypoint: int = 8
     local_max_candidates: int = 32
     # Index-specific, e.g. {"max_leaves_per_tree": 4} or {"nprobe": 16}.
@@ -105,10 +109,16 @@ class CandidateSearch:
         binarizer: Binarizer,
         global_index: GlobalIndex,
         keyframe_points: tuple[np.ndarray, np.ndarray],
+        reranker: KeyframeReranker | None = None,
     ):
-        """point_descriptors: (P, D) float16/32 (row = point id); keyframe_points: CSR
-        (offsets (K + 1,), point ids) of the points each keyframe sees."""
+        """point_descriptors: (P, D) float16/32 (row = point id); binarizer: a ``Binarizer`` or any
+        binarizer with its interface (``learning.local_head.LearnedBinarizer``); keyframe_points: CSR
+        (offsets (K + 1,), point ids) of the points each keyframe sees; reranker: re-orders the
+        global descriptor's shortlist by local matches (``rerank_shortlist``)."""
         self.config = from_dict(SearchConfig, config)
+        if self.config.rerank_shortlist > self.config.global_top_k and reranker is None:
+            raise ValueError(f"rerank_shortlist {self.config.rerank_shortlist} needs a reranker")
+        self.reranker = reranker
         # float32 in memory even if the map stores float16: numpy's float16 casts cost more than the
         # whole rescoring.
         self.point_descriptors = np.ascontiguousarray(point_descriptors, np.float32)
@@ -129,10 +139,6 @@ class CandidateSearch:
         self.gpu_local_search = None
         if device == "cuda" and isinstance(point_index, RandomTreesIndex):
             self.gpu_local_search = TorchLocalSearch(point_index, device)
-            self._gpu_binarizer = tuple(
-                torch.from_numpy(np.asarray(array, np.float32)).to(device)
-                for array in (binarizer.mean, binarizer.rotation)
-            )
         self.global_index = global_index
         self.keyframe_point_offsets = np.asarray(keyframe_points[0], np.int64)
         self.keyframe_point_ids = np.asarray(keyframe_points[1], np.int64)
@@ -167,7 +173,7 @@ class CandidateSearch:
         if query_global_descriptor is None and "global" in mode.branches:
             raise ValueError(f"mode {mode.value!r} needs the query's global descriptor")
         keyframes = (np.zeros(0, np.int64) if query_global_descriptor is None
-                     else self.retrieve_keyframes(query_global_descriptor))  # fmt: skip
+                     else self.retrieve_keyframes(query_global_descriptor, queries))  # fmt: skip
         subset = self._retrieved_points(keyframes) if "global" in mode.branches else None
         if self.gpu_local_search is not None:
             query_indices, point_ids, distances = self._search_on_gpu(queries, subset)
@@ -191,12 +197,21 @@ class CandidateSearch:
 
     def global_candidates(self, queries: np.ndarray, global_descriptor: np.ndarray) -> np.ndarray:
         """Global branch: (Q, global_candidates_per_keypoint) point ids, -1 where there are fewer points."""
-        return self._global_rows(queries, self._retrieved_points(self.retrieve_keyframes(global_descriptor)))
+        keyframes = self.retrieve_keyframes(global_descriptor, queries)
+        return self._global_rows(queries, self._retrieved_points(keyframes))
 
-    def retrieve_keyframes(self, global_descriptor: np.ndarray) -> np.ndarray:
-        """The ``global_top_k`` keyframes nearest to the query's global descriptor, best first."""
-        keyframes, _ = self.global_index.top_k(global_descriptor, self.config.global_top_k)
-        return keyframes[keyframes >= 0]
+    def retrieve_keyframes(
+        self, global_descriptor: np.ndarray, query_descriptors: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The ``global_top_k`` keyframes nearest to the query's global descriptor, best first; with
+        re-ranking (``rerank_shortlist``, and the query's local descriptors given), the ``global_top_k``
+        best of the ``rerank_shortlist`` nearest in the reranker's order."""
+        shortlist = self.config.rerank_shortlist if query_descriptors is not None else 0
+        keyframes, _ = self.global_index.top_k(global_descriptor, max(self.config.global_top_k, shortlist))
+        keyframes = keyframes[keyframes >= 0]
+        if shortlist > self.config.global_top_k:
+            keyframes, _ = self.reranker.rerank(query_descriptors, keyframes)
+        return keyframes[: self.config.global_top_k]
 
     def _retrieved_points(self, keyframes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """The global branch's candidate set, shared by the search threads: the points the retrieved
@@ -266,8 +281,7 @@ class CandidateSearch:
             if branch == "global":
                 columns.append(self._global_rows_on_gpu(query_tensor, subset[0]))
             else:
-                mean, rotation = self._gpu_binarizer
-                projections = (query_tensor - mean) @ rotation
+                projections = self.binarizer.project_torch(query_tensor)
                 columns.append(
                     self.gpu_local_search.search_tensors(
                         projections_to_words(projections), projections, self.config.local_max_candidates,
