@@ -42,9 +42,9 @@ def learned_map(mapping_frames, tmp_path_factory):
     return out
 
 
-def localized_share(map_dir, sim_queries, count: int = 8) -> float:
+def localized_share(map_dir, sim_queries, count: int = 8, config: dict | None = None) -> float:
     camera, queries = sim_queries
-    localizer = Localizer(load_map(map_dir), {"profile": "fast"})
+    localizer = Localizer(load_map(map_dir), {"profile": "fast", **(config or {})})
     right = 0
     for image, truth in queries[:count]:
         result = localizer.localize(image, camera)
@@ -70,6 +70,12 @@ def test_a_learned_map_stores_its_trained_components_and_localizes(learned_map, 
     differing = np.unpackbits(recoded ^ localization_map.arrays["point_codes"]).mean()
     assert differing < 0.01, differing
     assert localized_share(learned_map, sim_queries) >= 0.9
+
+
+def test_re_ranking_the_shortlist_localizes(learned_map, sim_queries):
+    localizer = Localizer(load_map(learned_map), {"search": {"rerank_shortlist": 12}})
+    assert localizer.search.reranker is not None
+    assert localized_share(learned_map, sim_queries, config={"search": {"rerank_shortlist": 12}}) >= 0.9
 
 
 def test_an_update_retrains_the_codes_and_keeps_the_global_descriptor(learned_map, mapping_frames, tmp_path):

@@ -48,13 +48,13 @@ def hamming_recall(binarizer, descriptors, points, queries, query_points, top_k=
     return float((nearest == query_points[:, None]).any(axis=1).mean())
 
 
-def test_learned_codes_keep_held_out_observations_at_least_as_near_their_point_as_pca(tracks, head):
+def test_learned_codes_keep_held_out_observations_nearer_their_point_than_pca(tracks, head):
     descriptors, points, _, queries, query_points = tracks
     pca = Binarizer.fit(descriptors, 64, "pca")
     learned = hamming_recall(head, descriptors, points, queries, query_points)
     baseline = hamming_recall(pca, descriptors, points, queries, query_points)
     print(f"Hamming top-10 recall of held-out observations: learned {learned:.3f}, PCA {baseline:.3f}")
-    assert learned >= baseline - 0.005
+    assert learned > baseline + 0.05  # the training must move the codes off their PCA start, for the better
 
 
 def test_learned_codes_search_in_random_trees(tracks, head):
