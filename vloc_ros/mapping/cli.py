@@ -12,6 +12,7 @@ from ..bag_source import BagContentError, BagReadError
 from ..cli import UsageError
 from ..config import from_dict
 from .builder import BuildConfig, BuildError, build_map
+from .map_format import BINARIZER_STATES, GLOBAL_DESCRIPTOR_STATES
 from .keyframes import DEFAULT_MIN_INTERVAL_S, DEFAULT_MIN_ROTATION_DEG, DEFAULT_MIN_TRANSLATION_M, KeyframeSelector
 from .sources import SourceError, bag_frames, image_folder_frames
 from .update import update_map
@@ -92,12 +93,12 @@ def register(subparsers) -> None:
     )
     learned.add_argument(
         "--binarizer",
-        choices=("pca", "itq", "sign", "learned"),
+        choices=tuple(BINARIZER_STATES),
         help="binary codes of the local branch: learned = co-trained real + binary head (default: the build config's)",
     )
     learned.add_argument(
         "--global-descriptor",
-        choices=("vlad", "netvlad"),
+        choices=tuple(GLOBAL_DESCRIPTOR_STATES),
         help="keyframe retrieval: netvlad = VLAD's vocabulary trained with SARE on the map's co-visibility "
         "(default: the build config's)",
     )

@@ -44,6 +44,7 @@ from std_srvs.srv import Trigger
 from vloc_ros.config import nested_dict
 from vloc_ros.geometry import Camera, Rigid3, interpolate_poses
 from vloc_ros.mapping.builder import BuildConfig, build_map
+from vloc_ros.mapping.map_format import BINARIZER_STATES, GLOBAL_DESCRIPTOR_STATES
 from vloc_ros.mapping.keyframes import (
     DEFAULT_MIN_INTERVAL_S,
     DEFAULT_MIN_ROTATION_DEG,
@@ -129,13 +130,13 @@ PARAMETERS = CAMERA_PARAMETERS + (
         "binarizer",
         BuildConfig().binarizer.method,
         "Binary codes of the localizer's local branch: pca, or learned (trained on the map's tracks).",
-        choices=("pca", "itq", "sign", "learned"),
+        choices=tuple(BINARIZER_STATES),
     ),
     ParameterSpec(
         "global_descriptor",
         BuildConfig().global_descriptor.name,
         "Keyframe retrieval: vlad, or netvlad (trained with SARE on the map's co-visibility).",
-        choices=("vlad", "netvlad"),
+        choices=tuple(GLOBAL_DESCRIPTOR_STATES),
     ),
 )
 
