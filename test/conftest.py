@@ -2,8 +2,10 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,24 @@ def run_vloc():
         return subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout)
 
     return run
+
+
+def build_killed_once_cached(arguments: list, output: Path, count: int) -> int:
+    """Run ``vloc build-map ARGUMENTS --output OUTPUT --quiet`` and SIGKILL it once its feature cache
+    holds ``count`` images (or it ended, or 300 s passed); the number of images cached at the kill."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vloc_ros.cli", "build-map", *map(str, arguments), "--output", str(output), "--quiet"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    cache = output.with_name(output.name + ".cache") / "features"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(cache.glob("*/*.npz"))) < count and process.poll() is None:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    return len(list(cache.glob("*/*.npz")))
 
 
 # The shared synthetic world (vloc_ros.sim): default courtyard, 640x480, bags in both storages.

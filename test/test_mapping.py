@@ -4,15 +4,11 @@ resume after a kill, bad input, and real image sets from ../shared/data."""
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import build_killed_once_cached
 
 from vloc_ros.config import to_dict
 from vloc_ros.evaluation.alignment import align
@@ -173,33 +169,8 @@ def _small_image_set(sim_dataset: Path, folder: Path, count: int) -> tuple[Path,
 def test_killed_build_resumes_from_the_feature_cache(sim_dataset, tmp_path):
     images, poses = _small_image_set(sim_dataset, tmp_path / "images", 16)
     out = tmp_path / "resumed"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vloc_ros.cli",
-            "build-map",
-            "--images",
-            str(images),
-            "--intrinsics",
-            str(sim_dataset / "camera.yaml"),
-            "--poses-tum",
-            str(poses),
-            "--output",
-            str(out),
-            "--quiet",
-        ],
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    cache = tmp_path / "resumed.cache" / "features"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(list(cache.glob("*/*.npz"))) < 4 and process.poll() is None:
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    cached = len(list(cache.glob("*/*.npz")))
+    arguments = ["--images", images, "--intrinsics", sim_dataset / "camera.yaml", "--poses-tum", poses]
+    cached = build_killed_once_cached(arguments, out, 4)
     assert cached >= 4, "the build never got far enough to cache features"
     assert not out.exists(), "a killed build must not leave a map behind"
     assert not list(tmp_path.glob(".resumed.*")), "no half-written map directory either"
@@ -209,7 +180,7 @@ def test_killed_build_resumes_from_the_feature_cache(sim_dataset, tmp_path):
     assert summary.features_from_cache >= cached - 1  # the file being written at the kill may be lost
     assert summary.images_registered == 16
     load_map(out)
-    assert not cache.exists(), "the resume cache is removed once the map is complete"
+    assert not (tmp_path / "resumed.cache").exists(), "the resume cache is removed once the map is complete"
 
 
 def test_unreadable_images_are_skipped_and_named(sim_dataset, tmp_path):
@@ -283,3 +254,20 @@ def test_real_ngp_fox_with_distortion(shared_data, tmp_path):
     print(summary.format())
     assert summary.images_registered >= 0.9 * summary.images_given
     assert median_track_error_px(tmp_path / "fox") < 1.5
+
+
+def test_pairs_grow_linearly_and_retrieval_blocks_do_not_change_them(monkeypatch):
+    from vloc_ros.mapping import pairs
+
+    rng = np.random.default_rng(0)
+    descriptors = rng.normal(size=(3000, 32)).astype(np.float32)
+    descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
+    whole = pairs.select_pairs(descriptors, sequential_window=4, retrieval_top_k=5)
+    assert len(whole) <= 3000 * (4 + 5)
+    assert all(i < j for i, j in whole) and whole == sorted(set(whole))
+    assert {(i, i + 1) for i in range(2999)} <= set(whole)
+    monkeypatch.setattr(pairs, "RETRIEVAL_BLOCK", 7)
+    assert pairs.select_pairs(descriptors, sequential_window=4, retrieval_top_k=5) == whole
+    # An update pairs only the new images (from 2000 on), sequentially among themselves.
+    update = pairs.select_pairs(descriptors, sequential_window=4, retrieval_top_k=5, matched=2000)
+    assert all(j >= 2000 for _, j in update) and (1999, 2000) not in update

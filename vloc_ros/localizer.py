@@ -185,6 +185,37 @@ def _restore(states: dict, component: str, from_state):
         raise MapError(f"map state/{component} is unusable ({type(error).__name__}: {error}); {REBUILD}") from error
 
 
+def map_search(localization_map: LocalizationMap, config: SearchConfig | dict) -> CandidateSearch:
+    """The candidate search over a loaded map: its local index and binarizer restored from their
+    states (MapError if a state is unusable), as the localizer searches it."""
+    config = from_dict(SearchConfig, config)
+    manifest, states, arrays = localization_map.manifest, localization_map.states, localization_map.arrays
+    point_index = _restore(states, "local_index", LOCAL_INDEX_TYPES[manifest.local_index["type"]].from_state)
+    binarizer = _restore(states, "binarizer", BINARIZER_TYPES[manifest.binarizer.method].from_state)
+    if point_index.num_bits != binarizer.num_bits:
+        raise MapError(
+            f"map state/local_index indexes {point_index.num_bits}-bit codes but state/binarizer "
+            f"makes {binarizer.num_bits}-bit codes; {REBUILD}"
+        )
+    keyframe_points = (arrays["keyframe_points_offsets"], arrays["keyframe_points"])
+    # One float32 copy of the (float16) point descriptors, shared by the search and the reranker: a
+    # copy is 4 D bytes per point, 2.6 GB for 10 million 64-dimensional descriptors.
+    point_descriptors = np.ascontiguousarray(arrays["point_descriptors"], np.float32)
+    return CandidateSearch(
+        config,
+        point_descriptors=point_descriptors,
+        point_index=point_index,
+        binarizer=binarizer,
+        global_index=GlobalIndex(arrays["keyframe_global_descriptors"]),
+        keyframe_points=keyframe_points,
+        reranker=(
+            KeyframeReranker(point_descriptors, keyframe_points)
+            if config.rerank_shortlist > config.global_top_k
+            else None
+        ),
+    )
+
+
 class Localizer:
     def __init__(self, localization_map: LocalizationMap, config: LocalizerConfig | dict | None = None, extractor=None):
         self.map = localization_map
@@ -216,28 +247,8 @@ class Localizer:
         self.global_descriptor = _restore(
             states, "global_descriptor", GLOBAL_DESCRIPTOR_TYPES[manifest.global_descriptor.name].from_state
         )
-        point_index = _restore(states, "local_index", LOCAL_INDEX_TYPES[manifest.local_index["type"]].from_state)
-        binarizer = _restore(states, "binarizer", BINARIZER_TYPES[manifest.binarizer.method].from_state)
-        if point_index.num_bits != binarizer.num_bits:
-            raise MapError(
-                f"map state/local_index indexes {point_index.num_bits}-bit codes but state/binarizer "
-                f"makes {binarizer.num_bits}-bit codes; {REBUILD}"
-            )
+        self.search = map_search(localization_map, self.config.search)
         arrays = localization_map.arrays
-        keyframe_points = (arrays["keyframe_points_offsets"], arrays["keyframe_points"])
-        self.search = CandidateSearch(
-            self.config.search,
-            point_descriptors=arrays["point_descriptors"],
-            point_index=point_index,
-            binarizer=binarizer,
-            global_index=GlobalIndex(arrays["keyframe_global_descriptors"]),
-            keyframe_points=keyframe_points,
-            reranker=(
-                KeyframeReranker(arrays["point_descriptors"], keyframe_points)
-                if self.config.search.rerank_shortlist > self.config.search.global_top_k
-                else None
-            ),
-        )
         self.guided_matcher = GuidedMatcher(
             arrays, [keyframe.world_from_camera for keyframe in localization_map.keyframes], self.config.guided
         )

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -55,6 +55,9 @@ from .reconstruction import (
     write_database,
 )
 from .sources import MapFrame
+
+if TYPE_CHECKING:
+    from .distributed import RayCluster
 
 
 @dataclass(frozen=True)
@@ -269,41 +272,64 @@ def extract_all(
     cache: FeatureCache,
     progress: bool | ProgressCallback,
     known_names: frozenset[str] = frozenset(),
+    cluster: RayCluster | None = None,
 ) -> Extraction:
     """Features for every readable frame; unreadable or featureless images are skipped and named,
-    frames named in ``known_names`` (already in the map) counted and passed over."""
+    frames named in ``known_names`` (already in the map) counted and passed over. ``cluster``: the
+    images the cache lacks are extracted by its workers; each result enters the cache as it arrives."""
     extraction = Extraction([], [], {}, 0)
+    # Per frame in input order: the frame without its image, and its features or why it has none.
+    results: list[tuple[MapFrame, Features | str | None]] = []
     total = len(frames) if hasattr(frames, "__len__") else None
     with Progress(progress, "extract features", total, "img") as bar:
-        for frame in frames:
-            if frame.name in known_names:
-                extraction.known += 1
-                bar.update()
-                continue
-            cached = cache.get(frame.name)
-            extraction.reused += cached is not None
-            if cached is None:
-                try:
-                    cached = _extract(frame, extractor)
-                except ValueError as error:
-                    extraction.skipped[frame.name] = str(error)
+
+        def uncached() -> Iterator[tuple[int, MapFrame]]:
+            for frame in frames:
+                if frame.name in known_names:
+                    extraction.known += 1
+                    bar.update()
+                    continue
+                cached = cache.get(frame.name)
+                # Keep no decoded image: a bag's frames hold theirs.
+                results.append((replace(frame, load_image=None, read_file=None), cached))
+                if cached is None:
+                    yield len(results) - 1, frame
                 else:
-                    cache.put(frame.name, cached)
-            if cached is not None and len(cached) < 8:
-                extraction.skipped[frame.name] = f"only {len(cached)} keypoints"
-            elif cached is not None:
-                extraction.frames.append(replace(frame, load_image=None))  # keep no decoded image (bag frames hold it)
-                extraction.features.append(cached)
+                    extraction.reused += 1
+                    bar.update()
+
+        extracted = (
+            cluster.extract(uncached(), extractor)
+            if cluster is not None
+            else ((slot, extract_frame(frame, extractor)) for slot, frame in uncached())
+        )
+        for slot, features in extracted:
+            if isinstance(features, Features):
+                cache.put(results[slot][0].name, features)
+            results[slot] = (results[slot][0], features)
             bar.update()
+    for frame, features in results:
+        if isinstance(features, str):
+            extraction.skipped[frame.name] = features
+        elif len(features) < 8:
+            extraction.skipped[frame.name] = f"only {len(features)} keypoints"
+        else:
+            extraction.frames.append(frame)
+            extraction.features.append(features)
     return extraction
 
 
-def _extract(frame: MapFrame, extractor) -> Features:
-    image = frame.load_image()
-    if (image.shape[1], image.shape[0]) != (frame.camera.width, frame.camera.height):
-        raise ValueError(
-            f"image is {image.shape[1]}x{image.shape[0]} but the camera is {frame.camera.width}x{frame.camera.height}"
-        )
+def extract_frame(frame: MapFrame, extractor) -> Features | str:
+    """The features of ``frame``'s image, or why it has none."""
+    try:
+        return extract_image(frame.load_image(), frame.camera, extractor)
+    except ValueError as error:
+        return str(error)
+
+
+def extract_image(image: np.ndarray, camera: Camera, extractor) -> Features:
+    if (image.shape[1], image.shape[0]) != (camera.width, camera.height):
+        raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but the camera is {camera.width}x{camera.height}")
     return extractor.extract(image)
 
 
@@ -315,11 +341,13 @@ def build_map(
     progress: bool | ProgressCallback = True,
     overwrite: bool = False,
     source_description: str = "",
+    cluster: RayCluster | None = None,
 ) -> BuildSummary:
     """Build and atomically write a map; raises BuildError (nothing written) when it cannot.
 
     ``progress``: True shows tqdm bars, False nothing; a ``ProgressCallback`` is called with
-    (stage, done, total) as each stage of ``PROGRESS_STAGES`` starts and advances.
+    (stage, done, total) as each stage of ``PROGRESS_STAGES`` starts and advances. ``cluster``: a
+    connected ``distributed.RayCluster`` extracts features and matches pairs; the rest runs here.
     """
     config = from_dict(BuildConfig, config)
     output = Path(output)
@@ -330,7 +358,9 @@ def build_map(
 
     started = time.perf_counter()
     extractor = create_extractor(config.extractor)
-    extraction = extract_all(frames, extractor, FeatureCache(cache_dir / "features", extractor), progress)
+    extraction = extract_all(
+        frames, extractor, FeatureCache(cache_dir / "features", extractor), progress, cluster=cluster
+    )
     frames, features, skipped = extraction.frames, extraction.features, extraction.skipped
     images_given = extraction.images_given
     if len(frames) < config.min_registered_images:
@@ -353,7 +383,11 @@ def build_map(
     started = time.perf_counter()
     # COLMAP image ids start at 1: frame index + 1.
     matches = match_pairs(
-        create_matcher(config.matcher), [(i + 1, j + 1) for i, j in image_pairs], dict(enumerate(features, 1)), progress
+        create_matcher(config.matcher),
+        [(i + 1, j + 1) for i, j in image_pairs],
+        dict(enumerate(features, 1)),
+        progress,
+        cluster,
     )
     timings["matching"] = time.perf_counter() - started
 
@@ -408,18 +442,26 @@ def build_map(
 
 
 def match_pairs(
-    matcher, pairs: list[tuple[int, int]], features: dict[int, Features], progress: bool | ProgressCallback
+    matcher,
+    pairs: list[tuple[int, int]],
+    features: dict[int, Features],
+    progress: bool | ProgressCallback,
+    cluster: RayCluster | None = None,
 ) -> dict[tuple[int, int], np.ndarray]:
-    """The matches of each pair of image ids that has any, by pair: rows of keypoint indices into
-    ``features`` of the pair's two images."""
+    """The matches of each pair of image ids that has any, by pair in the order of ``pairs``: rows of
+    keypoint indices into ``features`` of the pair's two images. ``cluster``: its workers match."""
+    matched = (
+        cluster.match(matcher, pairs, features)
+        if cluster is not None
+        else ((pair, matcher.match(features[pair[0]], features[pair[1]])) for pair in pairs)
+    )
     matches = {}
     with Progress(progress, "match pairs", len(pairs), "pair") as bar:
-        for i, j in pairs:
-            pair_matches = matcher.match(features[i], features[j])
+        for pair, pair_matches in matched:
             if len(pair_matches):
-                matches[(i, j)] = pair_matches
+                matches[pair] = pair_matches
             bar.update()
-    return matches
+    return {pair: matches[pair] for pair in pairs if pair in matches}
 
 
 def learn_global_descriptor(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from ..bag_source import BagContentError, BagReadError
 from ..cli import UsageError
 from ..config import from_dict
 from .builder import BuildConfig, BuildError, build_map
+from .distributed import RayCluster
 from .map_format import BINARIZER_STATES, GLOBAL_DESCRIPTOR_STATES
 from .keyframes import DEFAULT_MIN_INTERVAL_S, DEFAULT_MIN_ROTATION_DEG, DEFAULT_MIN_TRANSLATION_M, KeyframeSelector
 from .sources import SourceError, bag_frames, image_folder_frames
@@ -105,6 +107,13 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--cache", type=Path, help="feature cache directory (default: OUTPUT.cache; lets a killed build resume)"
     )
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="extract features and match pairs on a Ray cluster (pip install 'vloc_ros[ray]'): 'auto' joins "
+        "the cluster this machine belongs to (ray start), 'local' starts one on this machine, HOST:PORT or "
+        "ray://HOST:PORT joins that one; reconstruction stays here (docs/scaling.md)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing map")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
@@ -158,26 +167,29 @@ def run(args: argparse.Namespace) -> int:
                 args.bag, args.image_topic, args.camera_info_topic, ground_truth, args.every_nth, keyframes=selector
             )
             description = f"bag {args.bag} ({args.image_topic})"
-        if args.update:
-            summary = update_map(
-                frames,
-                args.update,
-                args.output,
-                cache_dir=args.cache,
-                progress=not args.quiet,
-                overwrite=args.overwrite,
-                source_description=description,
-            )
-        else:
-            summary = build_map(
-                frames,
-                args.output,
-                config,
-                cache_dir=args.cache,
-                progress=not args.quiet,
-                overwrite=args.overwrite,
-                source_description=description,
-            )
+        with RayCluster(args.ray) if args.ray else nullcontext() as cluster:
+            if args.update:
+                summary = update_map(
+                    frames,
+                    args.update,
+                    args.output,
+                    cache_dir=args.cache,
+                    progress=not args.quiet,
+                    overwrite=args.overwrite,
+                    source_description=description,
+                    cluster=cluster,
+                )
+            else:
+                summary = build_map(
+                    frames,
+                    args.output,
+                    config,
+                    cache_dir=args.cache,
+                    progress=not args.quiet,
+                    overwrite=args.overwrite,
+                    source_description=description,
+                    cluster=cluster,
+                )
     except (SourceError, BuildError, BagContentError, BagReadError) as error:
         raise UsageError(str(error)) from None
     print(summary.format())

@@ -19,6 +19,13 @@ reads anything, reads only the files the manifest lists, then checks the arrays 
 learned components' states (BINARIZER_STATES, GLOBAL_DESCRIPTOR_STATES, LOCAL_INDEX_STATES) and that
 the manifest describes those arrays: a damaged map is a ``MapError`` with a message a user can act
 on, never an error inside the localizer.
+
+Large arrays are memory-mapped read-only by default (``load_map(mmap=True)``): a map of millions of
+points then loads in the time its checksums take, and the arrays that are only ever read in parts
+(the observations, most of a map's bytes, and the points the localizer gathers by id) stay file pages
+that the kernel shares with the page cache the checksums filled and may drop under memory pressure,
+instead of a private copy. The checksums are still verified first, over the same files; a change to
+a file after that is as unchecked as it is for an eager load.
 """
 
 from __future__ import annotations
@@ -505,15 +512,32 @@ def _read_keyframes(map_dir: Path) -> list[Keyframe]:
     return [_keyframe_from_json(entry, f"{path} entry {index}") for index, entry in enumerate(entries)]
 
 
-def _load_array(map_dir: Path, relative: str) -> np.ndarray:
+# Files at least this large are memory-mapped by load_map(mmap=True); smaller ones are read: a mapping
+# costs a file descriptor's worth of kernel state and a page per array, which only pays for large arrays.
+MMAP_MIN_BYTES = 1 << 20
+
+
+def _load_array(map_dir: Path, relative: str, mmap: bool) -> np.ndarray:
+    path = map_dir / relative
     try:
-        return np.load(map_dir / relative, allow_pickle=False)
+        if mmap and path.stat().st_size >= MMAP_MIN_BYTES:
+            # Read-only: a map is never written in place (an update writes a new map), and a write
+            # through a shared mapping would change the file under its checksum. Returned as a plain
+            # ndarray view of the np.memmap (which it keeps open), so that what is computed from it
+            # is an ordinary array, not a memmap without a file.
+            return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
+        return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
         raise MapError(f"map file {relative} in {map_dir} is not a readable .npy array ({error}); {REBUILD}") from None
 
 
-def load_map(map_dir, verify_checksums: bool = True) -> LocalizationMap:
-    """Load and validate a map; every failure is a MapError with the reason."""
+def load_map(map_dir, verify_checksums: bool = True, mmap: bool = True) -> LocalizationMap:
+    """Load and validate a map; every failure is a MapError with the reason.
+
+    ``mmap``: memory-map (read-only) the array files of at least MMAP_MIN_BYTES instead of reading
+    them into memory; their arrays are then read-only views of the files. The arrays that
+    the search converts anyway (point descriptors to float32, codes to words, the trees' nodes) gain
+    nothing, the ones used in place (observations, points, the CSR tables) load without a copy."""
     map_dir = Path(map_dir)
     manifest = read_manifest(map_dir)
     files = manifest.files
@@ -549,9 +573,9 @@ def load_map(map_dir, verify_checksums: bool = True) -> LocalizationMap:
     for relative in sorted(files):
         path = PurePosixPath(relative)
         if path.suffix == ".npy" and len(path.parts) == 2 and path.parts[0] == "arrays":
-            arrays[path.stem] = _load_array(map_dir, relative)
+            arrays[path.stem] = _load_array(map_dir, relative, mmap)
         elif path.suffix == ".npy" and len(path.parts) == 3 and path.parts[0] == "state":
-            states.setdefault(path.parts[1], {})[path.stem] = _load_array(map_dir, relative)
+            states.setdefault(path.parts[1], {})[path.stem] = _load_array(map_dir, relative, mmap)
     try:
         _validate_contents(manifest, len(keyframes), arrays, states)
     except MapError as error:

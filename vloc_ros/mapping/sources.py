@@ -33,12 +33,24 @@ class MapFrame:
     load_image: Callable[[], np.ndarray]  # RGB uint8; raises ValueError when unreadable
     world_from_camera: Rigid3 | None = None
     stamp: float | None = None
+    # The image file's bytes, which ``decode_image_rgb`` turns into ``load_image()``'s image: a build on
+    # a Ray cluster ships them to a worker undecoded. None: the image exists only decoded (a bag's).
+    read_file: Callable[[], bytes] | None = None
 
 
 def read_image_rgb(path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise ValueError(f"cannot read image {path}: {error.strerror or error}") from None
+    return decode_image_rgb(data, path)
+
+
+def decode_image_rgb(data: bytes, name) -> np.ndarray:
+    """The RGB image an image file's bytes hold (EXIF orientation applied); ValueError when they hold none."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None or image.size == 0:
-        raise ValueError(f"cannot decode image {path}")
+        raise ValueError(f"cannot decode image {name}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -175,7 +187,14 @@ def image_folder_frames(folder, intrinsics=None, poses_tum=None, poses_colmap=No
     elif model:
         poses = [model.pose(name) for name in names]
     return [
-        MapFrame(name, _frame_camera(path, name, camera, model), lambda path=path: read_image_rgb(path), pose, stamp)
+        MapFrame(
+            name,
+            _frame_camera(path, name, camera, model),
+            lambda path=path: read_image_rgb(path),
+            pose,
+            stamp,
+            read_file=path.read_bytes,
+        )
         for path, name, pose, stamp in zip(paths, names, poses, stamps)
     ]
 

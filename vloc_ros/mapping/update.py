@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -45,6 +45,9 @@ from .map_format import BuildInfo, LocalizationMap, MapError, load_map
 from .reconstruction import ColmapImage, assign_camera_ids
 from .sources import MapFrame
 
+if TYPE_CHECKING:
+    from .distributed import RayCluster
+
 # Observations are the model's keypoints less COLMAP's 0.5 px, stored as float32: they agree to ~1e-5 px.
 _SAME_KEYPOINT_PX = 1e-3
 
@@ -67,12 +70,14 @@ def update_map(
     progress: bool | ProgressCallback = True,
     overwrite: bool = False,
     source_description: str = "",
+    cluster: RayCluster | None = None,
 ) -> BuildSummary:
     """Register ``frames`` into the map at ``map_dir`` and write the grown map to ``output`` (default:
     ``map_dir`` itself, replaced atomically); raises BuildError, with nothing written, when it cannot.
 
     Frames named as a keyframe of the map are skipped and counted. The map's build config is used
-    throughout (its extractor must be the one this vloc_ros loads). ``progress`` as ``build_map``'s.
+    throughout (its extractor must be the one this vloc_ros loads). ``progress`` and ``cluster`` as
+    ``build_map``'s.
     """
     map_dir = Path(map_dir)
     output = Path(output) if output else map_dir
@@ -103,6 +108,7 @@ def update_map(
         FeatureCache(cache_dir / "features", extractor),
         progress,
         known_names=frozenset(keyframe.name for keyframe in old.keyframes),
+        cluster=cluster,
     )
     frames, features, skipped = extraction.frames, extraction.features, extraction.skipped
     if not frames:
@@ -151,7 +157,11 @@ def update_map(
     matchable = {k.colmap.image_id: k.matchable for k in keyframes}
     matchable.update((image.image_id, f) for image, f in zip(new_images, features))
     matches = match_pairs(
-        create_matcher(config.matcher), [(image_ids[i], image_ids[j]) for i, j in image_pairs], matchable, progress
+        create_matcher(config.matcher),
+        [(image_ids[i], image_ids[j]) for i, j in image_pairs],
+        matchable,
+        progress,
+        cluster,
     )
     # A keyframe's matches index its matchable keypoints; the database indexes all of them.
     to_keypoint = {k.colmap.image_id: k.matchable_indices for k in keyframes}

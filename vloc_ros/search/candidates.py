@@ -141,7 +141,11 @@ class CandidateSearch:
             self.gpu_local_search = TorchLocalSearch(point_index, device)
         self.global_index = global_index
         self.keyframe_point_offsets = np.asarray(keyframe_points[0], np.int64)
-        self.keyframe_point_ids = np.asarray(keyframe_points[1], np.int64)
+        # The ids as given (the map's int32, possibly memory-mapped): they are only gathered from, and
+        # an int64 copy would cost 8 bytes per (keyframe, point) pair of a map of millions of points.
+        self.keyframe_point_ids = np.asarray(keyframe_points[1])
+        if self.keyframe_point_ids.dtype.kind not in "iu":
+            raise ValueError(f"keyframe point ids must be integers, got {self.keyframe_point_ids.dtype}")
         if len(self.keyframe_point_offsets) != global_index.index.ntotal + 1:
             raise ValueError("keyframe_points must have one CSR row per keyframe of the global index")
         threads = self.config.threads

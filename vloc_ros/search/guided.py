@@ -19,7 +19,7 @@ from scipy.spatial import cKDTree
 
 from ..geometry import Camera, Rigid3
 from .candidates import Correspondences
-from .csr import gather_ranges
+from .csr import range_positions
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,6 @@ class GuidedMatcher:
         self.observation_offsets = arrays["keyframe_observations_offsets"]
         self.observation_points = arrays["observation_points"]
         self.observation_descriptors = arrays["observation_descriptors"]
-        self.observation_ids = np.arange(len(self.observation_points))  # gathered per keyframe
         self.centres = np.array([pose.translation for pose in keyframe_poses]).reshape(-1, 3)
         self.axes = np.array([pose.rotation[:, 2] for pose in keyframe_poses]).reshape(-1, 3)
 
@@ -72,7 +71,7 @@ class GuidedMatcher:
         started = time.perf_counter()
         config = self.config
         keyframes = self.nearest_keyframes(world_from_camera)
-        observations, _ = gather_ranges(self.observation_offsets, self.observation_ids, keyframes.astype(np.int64))
+        observations, _ = range_positions(self.observation_offsets, keyframes.astype(np.int64))
         # Keyframes come nearest first, so a point's first observation is the one from the nearest view.
         point_ids, first = np.unique(self.observation_points[observations], return_index=True)
         observations, point_ids = observations[first], point_ids.astype(np.int64)

@@ -19,7 +19,8 @@ The search is compiled (numba; it releases the GIL, so the search threads run si
 of all trees in lockstep per query (independent loads, so a large map's cache misses overlap),
 then a counting sort of the probed points by Hamming distance. On a large map the search is bound
 by the random reads of ~400 probed entries per keypoint, so the ranking prefetches them a keypoint
-or two ahead (docs/decisions.md has the timings). Building is vectorised numpy.
+or two ahead (docs/decisions.md has the timings). Building is vectorised numpy, with a compiled
+count of the candidate bits' splits.
 Codes have at most 64 bits so that a query code is one uint64 and a bit test is a shift.
 
 Storage (see ``state``): ``node_bit[n]`` is the bit tested by node ``n`` (bit ``j`` as packed by
@@ -102,11 +103,12 @@ class RandomTreesIndex:
             )
         if not 0 < max_depth <= _LEVEL_MASK:
             raise ValueError(f"max_depth must be in [1, {_LEVEL_MASK}], got {max_depth}")
-        words = codes_to_words(codes)
         rng = np.random.default_rng(seed)
         by_label = np.argsort(labels, kind="stable")
+        # Every tree starts from the observations sorted by label, their words and labels in that order.
+        words, sorted_labels = codes_to_words(codes)[by_label], labels[by_label]
         trees = [
-            _build_tree(words, codes.shape[1] * 8, labels, by_label, rng, leaf_size, max_depth,
+            _build_tree(words, codes.shape[1] * 8, sorted_labels, rng, leaf_size, max_depth,
                         candidate_bits_per_node, split_weight)
             for _ in range(num_trees)
         ]  # fmt: skip
@@ -376,28 +378,24 @@ def _popcount(word):
     return np.int64((word * np.uint64(0x0101010101010101)) >> np.uint64(56))
 
 
-def _segment_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Sums of ``values`` (n,) over the runs beginning at ``starts`` (a cumulative-sum difference)."""
-    cumulative = np.zeros(len(values) + 1, np.int32)
-    np.cumsum(values, dtype=np.int32, out=cumulative[1:])
-    return cumulative[np.append(starts[1:], len(values))] - cumulative[starts]
-
-
-def _build_tree(words, num_bits, labels, by_label, rng, leaf_size, max_depth, num_candidates, split_weight):
-    """One tree, built level by level over all nodes of the level at once.
+def _build_tree(words, num_bits, labels, rng, leaf_size, max_depth, num_candidates, split_weight):
+    """One tree, built level by level over all nodes of the level at once; ``words`` and ``labels``
+    of the observations sorted by label.
 
     Observations are kept sorted by (node, label), so a node's observations and, inside it, each
-    track's observations are contiguous runs.
+    track's observations are contiguous runs. Their words and labels travel with them, permuted
+    level by level, rather than being gathered by observation id: each level's permutation moves
+    entries within a node, which is cache-friendly, while a gather by id from arrays of millions of
+    observations misses the cache on almost every entry, so its cost per observation grows with the map.
     Returns (node_bit, node_child with tree-local ids, leaf point table, depth).
     """
-    obs = by_label
-    obs_node = np.zeros(len(obs), np.int64)  # node ids of the current level, starting at 0
+    lab = labels
+    obs_node = np.zeros(len(lab), np.int64)  # node ids of the current level, starting at 0
     level_bits, level_children, leaf_tables = [], [], []
     first_node, num_leaves = 0, 0
     for depth in range(max_depth + 1):
         local = obs_node - first_node
-        lab = labels[obs]
-        node_start = np.ones(len(obs), bool)
+        node_start = np.ones(len(lab), bool)
         node_start[1:] = local[1:] != local[:-1]
         group_start = node_start.copy()
         group_start[1:] |= lab[1:] != lab[:-1]
@@ -408,7 +406,7 @@ def _build_tree(words, num_bits, labels, by_label, rng, leaf_size, max_depth, nu
         splittable = (distinct_points > leaf_size) if depth < max_depth else np.zeros(num_nodes, bool)
         if splittable.any():
             chosen_bit[splittable] = _choose_bits(
-                words, num_bits, obs, local, group_start, distinct_points, splittable, rng, num_candidates, split_weight
+                words, num_bits, local, group_start, distinct_points, splittable, rng, num_candidates, split_weight
             )
         is_leaf = chosen_bit < 0
         leaf_tables.append(_leaf_table(lab, local, group_start, is_leaf, leaf_size))
@@ -421,18 +419,19 @@ def _build_tree(words, num_bits, labels, by_label, rng, leaf_size, max_depth, nu
             break
 
         keep = ~is_leaf[local]
-        obs, local = obs[keep], local[keep]
-        go_right = ((words[obs] >> (MAX_BITS - 1 - chosen_bit[local]).astype(np.uint64)) & 1).astype(np.int64)
+        words, lab, local = words[keep], lab[keep], local[keep]
+        go_right = ((words >> (MAX_BITS - 1 - chosen_bit[local]).astype(np.uint64)) & 1).astype(np.int64)
         child = left[local] + go_right
         # Stable sort by child keeps each child's observations sorted by label.
         order = np.argsort(child, kind="stable")
-        obs, obs_node = obs[order], child[order]
+        words, lab, obs_node = words[order], lab[order], child[order]
         first_node += num_nodes
     return np.concatenate(level_bits), np.concatenate(level_children), np.vstack(leaf_tables), len(level_bits) - 1
 
 
-def _choose_bits(words, num_bits, obs, local, group_start, node_points, splittable, rng, num_candidates, split_weight):
-    """For every splittable node, the best of its random candidate bits, or -1 if none helps.
+def _choose_bits(words, num_bits, local, group_start, node_points, splittable, rng, num_candidates, split_weight):
+    """For every splittable node, the best of its random candidate bits, or -1 if none helps;
+    ``words``, ``local``: the level's observations' words and nodes.
 
     Counted in points (tracks): a bit sends a point left if any of its observations in the node has
     the bit clear, right if any has it set, both if they disagree (the track is split). The score is
@@ -441,23 +440,16 @@ def _choose_bits(words, num_bits, obs, local, group_start, node_points, splittab
     """
     nodes = np.flatnonzero(splittable)
     candidates = rng.integers(0, num_bits, (num_candidates, len(nodes)))
-    candidate_column = np.full(len(splittable), -1)
-    candidate_column[nodes] = np.arange(len(nodes))
     # Bits shared by all observations of a track in the node (AND) and set in any of them (OR).
     groups = np.flatnonzero(group_start)
-    obs_words = words[obs]
     in_splittable = splittable[local[groups]]
-    all_set = np.bitwise_and.reduceat(obs_words, groups)[in_splittable]
-    any_set = np.bitwise_or.reduceat(obs_words, groups)[in_splittable]
+    all_set = np.bitwise_and.reduceat(words, groups)[in_splittable]
+    any_set = np.bitwise_or.reduceat(words, groups)[in_splittable]
     group_node = local[groups[in_splittable]]
-    group_column = candidate_column[group_node]
+    # Groups are sorted by node, and every splittable node has some: run k is column k's node.
     node_groups = np.flatnonzero(np.r_[True, group_node[1:] != group_node[:-1]])
-    left_points = np.empty(candidates.shape, np.int32)
-    right_points = np.empty(candidates.shape, np.int32)
-    for j, row in enumerate((MAX_BITS - 1 - candidates).astype(np.uint64)):  # one candidate per node at a time
-        shift = row[group_column]
-        left_points[j] = _segment_sums(((all_set >> shift) & 1) == 0, node_groups)
-        right_points[j] = _segment_sums(((any_set >> shift) & 1) == 1, node_groups)
+    shifts = (MAX_BITS - 1 - candidates.T).astype(np.uint64)  # (nodes, candidates): a node's in one cache line
+    left_points, right_points = (counts.T for counts in _count_sides(all_set, any_set, node_groups, shifts))
     size = node_points[nodes]
     split_tracks = left_points + right_points - size
     score = (np.maximum(left_points, right_points) + split_weight * split_tracks) / size
@@ -465,6 +457,35 @@ def _choose_bits(words, num_bits, obs, local, group_start, node_points, splittab
     best = np.argmin(score, axis=0)
     columns = np.arange(len(nodes))
     return np.where(np.isfinite(score[best, columns]), candidates[best, columns], -1)
+
+
+@numba.njit(nogil=True, cache=True)
+def _count_sides(all_set, any_set, node_groups, shifts):
+    """Per node and candidate bit: the tracks it sends left (the bit is clear in one of their
+    observations: ``all_set`` lacks it) and right (``any_set`` has it), (nodes, candidates) int32.
+
+    ``node_groups``: where each node's run of tracks starts; ``shifts[k, j]``: the shift that brings
+    node k's candidate j to bit 0. One pass over the tracks counts all candidates: at millions of
+    observations the level's arrays are far larger than the caches, and a pass per candidate (numpy)
+    is bound by memory traffic, more so the larger the map.
+    """
+    num_nodes, num_candidates = shifts.shape
+    left = np.empty((num_nodes, num_candidates), np.int32)
+    right = np.empty((num_nodes, num_candidates), np.int32)
+    left_count = np.empty(num_candidates, np.int64)
+    right_count = np.empty(num_candidates, np.int64)
+    for node in range(num_nodes):
+        stop = node_groups[node + 1] if node + 1 < num_nodes else len(all_set)
+        left_count[:] = 0
+        right_count[:] = 0
+        for group in range(node_groups[node], stop):
+            shared, any_ = all_set[group], any_set[group]
+            for j in range(num_candidates):
+                left_count[j] += np.int64(((shared >> shifts[node, j]) & np.uint64(1)) ^ np.uint64(1))
+                right_count[j] += np.int64((any_ >> shifts[node, j]) & np.uint64(1))
+        left[node] = left_count
+        right[node] = right_count
+    return left, right
 
 
 def _leaf_table(lab, local, group_start, is_leaf, leaf_size):
