@@ -122,11 +122,11 @@ class RayCluster:
             for image in images:
                 if image not in stored:
                     stored[image] = self._ray.put(features[image])
-            refs = [stored[image] for image in images]
+            finished = tasks.submit(self._match_task, config, shard, images, *(stored[image] for image in images))
             for image in images:
                 if last_use[image] == index:
-                    del stored[image]  # the submitted task holds its own reference
-            for done in tasks.submit(self._match_task, config, shard, images, *refs):
+                    del stored[image]  # the submitted task holds its own reference until it ends
+            for done in finished:
                 yield from done
         for done in tasks.drain():
             yield from done
