@@ -205,7 +205,8 @@ def poisoned(stamp: int, translation, quaternion, parent: str = "odom", child: s
 
 def test_poisoned_tf(attack, query):
     """Each poison on /tf and on the latched /tf_static (beside the good static transforms, as a
-    static broadcaster sends them)."""
+    static broadcaster sends them), and a valid transform stamped at the end of time (2038), which
+    would push every current sample of its link out of the TF cache."""
     started = time.monotonic()
     for translation, quaternion in POISONED_TRANSFORMS.values():
         attack.publish("/tf", TFMessage(transforms=[poisoned(attack.stamp(), translation, quaternion)]))
@@ -213,7 +214,9 @@ def test_poisoned_tf(attack, query):
         static.transforms.append(poisoned(0, translation, quaternion, "base_link", "poisoned_frame"))
         attack.publish("/tf_static", static)
         time.sleep(0.2)
-    attack.wait_for_counter("rejected_invalid_tf", 2 * len(POISONED_TRANSFORMS))
+    end_of_time = (2**31 - 1) * 1_000_000_000
+    attack.publish("/tf", TFMessage(transforms=[poisoned(end_of_time, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))]))
+    attack.wait_for_counter("rejected_invalid_tf", 2 * len(POISONED_TRANSFORMS) + 1)
     attack.judge(started)
     attack.publish("/tf_static", query.tf_static)
 

@@ -282,6 +282,27 @@ def test_fallback_tf_buffer_refuses_poison(poison, static):
     assert not buffer.can_transform("odom", "camera")
 
 
+def test_fallback_tf_buffer_refuses_a_stamp_far_ahead_of_the_clock():
+    """One transform stamped years ahead would push every current sample out of the cache; a skew
+    within the cache is a clock difference between machines and is kept."""
+    now_s = 1000.0
+    buffer = rc.FallbackTfBuffer(cache_time=10.0, now_ns=lambda: int(now_s * 1e9))
+
+    def link(stamp: float, x: float):
+        return rc.rigid_to_transform_stamped(Rigid3(translation=(x, 0.0, 0.0)), "odom", "base", stamp=stamp)
+
+    buffer.set_transform(link(999.0, 1.0))
+    buffer.set_transform(link(1000.0, 2.0))
+    with pytest.raises(msgs.InvalidMessage, match="ahead of this node's clock") as raised:
+        buffer.set_transform(link(now_s + 365 * 86400, 9.0))
+    assert raised.value.reason == "invalid_tf"
+    buffer.set_transform(link(1005.0, 3.0))
+    np.testing.assert_allclose(buffer.lookup("odom", "base", 999.5).translation, (1.5, 0.0, 0.0))
+    now_s = 0.0  # sim time before the first /clock: nothing to check against
+    buffer.set_transform(link(5000.0, 4.0))
+    np.testing.assert_allclose(buffer.lookup("odom", "base").translation, (4.0, 0.0, 0.0))
+
+
 def test_input_guard_counts_instead_of_raising(ros):
     """A rejection is counted by its reason, a bug as callback_errors; neither leaves the callback."""
     from vloc_ros.nodes.diagnostics import Counters

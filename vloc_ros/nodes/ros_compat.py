@@ -17,6 +17,7 @@ import bisect
 import functools
 import importlib
 import threading
+from typing import Callable
 
 from vloc_ros.geometry import Camera, Rigid3, interpolate_pose
 from vloc_ros.msgs import (
@@ -164,6 +165,11 @@ class TfBufferBase:
         return True
 
 
+def _nanoseconds(clock) -> Callable[[], int]:
+    """A function giving an rclpy clock's now in nanoseconds."""
+    return lambda: clock.now().nanoseconds
+
+
 class FallbackTfBuffer(TfBufferBase):
     """A minimal TF buffer: subscribes /tf and /tf_static and looks up ``parent_from_child``.
 
@@ -172,6 +178,10 @@ class FallbackTfBuffer(TfBufferBase):
     around it (linear translation, slerp rotation); a stamp outside a link's samples takes the
     nearest sample if it is at most ``max_age`` seconds away, else raises :class:`TfLookupError`.
     ``stamp=None`` takes each link's latest sample. The node's executor must spin for it to fill.
+
+    A dynamic transform stamped more than ``cache_time`` ahead of the clock is refused: the cache
+    keeps ``cache_time`` before a link's newest sample, so one such stamp would push every current
+    sample of the link out, and keep pushing each new one out, until the clock caught up with it.
     """
 
     def __init__(
@@ -182,10 +192,13 @@ class FallbackTfBuffer(TfBufferBase):
         tf_topic: str = "/tf",
         tf_static_topic: str = "/tf_static",
         subscribe=None,
+        now_ns: Callable[[], int] | None = None,
     ):
         """``subscribe(msg_type, topic, callback, qos)`` makes the subscriptions (default: the node's
         ``create_subscription``); a node passes its ``InputGuard.subscribe`` so that a message with
-        invalid transforms is a counted rejection."""
+        invalid transforms is a counted rejection. ``now_ns``: the clock stamps are checked against
+        (default: the node's; none without a node); 0 (sim time before the first /clock) checks nothing."""
+        self._now_ns = now_ns if now_ns is not None or node is None else _nanoseconds(node.get_clock())
         self.cache_ns = int(cache_time * 1e9)
         self.max_age_ns = int(max_age * 1e9)
         self._lock = threading.Lock()
@@ -219,8 +232,17 @@ class FallbackTfBuffer(TfBufferBase):
         """Add one ``TransformStamped`` (what the subscriptions do for each received transform).
 
         Refuses (:class:`InvalidMessage`, ``invalid_tf``) what tf2 refuses: an empty frame id, a
-        frame as its own parent, a non-finite transform or a quaternion that is not unit."""
+        frame as its own parent, a non-finite transform or a quaternion that is not unit; and a
+        dynamic transform stamped more than the cache ahead of the clock."""
         parent, child, value = transform_link(transform)
+        now = self._now_ns() if self._now_ns is not None and not static else 0
+        if now > 0 and stamp_to_ns(transform.header.stamp) - now > self.cache_ns:
+            raise InvalidMessage(
+                f"transform {parent} -> {child} is stamped "
+                f"{(stamp_to_ns(transform.header.stamp) - now) * 1e-9:.0f} s ahead of this node's clock, more "
+                f"than the {self.cache_ns * 1e-9:g} s TF cache: it would push every current sample out",
+                "invalid_tf",
+            )
         with self._lock:
             if self._parent.get(child) != parent:  # new frame or re-parented: forget its history
                 self._static.pop(child, None)
