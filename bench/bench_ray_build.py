@@ -142,7 +142,6 @@ def main() -> None:
             for stage in head_stages
         ],
     )
-    features = reference["summary"]
     feature_bytes = 2048 * (2 + 1 + 64) * 4  # keypoints, scores, descriptors (float32) of a full image
 
     # The pairs of the projected size, counted on a trajectory, and retrieval's time (quadratic).
@@ -179,7 +178,7 @@ def main() -> None:
     print(
         f"\nThe head holds every image's features until reconstruction: {feature_bytes / 2**20:.2f} MiB per image "
         f"at 2048 keypoints, {images * feature_bytes / 2**30:.0f} GiB for {images} images "
-        f"({features.num_points} points from {len(frames)} images here)."
+        f"({reference['summary'].num_points} points from {len(frames)} images here)."
     )
 
 

@@ -195,9 +195,12 @@ def image_payload(frame: MapFrame) -> tuple[str, bytes]:
 
 
 def decode_payload(kind: str, data: bytes, name: str) -> np.ndarray:
+    """The image ``image_payload`` shipped; ValueError (the image is skipped) when it does not decode."""
     if kind == "file":
         return decode_image_rgb(data, name)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f"cannot decode the PNG of image {name} shipped by the head")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image.ndim == 3 else image
 
 
